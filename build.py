@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Build, verify and run Quaero jobs.
+
+    python3 build.py demo     the main job: both services on SQLite + an authenticated crawl of a demo site
+    python3 build.py test     everything CI checks: stubs current, lint, both services start, the test suite
+    python3 build.py gen      regenerate the gRPC stubs in gen/ from protos/
+    python3 build.py verify   check that the stubs are current and that both services start (health SERVING)
+    python3 build.py bench    run the benchmarks in bench/
+
+On a fresh clone it first creates .venv/ and installs the project into it (editable, with dev extras),
+then re-runs itself inside that environment: nothing has to be installed by hand.
+"""
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+VENV_PY = VENV / "bin" / "python"
+GEN = ROOT / "gen"
+PROTOS = ROOT / "protos"
+
+
+def _in_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def bootstrap() -> None:
+    """Create .venv and install the project when missing or when pyproject.toml changed."""
+    stamp = VENV / ".quaero-installed"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not VENV_PY.exists():
+        print("build: creating .venv", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    if not stamp.exists() or stamp.read_text() != wanted:
+        print("build: installing the project and its dependencies into .venv", flush=True)
+        pip = [str(VENV_PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        subprocess.run([*pip, "--upgrade", "pip"], check=True)
+        subprocess.run([*pip, "-e", f"{ROOT}[dev]"], check=True)
+        stamp.write_text(wanted)
+    if not _in_venv():
+        os.execv(str(VENV_PY), [str(VENV_PY), str(Path(__file__).resolve()), *sys.argv[1:]])
+
+
+def generate(out: Path) -> None:
+    """Generate Python, gRPC and typed (.pyi) stubs from protos/ into out/."""
+    from importlib import resources
+
+    from grpc_tools import protoc
+
+    well_known = str(resources.files("grpc_tools") / "_proto")
+    sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    plugin_dir = Path(sys.executable).parent
+    out.mkdir(parents=True, exist_ok=True)
+    args = [
+        "protoc", f"-I{PROTOS}", f"-I{well_known}",
+        f"--plugin=protoc-gen-mypy={plugin_dir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={plugin_dir / 'protoc-gen-mypy_grpc'}",
+        f"--python_out={out}", f"--grpc_python_out={out}", f"--mypy_out={out}", f"--mypy_grpc_out={out}",
+        *sources,
+    ]
+    if protoc.main(args) != 0:
+        sys.exit("build: protoc failed")
+    # Regular packages (not namespace packages) so that setuptools and mypy find them.
+    for directory in out.rglob("*"):
+        if directory.is_dir() and directory.name != "__pycache__":
+            (directory / "__init__.py").touch()
+
+
+def check_stubs_current() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp)
+        generate(fresh)
+        stale = []
+        for path in sorted(fresh.rglob("*")):
+            if path.is_file():
+                committed = GEN / path.relative_to(fresh)
+                if not committed.exists() or not filecmp.cmp(path, committed, shallow=False):
+                    stale.append(str(path.relative_to(fresh)))
+        for path in sorted(GEN.rglob("*.py*")):
+            if path.is_file() and not (fresh / path.relative_to(GEN)).exists() and "__pycache__" not in path.parts:
+                stale.append(str(path.relative_to(GEN)))
+        if stale:
+            sys.exit("build: gen/ is stale against protos/ (run `python3 build.py gen` and commit): " + ", ".join(stale))
+    print("build: stubs in gen/ are current with protos/", flush=True)
+
+
+def lint() -> None:
+    subprocess.run([str(VENV_PY), "-m", "ruff", "check", "manager_service", "executor_service", "tests", "bench",
+                    "build.py"], check=True, cwd=ROOT)
+    subprocess.run([str(VENV_PY), "-m", "mypy", "manager_service", "executor_service"], check=True, cwd=ROOT)
+    print("build: ruff and mypy clean", flush=True)
+
+
+def verify_services() -> None:
+    """Start both services on a throwaway data directory and wait for health SERVING."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support.processes import start_executor, start_manager  # type: ignore[import-not-found]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"QUAERO_DATA_DIR": tmp, "QUAERO_API_TOKEN": "build-verify-token"}
+        manager = start_manager(env)
+        try:
+            executor = start_executor(env, manager.address)
+            executor.stop()
+        finally:
+            manager.stop()
+    print("build: manager and executor both start and report SERVING", flush=True)
+
+
+def run_tests(extra: list[str]) -> int:
+    env = dict(os.environ)
+    return subprocess.call([str(VENV_PY), "-m", "pytest", *extra], cwd=ROOT, env=env)
+
+
+def main() -> int:
+    command = sys.argv[1] if len(sys.argv) > 1 else "help"
+    if command in ("help", "-h", "--help"):
+        print(__doc__)
+        return 0
+    bootstrap()
+    if command == "gen":
+        if GEN.exists():
+            shutil.rmtree(GEN)
+        generate(GEN)
+        print("build: generated gen/ from protos/")
+        return 0
+    if command == "verify":
+        check_stubs_current()
+        verify_services()
+        return 0
+    if command == "test":
+        check_stubs_current()
+        lint()
+        verify_services()
+        code = run_tests(sys.argv[2:])
+        return code
+    if command == "demo":
+        from executor_service.demo.run import main as demo_main
+
+        return demo_main()
+    if command == "bench":
+        return subprocess.call([str(VENV_PY), str(ROOT / "bench" / "run.py"), *sys.argv[2:]], cwd=ROOT)
+    print(f"build: unknown command {command!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Quaero manager service: owns the jobs database and serves it over gRPC."""

@@ -1,0 +1,38 @@
+"""quaero-manager: the jobs database behind gRPC."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="quaero-manager",
+        description="Serve Quaero's jobs, logs, definitions, credentials and documents over gRPC.",
+        epilog="Environment: QUAERO_DATA_DIR (default ./.quaero: SQLite database, api-token and secret.key "
+               "files), QUAERO_DATABASE_URL (e.g. postgresql+psycopg://user@host/db instead of SQLite), "
+               "QUAERO_API_TOKEN (else the api-token file, created on first start), QUAERO_SECRET_KEY "
+               "(else secret.key), QUAERO_TLS_CERT and QUAERO_TLS_KEY (serve TLS).")
+    parser.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to serve on; port 0 picks a free "
+                        "one (default %(default)s)")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from .server import serve
+
+    try:
+        serve(args.listen)
+    except OSError as error:
+        print(f"quaero-manager: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # one readable line, not a traceback
+        print(f"quaero-manager: cannot start: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Engines and migrations.
+
+SQLite: WAL, a busy timeout, foreign keys on, and every write through ONE connection (a pool of one),
+which keeps write latency flat; reads use their own small pool, which WAL lets run beside the writer.
+PostgreSQL: one pooled engine for both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # NORMAL in WAL mode: a committed write survives the process being killed (it is in the WAL);
+    # only an OS crash or power loss can take the last transactions.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@dataclass
+class Database:
+    write_engine: Engine
+    read_engine: Engine
+
+    @property
+    def dialect(self) -> str:
+        return self.write_engine.dialect.name
+
+    def dispose(self) -> None:
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()
+
+
+def _normalise_url(url: str) -> str:
+    # "postgresql://" means psycopg 3 here, the driver this project installs.
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def connect(url: str) -> Database:
+    url = _normalise_url(url)
+    if url.startswith("sqlite"):
+        args = {"check_same_thread": False, "timeout": 10}
+        writer = sa.create_engine(url, pool_size=1, max_overflow=0, pool_timeout=60, connect_args=args)
+        reader = sa.create_engine(url, pool_size=8, max_overflow=8, connect_args=args)
+        for engine in (writer, reader):
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return Database(writer, reader)
+    engine = sa.create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    return Database(engine, engine)
+
+
+def migrate(db: Database) -> None:
+    """Brings the schema to the newest Alembic revision."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with db.write_engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

@@ -1,0 +1,253 @@
+"""gRPC plumbing both services share: error details, bearer-token auth, health, reflection,
+TLS, and the client side (token, default deadlines, retries of UNAVAILABLE)."""
+from __future__ import annotations
+
+import functools
+import hmac
+import inspect
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from concurrent import futures
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from .errors import DomainError
+
+log = logging.getLogger("quaero.grpc")
+DOMAIN = "quaero.dev"
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def status_of(code: grpc.StatusCode, reason: str, message: str, field: str | None = None,
+              metadata: dict[str, str] | None = None) -> grpc.Status:
+    """A grpc.Status carrying google.rpc.Status with ErrorInfo (and BadRequest when a field is at fault)."""
+    details = []
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    details.append(packed)
+    if field:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=message)])
+        packed = any_pb2.Any()
+        packed.Pack(bad)
+        details.append(packed)
+    proto = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
+    return rpc_status.to_status(proto)
+
+
+def abort_for(context: grpc.ServicerContext, error: DomainError) -> None:
+    code = getattr(grpc.StatusCode, error.code_name)
+    context.abort_with_status(status_of(code, error.reason, error.message, error.field, error.metadata))
+
+
+def maps_domain_errors(method: F) -> F:
+    """Servicer decorator: a DomainError becomes its status code with ErrorInfo/BadRequest details."""
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                yield from method(self, request, context)
+            except DomainError as error:
+                abort_for(context, error)
+        return stream  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except DomainError as error:
+            abort_for(context, error)
+    return unary  # type: ignore[return-value]
+
+
+def error_info(error: grpc.RpcError) -> tuple[str, str]:
+    """(reason, field) from a failed call's details; ('', '') when it has none."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    reason = field = ""
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                if bad.field_violations:
+                    field = bad.field_violations[0].field
+    return reason, field
+
+
+def _handler_like(handler: grpc.RpcMethodHandler, behaviour: Callable[[Any, grpc.ServicerContext], Any]) -> Any:
+    """A method handler of the same shape (unary/stream) as `handler` that runs `behaviour`."""
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(
+            behaviour, handler.request_deserializer, handler.response_serializer)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(
+            behaviour, handler.request_deserializer, handler.response_serializer)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(
+            behaviour, handler.request_deserializer, handler.response_serializer)
+    return grpc.unary_unary_rpc_method_handler(behaviour, handler.request_deserializer, handler.response_serializer)
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):
+    """Every RPC but health needs `authorization: Bearer <token>`, compared in constant time."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(HEALTH_PREFIX):
+            return handler
+        presented = ""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                presented = value if isinstance(value, str) else value.decode()
+        if presented and hmac.compare_digest(presented.encode(), self._expected):
+            return handler
+        reason = "TOKEN_INVALID" if presented else "TOKEN_MISSING"
+        message = ("the bearer token is wrong" if presented else "no `authorization: Bearer <token>` header") + \
+            "; use QUAERO_API_TOKEN or the api-token file in the manager's data directory"
+
+        def deny(_request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort_with_status(status_of(grpc.StatusCode.UNAUTHENTICATED, reason, message))
+
+        return _handler_like(handler, deny)
+
+
+class FaultInjectionInterceptor(grpc.ServerInterceptor):
+    """For failure tests only: QUAERO_FAULT_INJECT="UpdateJobMetadata=UNAVAILABLE" fails that method.
+
+    Lets a test cause, in a real server process, a fault it could not otherwise time precisely.
+    """
+
+    def __init__(self, spec: str) -> None:
+        self._faults: dict[str, grpc.StatusCode] = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            method, _, code = item.partition("=")
+            self._faults[method] = getattr(grpc.StatusCode, code or "UNAVAILABLE")
+
+    def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(handler_call_details)
+        name = handler_call_details.method.rsplit("/", 1)[-1]
+        code = self._faults.get(name)
+        if handler is None or code is None:
+            return handler
+
+        def fail(_request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort_with_status(status_of(code, "FAULT_INJECTED", f"{name} failed by fault injection"))
+
+        return _handler_like(handler, fail)
+
+
+def build_server(register: Callable[[grpc.Server], Iterable[str]], token: str, listen: str,
+                 max_workers: int = 64) -> tuple[grpc.Server, health.HealthServicer, int]:
+    """A thread-pool server with auth, health and reflection; `register` adds the servicers and
+    returns their full service names. Returns (server, health servicer, bound port)."""
+    interceptors: list[grpc.ServerInterceptor] = [BearerTokenInterceptor(token)]
+    faults = os.environ.get("QUAERO_FAULT_INJECT", "")
+    if faults:
+        log.warning("event=fault_injection_enabled spec=%s", faults)
+        interceptors.append(FaultInjectionInterceptor(faults))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors,
+                         options=[("grpc.so_reuseport", 0)])
+    names = list(register(server))
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    cert, key = os.environ.get("QUAERO_TLS_CERT"), os.environ.get("QUAERO_TLS_KEY")
+    if cert and key:
+        with open(cert, "rb") as c, open(key, "rb") as k:
+            credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+        port = server.add_secure_port(listen, credentials)
+    else:
+        port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    for name in [*names, ""]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    return server, health_servicer, port
+
+
+def mark_serving(health_servicer: health.HealthServicer, names: Iterable[str]) -> None:
+    for name in [*names, ""]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+# ---- client side -----------------------------------------------------------------------------
+class _ClientCallDetails(grpc.ClientCallDetails):
+    def __init__(self, details: grpc.ClientCallDetails, metadata: list[tuple[str, str]],
+                 timeout: float | None) -> None:
+        self.method = details.method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+class TokenAndDeadlineInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds the bearer token to every call and a deadline to every unary call that has none."""
+
+    def __init__(self, token: str, default_timeout: float) -> None:
+        self._token = token
+        self._timeout = default_timeout
+
+    def _details(self, details: grpc.ClientCallDetails, unary: bool) -> _ClientCallDetails:
+        metadata = list(details.metadata or []) + [("authorization", f"Bearer {self._token}")]
+        timeout = details.timeout if details.timeout is not None or not unary else self._timeout
+        return _ClientCallDetails(details, metadata, timeout)
+
+    def intercept_unary_unary(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._details(details, True), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._details(details, False), request)
+
+
+# Idempotent calls, or calls made safe by a request_id / dedup key / lease token, are retried on
+# UNAVAILABLE by gRPC itself (service-config retry policy) with exponential backoff.
+RETRYABLE = {
+    "quaero.manager.v1.JobManager": ["CreateJob", "BatchCreateChildJobs", "GetJob", "ListJobs", "UpdateJobProgress",
+                                      "UpdateJobConfig", "UpdateJobMetadata", "ListJobLogs", "GetJobStats",
+                                      "LeaseJobs", "RenewLease", "CompleteLeasedJob"],
+    "quaero.manager.v1.AuthStore": ["GetCredentials", "ListCredentials"],
+    "quaero.manager.v1.JobDefinitions": ["GetJobDefinition", "ListJobDefinitions"],
+    "quaero.manager.v1.Documents": ["GetDocument", "ListDocuments"],
+    "quaero.executor.v1.Executor": ["ExecuteJobDefinition", "CancelExecution"],
+}
+
+
+def _service_config() -> str:
+    names = [{"service": service, "method": method} for service, methods in RETRYABLE.items() for method in methods]
+    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": {
+        "maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "2s", "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+
+
+def open_channel(address: str, token: str, default_timeout: float = 10.0) -> grpc.Channel:
+    """A channel to a Quaero service: token on every call, default deadlines, retries of UNAVAILABLE.
+    TLS when QUAERO_TLS_CA names the CA (or server) certificate to trust."""
+    options = [("grpc.service_config", _service_config()), ("grpc.enable_retries", 1),
+               ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    ca = os.environ.get("QUAERO_TLS_CA")
+    if ca:
+        with open(ca, "rb") as handle:
+            channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(handle.read()), options=options)
+    else:
+        channel = grpc.insecure_channel(address, options=options)
+    return grpc.intercept_channel(channel, TokenAndDeadlineInterceptor(token, default_timeout))
