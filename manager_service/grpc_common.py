@@ -208,7 +208,9 @@ class TokenAndDeadlineInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnarySt
         self._timeout = default_timeout
 
     def _details(self, details: grpc.ClientCallDetails, unary: bool) -> _ClientCallDetails:
-        metadata = list(details.metadata or []) + [("authorization", f"Bearer {self._token}")]
+        metadata = list(details.metadata or [])
+        if self._token:
+            metadata.append(("authorization", f"Bearer {self._token}"))
         timeout = details.timeout if details.timeout is not None or not unary else self._timeout
         return _ClientCallDetails(details, metadata, timeout)
 

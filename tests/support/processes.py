@@ -60,6 +60,7 @@ def wait_serving(address: str, timeout: float = 30.0) -> None:
 def _start(name: str, args: list[str], env: dict[str, str], log_dir: Path | None = None) -> ServiceProcess:
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     log_dir = Path(log_dir or env.get("QUAERO_DATA_DIR") or ROOT)
+    log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
     log_file = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=full_env, stdout=subprocess.PIPE,

@@ -1,0 +1,179 @@
+"""Job creation, status transitions, logs, stats, paging and WatchJob through gRPC."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import grpc
+import pytest
+from quaero.manager.v1 import jobs_pb2
+
+from tests.support.grpc_errors import expect_error
+
+S = jobs_pb2
+
+
+def create(manager: Any, **kwargs: Any) -> jobs_pb2.Job:
+    return manager.client.jobs.CreateJob(S.CreateJobRequest(type=kwargs.pop("type", "test"), **kwargs))
+
+
+def set_status(manager: Any, job_id: str, status: int, **kwargs: Any) -> jobs_pb2.Job:
+    return manager.client.jobs.UpdateJobStatus(S.UpdateJobStatusRequest(job_id=job_id, status=status, **kwargs))
+
+
+def test_create_with_a_repeated_request_id_returns_the_first_job(manager: Any) -> None:
+    first = create(manager, name="once", request_id="req-123")
+    again = create(manager, name="twice", request_id="req-123")
+    assert again.id == first.id and again.name == "once"
+    listed = manager.client.jobs.ListJobs(S.ListJobsRequest(page_size=1000)).jobs
+    assert sum(1 for job in listed if job.name in ("once", "twice")) == 1
+
+
+def test_status_moves_forward_and_sets_times(manager: Any) -> None:
+    job = create(manager)
+    assert job.status == S.JOB_STATUS_PENDING and not job.HasField("start_time")
+    running = set_status(manager, job.id, S.JOB_STATUS_RUNNING)
+    assert running.HasField("start_time") and not running.HasField("finish_time")
+    done = set_status(manager, job.id, S.JOB_STATUS_COMPLETED)
+    assert done.status == S.JOB_STATUS_COMPLETED and done.HasField("finish_time")
+
+
+@pytest.mark.parametrize("terminal", [S.JOB_STATUS_COMPLETED, S.JOB_STATUS_FAILED, S.JOB_STATUS_CANCELLED])
+def test_nothing_leaves_a_terminal_state(manager: Any, terminal: int) -> None:
+    job = create(manager)
+    set_status(manager, job.id, S.JOB_STATUS_RUNNING)
+    final = set_status(manager, job.id, terminal)
+    for target in (S.JOB_STATUS_PENDING, S.JOB_STATUS_RUNNING, S.JOB_STATUS_COMPLETED, S.JOB_STATUS_FAILED):
+        error = expect_error(lambda t=target: set_status(manager, job.id, t), grpc.StatusCode.FAILED_PRECONDITION,
+                             "ILLEGAL_TRANSITION")
+        assert "final" in error.details()
+    assert manager.client.jobs.GetJob(S.GetJobRequest(job_id=job.id)).etag == final.etag
+
+
+def test_pending_cannot_jump_to_completed(manager: Any) -> None:
+    job = create(manager)
+    expect_error(lambda: set_status(manager, job.id, S.JOB_STATUS_COMPLETED), grpc.StatusCode.FAILED_PRECONDITION,
+                 "ILLEGAL_TRANSITION")
+
+
+def test_unspecified_status_is_invalid(manager: Any) -> None:
+    job = create(manager)
+    expect_error(lambda: set_status(manager, job.id, S.JOB_STATUS_UNSPECIFIED), grpc.StatusCode.INVALID_ARGUMENT,
+                 "INVALID_STATUS", "status")
+
+
+def test_parent_counters_follow_children_and_the_parent_completes_when_all_are_done(manager: Any) -> None:
+    parent = create(manager)
+    set_status(manager, parent.id, S.JOB_STATUS_RUNNING)
+    kids = [create(manager, parent_id=parent.id) for _ in range(3)]
+    got = manager.client.jobs.GetJob(S.GetJobRequest(job_id=parent.id))
+    assert (got.progress_current, got.progress_total) == (0, 3)
+    for kid in kids:
+        set_status(manager, kid.id, S.JOB_STATUS_RUNNING)
+    set_status(manager, kids[0].id, S.JOB_STATUS_COMPLETED)
+    set_status(manager, kids[1].id, S.JOB_STATUS_FAILED, error="boom")
+    stats = manager.client.jobs.GetJobStats(S.GetJobStatsRequest(job_id=parent.id))
+    assert (stats.total, stats.completed, stats.failed, stats.running) == (3, 1, 1, 1)
+    mid = manager.client.jobs.GetJob(S.GetJobRequest(job_id=parent.id))
+    assert mid.status == S.JOB_STATUS_RUNNING and mid.progress_current == 2
+    set_status(manager, kids[2].id, S.JOB_STATUS_COMPLETED)
+    final = manager.client.jobs.GetJob(S.GetJobRequest(job_id=parent.id))
+    # One failure with the default tolerance of 0: the parent fails, saying why.
+    assert final.status == S.JOB_STATUS_FAILED and final.error_reason == "TOO_MANY_CHILD_FAILURES"
+    assert final.progress_current == final.progress_total == 3
+
+
+def test_cancelling_a_parent_cancels_its_unfinished_children(manager: Any) -> None:
+    parent = create(manager)
+    set_status(manager, parent.id, S.JOB_STATUS_RUNNING)
+    kids = [create(manager, parent_id=parent.id) for _ in range(3)]
+    set_status(manager, kids[0].id, S.JOB_STATUS_RUNNING)
+    set_status(manager, kids[0].id, S.JOB_STATUS_COMPLETED)
+    set_status(manager, parent.id, S.JOB_STATUS_CANCELLED)
+    statuses = [manager.client.jobs.GetJob(S.GetJobRequest(job_id=k.id)).status for k in kids]
+    assert statuses == [S.JOB_STATUS_COMPLETED, S.JOB_STATUS_CANCELLED, S.JOB_STATUS_CANCELLED]
+
+
+def test_list_jobs_pages_without_gaps_or_repeats(manager: Any) -> None:
+    parent = create(manager)
+    ids = {create(manager, parent_id=parent.id).id for _ in range(7)}
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = manager.client.jobs.ListJobs(S.ListJobsRequest(parent_id=parent.id, page_size=3, page_token=token))
+        seen.extend(job.id for job in page.jobs)
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(ids)
+    pending = manager.client.jobs.ListJobs(S.ListJobsRequest(parent_id=parent.id, status=S.JOB_STATUS_RUNNING))
+    assert list(pending.jobs) == []
+    expect_error(lambda: manager.client.jobs.ListJobs(S.ListJobsRequest(page_token="garbage")),
+                 grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", "page_token")
+
+
+def test_logs_are_paged_oldest_first(manager: Any) -> None:
+    job = create(manager)
+    for n in range(5):
+        manager.client.jobs.AddJobLog(S.AddJobLogRequest(job_id=job.id, level=S.LOG_LEVEL_INFO, message=f"line {n}"))
+    first = manager.client.jobs.ListJobLogs(S.ListJobLogsRequest(job_id=job.id, page_size=3))
+    rest = manager.client.jobs.ListJobLogs(S.ListJobLogsRequest(job_id=job.id, page_token=first.next_page_token))
+    assert [log.message for log in [*first.logs, *rest.logs]] == [f"line {n}" for n in range(5)]
+    assert rest.next_page_token == ""
+    expect_error(lambda: manager.client.jobs.AddJobLog(S.AddJobLogRequest(
+        job_id="00000000-0000-4000-8000-000000000000", message="x")), grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
+
+
+def test_progress_is_stored(manager: Any) -> None:
+    job = create(manager)
+    updated = manager.client.jobs.UpdateJobProgress(S.UpdateJobProgressRequest(
+        job_id=job.id, progress_current=3, progress_total=10))
+    assert (updated.progress_current, updated.progress_total) == (3, 10)
+
+
+def test_watch_streams_each_change_and_ends_when_terminal(manager: Any) -> None:
+    job = create(manager)
+    received: list[jobs_pb2.Job] = []
+
+    def watch() -> None:
+        for update in manager.client.jobs.WatchJob(S.WatchJobRequest(job_id=job.id), timeout=30):
+            received.append(update)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    time.sleep(0.3)
+    set_status(manager, job.id, S.JOB_STATUS_RUNNING)
+    time.sleep(0.2)
+    manager.client.jobs.UpdateJobProgress(S.UpdateJobProgressRequest(job_id=job.id, progress_current=1,
+                                                                     progress_total=2))
+    time.sleep(0.2)
+    set_status(manager, job.id, S.JOB_STATUS_COMPLETED)
+    watcher.join(10)
+    assert not watcher.is_alive(), "WatchJob did not end after the job became terminal"
+    states = [(u.status, u.progress_current) for u in received]
+    assert states == [(S.JOB_STATUS_PENDING, 0), (S.JOB_STATUS_RUNNING, 0), (S.JOB_STATUS_RUNNING, 1),
+                      (S.JOB_STATUS_COMPLETED, 1)]
+
+
+def test_watch_of_an_unknown_job_is_not_found(manager: Any) -> None:
+    def watch() -> None:
+        list(manager.client.jobs.WatchJob(S.WatchJobRequest(job_id="00000000-0000-4000-8000-000000000000"),
+                                          timeout=5))
+    expect_error(watch, grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
+
+
+def test_missing_or_wrong_token_is_unauthenticated_and_writes_nothing(manager: Any) -> None:
+    job = create(manager)
+    for token in ("", "wrong-token"):
+        client = manager.connect(token=token)
+        try:
+            expect_error(lambda c=client: c.jobs.UpdateJobMetadata(S.UpdateJobMetadataRequest(job_id=job.id)),
+                         grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING" if not token else "TOKEN_INVALID")
+            expect_error(lambda c=client: c.jobs.CreateJob(S.CreateJobRequest(type="intruder")),
+                         grpc.StatusCode.UNAUTHENTICATED)
+        finally:
+            client.close()
+    assert manager.client.jobs.GetJob(S.GetJobRequest(job_id=job.id)).etag == job.etag
+    listed = manager.client.jobs.ListJobs(S.ListJobsRequest(page_size=1000)).jobs
+    assert all(j.type != "intruder" for j in listed)

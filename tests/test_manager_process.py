@@ -1,0 +1,96 @@
+"""The manager as a real process: start-up, token file, reflection, health, SIGTERM, kill -9."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import grpc
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from quaero.manager.v1 import jobs_pb2
+
+from manager_service.client import ManagerClient
+from tests.support.processes import start_manager
+
+
+def test_first_start_creates_a_private_token_file_that_authorises_calls(tmp_path: Path) -> None:
+    env = {"QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": ""}
+    manager = start_manager(env)
+    try:
+        token_file = tmp_path / "api-token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        assert len(token) >= 32
+        client = ManagerClient.connect(manager.address, token)
+        job = client.jobs.CreateJob(jobs_pb2.CreateJobRequest(type="t"))
+        assert job.id
+        client.close()
+        assert token not in manager.logs()
+    finally:
+        manager.stop()
+
+
+def test_reflection_lists_the_services_grpcurl_needs(tmp_path: Path) -> None:
+    manager = start_manager({"QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": "reflect-token"})
+    try:
+        with grpc.insecure_channel(manager.address) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            responses = stub.ServerReflectionInfo(iter([request]), metadata=[("authorization", "Bearer reflect-token")],
+                                                  timeout=10)
+            names = {service.name for r in responses for service in r.list_services_response.service}
+        assert {"quaero.manager.v1.JobManager", "quaero.manager.v1.AuthStore", "quaero.manager.v1.JobDefinitions",
+                "quaero.manager.v1.Documents", "grpc.health.v1.Health"} <= names
+    finally:
+        manager.stop()
+
+
+def test_health_needs_no_token_and_sigterm_stops_gracefully(tmp_path: Path) -> None:
+    manager = start_manager({"QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": "t"})
+    with grpc.insecure_channel(manager.address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="quaero.manager.v1.JobManager"), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert manager.stop() == 0
+    assert "event=shutdown" in manager.logs()
+
+
+def test_an_acknowledged_write_survives_kill_9_and_restart(tmp_path: Path) -> None:
+    env = {"QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": "durable"}
+    manager = start_manager(env)
+    client = ManagerClient.connect(manager.address, "durable")
+    job = client.jobs.CreateJob(jobs_pb2.CreateJobRequest(type="t"))
+    patch = struct_pb2.Struct()
+    patch.update({"auth_id": "site-1", "phase": "execution"})
+    acknowledged = client.jobs.UpdateJobMetadata(jobs_pb2.UpdateJobMetadataRequest(job_id=job.id, metadata=patch))
+    client.close()
+    manager.kill9()
+    assert manager.process.returncode == -9
+    restarted = start_manager(env)
+    try:
+        client = ManagerClient.connect(restarted.address, "durable")
+        after = client.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job.id))
+        assert after.etag == acknowledged.etag
+        assert after.metadata["auth_id"] == "site-1" and after.metadata["phase"] == "execution"
+        client.close()
+    finally:
+        restarted.stop()
+
+
+def test_a_port_in_use_gives_one_readable_line(tmp_path: Path) -> None:
+    first = start_manager({"QUAERO_DATA_DIR": str(tmp_path / "a"), "QUAERO_API_TOKEN": "t"})
+    try:
+        import subprocess
+        import sys
+
+        os.makedirs(tmp_path / "b", exist_ok=True)
+        result = subprocess.run([sys.executable, "-m", "manager_service", "--listen", first.address],
+                                env={**os.environ, "QUAERO_DATA_DIR": str(tmp_path / "b")}, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+        assert first.address.split(":")[1] in result.stderr.strip().splitlines()[-1]
+    finally:
+        first.stop()
