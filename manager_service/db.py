@@ -55,12 +55,12 @@ def connect(url: str) -> Database:
     url = _normalise_url(url)
     if url.startswith("sqlite"):
         args = {"check_same_thread": False, "timeout": 10}
-        writer = sa.create_engine(url, pool_size=1, max_overflow=0, pool_timeout=60, connect_args=args)
-        reader = sa.create_engine(url, pool_size=8, max_overflow=8, connect_args=args)
+        writer = sa.create_engine(url, hide_parameters=True, pool_size=1, max_overflow=0, pool_timeout=60, connect_args=args)
+        reader = sa.create_engine(url, hide_parameters=True, pool_size=8, max_overflow=8, connect_args=args)
         for engine in (writer, reader):
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         return Database(writer, reader)
-    engine = sa.create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    engine = sa.create_engine(url, hide_parameters=True, pool_size=20, max_overflow=20, pool_pre_ping=True)
     return Database(engine, engine)
 
 

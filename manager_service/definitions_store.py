@@ -88,7 +88,7 @@ class DefinitionStore:
         stamp = now()
         try:
             with self.db.write_engine.begin() as conn:
-                conn.execute(sa.insert(job_definitions).values(_row(definition), created_at=stamp, updated_at=stamp))
+                conn.execute(sa.insert(job_definitions).values({**_row(definition), "created_at": stamp, "updated_at": stamp}))
         except sa.exc.IntegrityError:
             raise AlreadyExists("DEFINITION_EXISTS", f"a job definition with id {definition['id']!r} exists; "
                                 "update it instead", "job_definition.id") from None
@@ -101,12 +101,12 @@ class DefinitionStore:
         stamp = now()
         with self.db.write_engine.begin() as conn:
             updated = conn.execute(sa.update(job_definitions).where(job_definitions.c.id == definition["id"])
-                                   .values(_row(definition), updated_at=stamp))
+                                   .values({**_row(definition), "updated_at": stamp}))
             if not updated.rowcount:
                 if not allow_missing:
                     raise NotFound("DEFINITION_NOT_FOUND", f"no job definition has id {definition['id']!r}",
                                    "job_definition.id")
-                conn.execute(sa.insert(job_definitions).values(_row(definition), created_at=stamp, updated_at=stamp))
+                conn.execute(sa.insert(job_definitions).values({**_row(definition), "created_at": stamp, "updated_at": stamp}))
         return self.get(definition["id"])
 
     def get(self, definition_id: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from typing import Any, TypeVar
@@ -50,8 +51,19 @@ def abort_for(context: grpc.ServicerContext, error: DomainError) -> None:
     context.abort_with_status(status_of(code, error.reason, error.message, error.field, error.metadata))
 
 
+def _internal(context: grpc.ServicerContext, name: str, error: Exception) -> None:
+    # The details stay in the server log (SQL parameters are hidden by the engines); the caller gets
+    # an id to quote, not the exception's text.
+    incident = uuid.uuid4().hex[:12]
+    log.error("event=internal_error method=%s incident=%s error=%s", name, incident, type(error).__name__,
+              exc_info=error)
+    context.abort_with_status(status_of(grpc.StatusCode.INTERNAL, "INTERNAL",
+                                        f"internal error in {name} (incident {incident}); see the server log"))
+
+
 def maps_domain_errors(method: F) -> F:
-    """Servicer decorator: a DomainError becomes its status code with ErrorInfo/BadRequest details."""
+    """Servicer decorator: a DomainError becomes its status code with ErrorInfo/BadRequest details;
+    anything unexpected becomes INTERNAL with an incident id."""
     if inspect.isgeneratorfunction(method):
         @functools.wraps(method)
         def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
@@ -59,6 +71,10 @@ def maps_domain_errors(method: F) -> F:
                 yield from method(self, request, context)
             except DomainError as error:
                 abort_for(context, error)
+            except Exception as error:
+                if context.is_active() and not isinstance(error, grpc.RpcError):
+                    _internal(context, method.__name__, error)
+                raise
         return stream  # type: ignore[return-value]
 
     @functools.wraps(method)
@@ -67,6 +83,10 @@ def maps_domain_errors(method: F) -> F:
             return method(self, request, context)
         except DomainError as error:
             abort_for(context, error)
+        except Exception as error:
+            if isinstance(error, grpc.RpcError) or not context.is_active():
+                raise
+            _internal(context, method.__name__, error)
     return unary  # type: ignore[return-value]
 
 

@@ -1,0 +1,40 @@
+"""quaero-executor: runs job definitions and crawls their pages."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="quaero-executor",
+        description="Run Quaero job definitions: create parent jobs, lease child jobs from the manager and crawl "
+                    "them with the stored cookies.",
+        epilog="Environment: QUAERO_API_TOKEN (else the api-token file in QUAERO_DATA_DIR, default ./.quaero), "
+               "QUAERO_RESOLVE (HOST=ADDRESS,... like curl --resolve), QUAERO_CA_BUNDLE (extra CA certificates "
+               "for https sites), QUAERO_TLS_CERT/QUAERO_TLS_KEY (serve TLS), QUAERO_TLS_CA (trust for the manager).")
+    parser.add_argument("--listen", default="127.0.0.1:50052", help="HOST:PORT to serve on (default %(default)s)")
+    parser.add_argument("--manager", default="127.0.0.1:50051", help="the manager's HOST:PORT (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=16,
+                        help="pages fetched at once by this process; 0 runs no workers (default %(default)s)")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from .server import serve
+
+    try:
+        serve(args.listen, args.manager, args.workers)
+    except OSError as error:
+        print(f"quaero-executor: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # one readable line, not a traceback
+        print(f"quaero-executor: cannot start: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""A small HTTP server that answers for several host names and records every request it gets.
+
+The bundled demo site, the tests and the benchmarks build their sites on it.
+"""
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Request:
+    host: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    scheme: str
+
+    @property
+    def cookie(self) -> str:
+        return self.headers.get("cookie", "")
+
+    def cookie_names(self) -> set[str]:
+        return {part.split("=", 1)[0].strip() for part in self.cookie.split(";") if "=" in part}
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = "text/html; charset=utf-8"
+
+
+Handler = Callable[[Request], Response]
+
+
+class SiteServer:
+    """handler(request) -> Response for every GET; requests are recorded in order."""
+
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+        self.handler = handler
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        site = self
+        scheme = "https" if tls else "http"
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                parts = urlsplit(self.path)
+                host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
+                request = Request(host, parts.path, parts.query, {k.lower(): v for k, v in self.headers.items()},
+                                  scheme)
+                with site._lock:
+                    site.requests.append(request)
+                response = site.handler(request)
+                body = response.body.encode()
+                self.send_response(response.status)
+                self.send_header("Content-Type", response.content_type)
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in response.headers:
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_HEAD = do_GET  # noqa: N815
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # quiet: tests read self.requests instead
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        if tls:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> SiteServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> SiteServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def requests_to(self, host: str) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.host == host]

@@ -1,0 +1,152 @@
+"""Starting and cancelling runs of job definitions.
+
+The parent's metadata (auth_id, job_definition_id, phase) is persisted with UpdateJobMetadata BEFORE
+any child exists, so children find their credentials in the database. If that call fails, the run
+goes on: a warning is logged (and written to the job's log when possible), the write is retried in
+the background, and children fall back to the job definition's auth_id.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+from quaero.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
+
+from manager_service.client import ManagerClient
+from manager_service.convert import dict_to_struct
+from manager_service.errors import FailedPrecondition
+
+from .pages import normalise_url
+from .worker import child_spec
+
+log = logging.getLogger("quaero.executor")
+PARENT_TYPE = "crawl"
+METADATA_DEADLINE_SECONDS = 5.0
+BACKGROUND_RETRY_SECONDS = (2, 4, 8, 16, 30)
+
+
+@dataclass
+class ExecutionStarted:
+    parent_job_id: str
+    metadata_persisted: bool
+    children_created: int
+
+
+class Executions:
+    def __init__(self, manager: ManagerClient) -> None:
+        self.manager = manager
+
+    def execute(self, definition_id: str, request_id: str) -> ExecutionStarted:
+        definition = self.manager.definitions.GetJobDefinition(
+            definitions_pb2.GetJobDefinitionRequest(id=definition_id))
+        if definition.auth_id:
+            self._check_credentials_exist(definition.auth_id)
+        crawl = definition.crawl
+        config = {
+            "job_definition_id": definition.id,
+            "crawl": {
+                "start_urls": list(crawl.start_urls), "max_depth": crawl.max_depth, "max_pages": crawl.max_pages,
+                "include_patterns": list(crawl.include_patterns), "exclude_patterns": list(crawl.exclude_patterns),
+                "same_site_only": crawl.same_site_only, "concurrency": crawl.concurrency,
+                "per_host_delay_seconds": crawl.per_host_delay_seconds,
+                "request_timeout_seconds": crawl.request_timeout_seconds, "user_agent": crawl.user_agent,
+                "ignore_robots_txt": crawl.ignore_robots_txt, "logged_out_patterns": list(crawl.logged_out_patterns),
+            },
+            # Read by the manager when it settles the parent.
+            "max_child_failures": definition.max_child_failures,
+            "failure_action": "stop_all" if definition.failure_action == definitions_pb2.FAILURE_ACTION_STOP_ALL
+            else "continue",
+        }
+        request = jobs_pb2.CreateJobRequest(type=PARENT_TYPE, name=definition.name or definition.id,
+                                            request_id=request_id)
+        dict_to_struct(config, request.config)
+        parent = self.manager.jobs.CreateJob(request)
+        if request_id and parent.status != jobs_pb2.JOB_STATUS_PENDING:
+            # A retried request: the first call already started this run.
+            return ExecutionStarted(parent.id, "auth_id" in parent.metadata or not definition.auth_id,
+                                    int(parent.progress_total))
+        metadata: dict[str, Any] = {"job_definition_id": definition.id, "phase": "execution"}
+        if definition.auth_id:
+            metadata["auth_id"] = definition.auth_id
+        persisted = self.persist_metadata(parent.id, metadata)
+        self.manager.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(
+            job_id=parent.id, status=jobs_pb2.JOB_STATUS_RUNNING))
+        starts = [url for url in (normalise_url(u) for u in crawl.start_urls) if url]
+        created = self.manager.jobs.BatchCreateChildJobs(jobs_pb2.BatchCreateChildJobsRequest(
+            parent_id=parent.id, children=[child_spec(url, 0) for url in starts], max_children=crawl.max_pages))
+        count = len(created.jobs)
+        if count == 0 and parent.progress_total == 0:
+            # Nothing to fetch: a parent without children is complete at once.
+            self.manager.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(
+                job_id=parent.id, status=jobs_pb2.JOB_STATUS_COMPLETED, result=_struct({"children": 0})))
+        log.info("event=execution_started parent_job_id=%s definition_id=%s children=%d metadata_persisted=%s",
+                 parent.id, definition.id, count, persisted)
+        return ExecutionStarted(parent.id, persisted, count)
+
+    def _check_credentials_exist(self, auth_id: str) -> None:
+        try:
+            self.manager.auth.GetCredentials(auth_pb2.GetCredentialsRequest(id=auth_id))
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                return  # let the run start; children report an unreachable credential store themselves
+            raise FailedPrecondition("AUTH_NOT_FOUND", f"the definition's auth_id {auth_id!r} names no stored "
+                                     "credentials (deleted?); import them again with `quaero auth import`",
+                                     "auth_id", {"auth_id": auth_id}) from None
+
+    def persist_metadata(self, parent_id: str, metadata: dict[str, Any]) -> bool:
+        """UpdateJobMetadata with a deadline (gRPC retries UNAVAILABLE briefly). Never raises."""
+        request = jobs_pb2.UpdateJobMetadataRequest(job_id=parent_id, metadata=_struct(metadata))
+        try:
+            self.manager.jobs.UpdateJobMetadata(request, timeout=METADATA_DEADLINE_SECONDS)
+            return True
+        except grpc.RpcError as error:
+            log.warning("event=metadata_persist_failed job_id=%s code=%s error=%r message=\"failed to persist job "
+                        "metadata; children will fall back to the job definition\"", parent_id, error.code().name,
+                        error.details())
+            try:
+                self.manager.jobs.AddJobLog(jobs_pb2.AddJobLogRequest(
+                    job_id=parent_id, level=jobs_pb2.LOG_LEVEL_WARNING,
+                    message=f"failed to persist job metadata ({error.code().name}: {error.details()}); children "
+                            "will fall back to the job definition"), timeout=5)
+            except grpc.RpcError:
+                pass
+            threading.Thread(target=self._retry_in_background, args=(request,), daemon=True,
+                             name=f"metadata-retry-{parent_id[:8]}").start()
+            return False
+
+    def _retry_in_background(self, request: jobs_pb2.UpdateJobMetadataRequest) -> None:
+        stop = threading.Event()
+        for pause in BACKGROUND_RETRY_SECONDS:
+            if stop.wait(pause):
+                return
+            try:
+                self.manager.jobs.UpdateJobMetadata(request, timeout=METADATA_DEADLINE_SECONDS)
+            except grpc.RpcError:
+                continue
+            log.info("event=metadata_persisted_late job_id=%s", request.job_id)
+            return
+        log.warning("event=metadata_persist_gave_up job_id=%s", request.job_id)
+
+    def cancel(self, parent_job_id: str) -> tuple[str, int]:
+        before = self.manager.jobs.GetJobStats(jobs_pb2.GetJobStatsRequest(job_id=parent_job_id))
+        parent = self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=parent_job_id))
+        if parent.status in (jobs_pb2.JOB_STATUS_PENDING, jobs_pb2.JOB_STATUS_RUNNING):
+            try:
+                parent = self.manager.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(
+                    job_id=parent_job_id, status=jobs_pb2.JOB_STATUS_CANCELLED, error="cancelled by request",
+                    error_reason="CANCELLED_BY_USER"))
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+                parent = self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=parent_job_id))
+        after = self.manager.jobs.GetJobStats(jobs_pb2.GetJobStatsRequest(job_id=parent_job_id))
+        status = jobs_pb2.JobStatus.Name(parent.status).removeprefix("JOB_STATUS_").lower()
+        return status, int(after.cancelled - before.cancelled)
+
+
+def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
+    return dict_to_struct(data)

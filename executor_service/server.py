@@ -1,0 +1,70 @@
+"""Assembles the executor: manager client, fetcher, workers and the Executor gRPC service."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+
+import grpc
+from quaero.executor.v1 import executor_pb2_grpc
+
+from manager_service.client import ManagerClient
+from manager_service.config import api_token
+from manager_service.grpc_common import build_server, mark_serving
+
+from .execution import Executions
+from .fetcher import Fetcher, parse_resolve
+from .servicer import ExecutorServicer
+from .worker import Worker
+
+log = logging.getLogger("quaero.executor")
+SERVICE_NAMES = ("quaero.executor.v1.Executor",)
+
+
+class ExecutorServer:
+    def __init__(self, listen: str, manager_address: str, token: str, workers: int = 16,
+                 resolve: dict[str, str] | None = None, ca_bundle: str | None = None) -> None:
+        self.manager = ManagerClient.connect(manager_address, token)
+        self.fetcher = Fetcher(resolve=resolve, ca_bundle=ca_bundle)
+        self.worker = Worker(self.manager, self.fetcher, workers)
+        executions = Executions(self.manager)
+
+        def register(server: grpc.Server) -> tuple[str, ...]:
+            executor_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(executions), server)
+            return SERVICE_NAMES
+
+        self.server, self.health, self.port = build_server(register, token, listen, max_workers=16)
+
+    def start(self) -> int:
+        self.server.start()
+        self.worker.start()
+        mark_serving(self.health, SERVICE_NAMES)
+        return self.port
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.worker.stop()
+        self.fetcher.close()
+        self.manager.close()
+
+
+def serve(listen: str, manager_address: str, workers: int) -> None:
+    resolve = parse_resolve(os.environ.get("QUAERO_RESOLVE", ""))
+    executor = ExecutorServer(listen, manager_address, api_token(), workers, resolve,
+                              os.environ.get("QUAERO_CA_BUNDLE") or None)
+    port = executor.start()
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("event=shutdown signal=%d", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    host = listen.rsplit(":", 1)[0]
+    print(f"quaero-executor serving on {host}:{port} (manager: {manager_address}, workers: {workers})", flush=True)
+    done.wait()
+    executor.stop()
