@@ -367,8 +367,9 @@ def jobs_ls(
     wanted = {v: k for k, v in STATUS.items()}
     if status and status not in wanted:
         fail(f"unknown status {status!r}; use one of {', '.join(s for s in wanted if s != 'unspecified')}")
+    status_value = wanted[status] if status else jobs_pb2.JOB_STATUS_UNSPECIFIED
     page = rpc(lambda: _client().jobs.ListJobs(jobs_pb2.ListJobsRequest(
-        parent_id=parent, status=wanted.get(status, 0), page_size=limit)), "cannot list jobs")
+        parent_id=parent, status=status_value, page_size=limit)), "cannot list jobs")
     table = Table("id", "type", "name", "status", "progress", "created")
     for job in page.jobs:
         table.add_row(job.id, job.type, job.name[:60], STATUS[job.status],

@@ -39,6 +39,11 @@ class ExecutionStarted:
 class Executions:
     def __init__(self, manager: ManagerClient) -> None:
         self.manager = manager
+        self._closing = threading.Event()
+
+    def close(self) -> None:
+        """Stops background metadata retries (the executor is shutting down)."""
+        self._closing.set()
 
     def execute(self, definition_id: str, request_id: str) -> ExecutionStarted:
         definition = self.manager.definitions.GetJobDefinition(
@@ -119,14 +124,15 @@ class Executions:
             return False
 
     def _retry_in_background(self, request: jobs_pb2.UpdateJobMetadataRequest) -> None:
-        stop = threading.Event()
         for pause in BACKGROUND_RETRY_SECONDS:
-            if stop.wait(pause):
+            if self._closing.wait(pause):
                 return
             try:
                 self.manager.jobs.UpdateJobMetadata(request, timeout=METADATA_DEADLINE_SECONDS)
             except grpc.RpcError:
                 continue
+            except ValueError:  # the channel closed under us: shutting down
+                return
             log.info("event=metadata_persisted_late job_id=%s", request.job_id)
             return
         log.warning("event=metadata_persist_gave_up job_id=%s", request.job_id)

@@ -148,13 +148,13 @@ class Fetcher:
                 response = self.client.get(origin + "/robots.txt", headers={"User-Agent": policy.user_agent},
                                            timeout=policy.timeout)
                 if response.status_code >= 500:
-                    parser.disallow_all = True  # RFC 9309: an unreachable robots.txt means "disallow"
+                    parser.disallow_all = True  # type: ignore[attr-defined]  # RFC 9309: unreachable = disallow
                 elif response.status_code >= 400:
-                    parser.allow_all = True
+                    parser.allow_all = True  # type: ignore[attr-defined]
                 else:
                     parser.parse(response.text.splitlines())
             except httpx.HTTPError:
-                parser.disallow_all = True
+                parser.disallow_all = True  # type: ignore[attr-defined]
             with self._robots_lock:
                 self._robots[origin] = parser
         return parser.can_fetch(policy.user_agent, url)

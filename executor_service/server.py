@@ -29,7 +29,7 @@ class ExecutorServer:
         self.manager = ManagerClient.connect(manager_address, token)
         self.fetcher = Fetcher(resolve=resolve, ca_bundle=ca_bundle)
         self.worker = Worker(self.manager, self.fetcher, workers)
-        executions = Executions(self.manager)
+        self.executions = executions = Executions(self.manager)
 
         def register(server: grpc.Server) -> tuple[str, ...]:
             executor_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(executions), server)
@@ -47,6 +47,7 @@ class ExecutorServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.worker.stop()
+        self.executions.close()
         self.fetcher.close()
         self.manager.close()
 

@@ -7,8 +7,8 @@ from typing import TypeVar
 import grpc
 from quaero.executor.v1 import executor_pb2, executor_pb2_grpc
 
-from manager_service.grpc_common import abort_for, error_info, status_of
 from manager_service.errors import DomainError
+from manager_service.grpc_common import abort_for, error_info, status_of
 
 from .execution import Executions
 

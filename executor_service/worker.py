@@ -163,7 +163,7 @@ class Worker:
                     return AuthChoice(definition.auth_id, "job definition")
         return AuthChoice("", "none")
 
-    def _log(self, job_id: str, level: int, message: str) -> None:
+    def _log(self, job_id: str, level: jobs_pb2.LogLevel.ValueType, message: str) -> None:
         try:
             self.manager.jobs.AddJobLog(jobs_pb2.AddJobLogRequest(job_id=job_id, level=level, message=message),
                                         timeout=5)
@@ -245,7 +245,7 @@ class Worker:
         self._finish(job, token, jobs_pb2.JOB_STATUS_COMPLETED, result=result, document=document, children=children,
                      max_children=int(crawl.get("max_pages", 0)))
 
-    def _finish(self, job: jobs_pb2.Job, token: str, status: int, *, error: str = "", reason: str = "",
+    def _finish(self, job: jobs_pb2.Job, token: str, status: jobs_pb2.JobStatus.ValueType, *, error: str = "", reason: str = "",
                 result: dict[str, Any] | None = None, document: documents_pb2.Document | None = None,
                 children: list[jobs_pb2.ChildJobSpec] | None = None, max_children: int = 0) -> None:
         request = jobs_pb2.CompleteLeasedJobRequest(job_id=job.id, lease_token=token, status=status, error=error,

@@ -96,7 +96,7 @@ class AuthStore:
         plaintext = self.box.open(row["cookies_encrypted"], credentials_id)
         return row, [_cookie_from_json(item) for item in json.loads(plaintext)]
 
-    def list(self, page_size: int, page_token: str) -> tuple[list[RowMapping], str]:
+    def list_page(self, page_size: int, page_token: str) -> tuple[list[RowMapping], str]:
         size = _page_size(page_size, 50)
         offset = _offset(page_token)
         with self.db.read_engine.connect() as conn:

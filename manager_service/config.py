@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ def data_dir() -> Path:
     return path
 
 
-def read_or_create_secret_file(path: Path, make: callable) -> str:  # type: ignore[valid-type]
+def read_or_create_secret_file(path: Path, make: Callable[[], str]) -> str:
     """Reads a secret file, creating it with mode 0600 on first use (O_EXCL: two starters agree)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

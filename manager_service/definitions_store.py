@@ -117,7 +117,7 @@ class DefinitionStore:
                            "(see `quaero definitions ls`)", "id", {"definition_id": definition_id})
         return _definition(row)
 
-    def list(self, page_size: int, page_token: str) -> tuple[list[dict[str, Any]], str]:
+    def list_page(self, page_size: int, page_token: str) -> tuple[list[dict[str, Any]], str]:
         size = _page_size(page_size, 50)
         offset = _offset(page_token)
         with self.db.read_engine.connect() as conn:

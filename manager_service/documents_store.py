@@ -25,7 +25,7 @@ class DocumentStore:
                            f"{document_id or url!r}", "document_id" if document_id else "url")
         return row
 
-    def list(self, parent_job_id: str, page_size: int, page_token: str, omit_text: bool) -> tuple[list[RowMapping], str]:
+    def list_page(self, parent_job_id: str, page_size: int, page_token: str, omit_text: bool) -> tuple[list[RowMapping], str]:
         size = _page_size(page_size, 50)
         offset = _offset(page_token)
         columns = [c for c in documents.c if not (omit_text and c.name == "text")]

@@ -110,7 +110,7 @@ class JobStore:
             raise NotFound("JOB_NOT_FOUND", f"job {job_id} does not exist", "job_id", {"job_id": job_id})
         return row
 
-    def list(self, parent_id: str, status: str, page_size: int, page_token: str,
+    def list_page(self, parent_id: str, status: str, page_size: int, page_token: str,
              all_levels: bool = False) -> tuple[list[Job], str]:
         size = _page_size(page_size, 50)
         offset = _offset(page_token)
@@ -243,7 +243,7 @@ class JobStore:
                 jobs.c.parent_id == parent["id"], jobs.c.dedup_key.in_(chunk))).scalars())
         room = max_children - parent["progress_total"] if max_children > 0 else len(unique)
         stamp = now()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for key, spec in unique.items():
             if key in known:
                 result.duplicates += 1
@@ -528,7 +528,7 @@ def _check_transition(job: RowMapping, status: str) -> None:
 
 def _row_view(row: dict[str, Any]) -> Any:
     """A plain dict with every jobs column, for rows built in Python rather than read back."""
-    full = {column.name: None for column in jobs.c}
+    full: dict[str, Any] = {column.name: None for column in jobs.c}
     full.update({"progress_current": 0, "progress_total": 0, "children_failed": 0, "error": "",
                  "error_reason": "", "attempts": 0})
     full.update(row)

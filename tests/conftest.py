@@ -5,6 +5,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import psycopg
@@ -81,3 +82,12 @@ def sqlite_manager(tmp_path: Path) -> Iterator[RunningManager]:
     yield running
     running.client.close()
     running.server.stop(grace=1)
+
+
+@pytest.fixture
+def harness(sqlite_manager: RunningManager) -> Iterator[Any]:
+    from tests.support.crawl import CrawlHarness
+
+    running = CrawlHarness(sqlite_manager)
+    yield running
+    running.close()

@@ -26,12 +26,12 @@ def info_to_proto(row: Any, rejected: list[tuple[StoredCookie, str]] | None = No
     info = auth_pb2.CredentialsInfo(id=row["id"], site_domain=row["site_domain"], base_url=row["base_url"],
                                     user_agent=row["user_agent"])
     for entry in row["cookie_index"]:
-        cookie = info.cookies.add(name=entry["name"], domain=entry["domain"], host_only=entry["host_only"],
-                                  path=entry["path"], secure=entry["secure"])
+        described = info.cookies.add(name=entry["name"], domain=entry["domain"], host_only=entry["host_only"],
+                                     path=entry["path"], secure=entry["secure"])
         if entry.get("expires"):
-            to_timestamp(datetime.fromisoformat(entry["expires"]), cookie.expire_time)
-    for cookie, reason in rejected or []:
-        info.rejected_cookies.add(name=cookie.name, domain=cookie.domain, reason=reason)
+            to_timestamp(datetime.fromisoformat(entry["expires"]), described.expire_time)
+    for refused, reason in rejected or []:
+        info.rejected_cookies.add(name=refused.name, domain=refused.domain, reason=reason)
     to_timestamp(row["created_at"], info.create_time)
     to_timestamp(row["updated_at"], info.update_time)
     return info
@@ -64,7 +64,7 @@ class AuthStoreServicer(auth_pb2_grpc.AuthStoreServicer):
     @maps_domain_errors
     def ListCredentials(self, request: auth_pb2.ListCredentialsRequest,
                         context: grpc.ServicerContext) -> auth_pb2.ListCredentialsResponse:
-        rows, token = self.store.list(request.page_size, request.page_token)
+        rows, token = self.store.list_page(request.page_size, request.page_token)
         return auth_pb2.ListCredentialsResponse(credentials=[info_to_proto(r) for r in rows], next_page_token=token)
 
     @maps_domain_errors

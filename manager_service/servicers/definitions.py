@@ -23,7 +23,7 @@ LIST_CRAWL_FIELDS = ("start_urls", "include_patterns", "exclude_patterns", "logg
 def definition_from_proto(message: definitions_pb2.JobDefinition) -> dict[str, Any]:
     crawl: dict[str, Any] = {key: list(getattr(message.crawl, key)) for key in LIST_CRAWL_FIELDS}
     for key in OPTIONAL_CRAWL_FIELDS:
-        crawl[key] = getattr(message.crawl, key) if message.crawl.HasField(key) else None
+        crawl[key] = getattr(message.crawl, key) if message.crawl.HasField(key) else None  # type: ignore[arg-type]
     crawl["user_agent"] = message.crawl.user_agent
     crawl["ignore_robots_txt"] = message.crawl.ignore_robots_txt
     return {"id": message.id, "name": message.name, "type": message.type, "auth_id": message.auth_id,
@@ -65,7 +65,7 @@ class JobDefinitionsServicer(definitions_pb2_grpc.JobDefinitionsServicer):
     @maps_domain_errors
     def ListJobDefinitions(self, request: definitions_pb2.ListJobDefinitionsRequest,
                            context: grpc.ServicerContext) -> definitions_pb2.ListJobDefinitionsResponse:
-        items, token = self.store.list(request.page_size, request.page_token)
+        items, token = self.store.list_page(request.page_size, request.page_token)
         return definitions_pb2.ListJobDefinitionsResponse(
             job_definitions=[definition_to_proto(d) for d in items], next_page_token=token)
 

@@ -32,6 +32,6 @@ class DocumentsServicer(documents_pb2_grpc.DocumentsServicer):
     @maps_domain_errors
     def ListDocuments(self, request: documents_pb2.ListDocumentsRequest,
                       context: grpc.ServicerContext) -> documents_pb2.ListDocumentsResponse:
-        rows, token = self.store.list(request.parent_job_id, request.page_size, request.page_token, request.omit_text)
+        rows, token = self.store.list_page(request.parent_job_id, request.page_size, request.page_token, request.omit_text)
         return documents_pb2.ListDocumentsResponse(documents=[document_to_proto(r) for r in rows],
                                                    next_page_token=token)

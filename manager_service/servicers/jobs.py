@@ -12,8 +12,9 @@ from ..errors import InvalidArgument
 from ..grpc_common import maps_domain_errors
 from ..jobs_store import STATUSES, TERMINAL, ChildSpec, DocumentInput, JobStore, etag_of
 
-STATUS_TO_PROTO = {name: index + 1 for index, name in enumerate(STATUSES)}
-PROTO_TO_STATUS = {value: key for key, value in STATUS_TO_PROTO.items()}
+STATUS_TO_PROTO: dict[str, jobs_pb2.JobStatus.ValueType] = {
+    name: jobs_pb2.JobStatus.Value("JOB_STATUS_" + name.upper()) for name in STATUSES}
+PROTO_TO_STATUS: dict[int, str] = {value: key for key, value in STATUS_TO_PROTO.items()}
 WATCH_POLL_SECONDS = 1.0
 
 
@@ -80,7 +81,7 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
 
     @maps_domain_errors
     def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: grpc.ServicerContext) -> jobs_pb2.ListJobsResponse:
-        rows, token = self.store.list(request.parent_id, status_name(request.status, allow_unspecified=True),
+        rows, token = self.store.list_page(request.parent_id, status_name(request.status, allow_unspecified=True),
                                       request.page_size, request.page_token, request.all_levels)
         return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(r) for r in rows], next_page_token=token)
 
