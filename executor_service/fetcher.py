@@ -20,7 +20,7 @@ MAX_REDIRECTS = 10
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_RETRY_AFTER_SECONDS = 60.0
 REDIRECT_CODES = {301, 302, 303, 307, 308}
-DEFAULT_LOGGED_OUT_PATTERNS = [r"(?i)log-?in", r"(?i)sign-?in"]
+DEFAULT_LOGGED_OUT_PATTERNS = [r"(?i)log[-_]?in", r"(?i)sign[-_]?in"]
 DEFAULT_USER_AGENT = "quaero/0.1 (+https://quaero.dev/bot)"
 
 

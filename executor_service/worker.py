@@ -177,8 +177,17 @@ class Worker:
         settings = struct_to_dict(parent.config)
         crawl = settings.get("crawl", {})
         gate = self._parent_gates.setdefault(parent.id, threading.Semaphore(int(crawl.get("concurrency") or 8)))
-        with gate:
+        if not gate.acquire(blocking=False):
+            gate.acquire()
+            # We waited for the run's concurrency limit: the run may have been cancelled meanwhile.
+            parent = call_patiently(lambda: self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job.parent_id)))
+            if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
+                gate.release()
+                return
+        try:
             self._crawl(job, token, parent, crawl)
+        finally:
+            gate.release()
 
     def _crawl(self, job: jobs_pb2.Job, token: str, parent: jobs_pb2.Job, crawl: dict[str, Any]) -> None:
         config = struct_to_dict(job.config)  # an auth_id in here is deliberately ignored
