@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manager", default="127.0.0.1:50051", help="the manager's HOST:PORT (default %(default)s)")
     parser.add_argument("--workers", type=int, default=16,
                         help="pages fetched at once by this process; 0 runs no workers (default %(default)s)")
+    parser.add_argument("--lease-seconds", type=float, default=30.0,
+                        help="how long a leased page stays ours without renewal; if this process dies, its pages "
+                             "return to pending this long after (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -26,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from .server import serve
 
     try:
-        serve(args.listen, args.manager, args.workers)
+        serve(args.listen, args.manager, args.workers, args.lease_seconds)
     except OSError as error:
         print(f"quaero-executor: {error}", file=sys.stderr)
         return 1

@@ -458,28 +458,23 @@ def docs_show(key: Annotated[str, typer.Argument(help="A document id or URL.")])
 
 
 def run_cli(argv: list[str] | None = None) -> int:
-    """Entry point: typer's usage errors as usual, every other failure as one line."""
+    """Entry point: usage errors as click shows them, every other failure as one line."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except CliError as error:
         err.print(f"error: {error}", markup=False)
         return 1
-    except typer.Abort:
-        err.print("aborted")
+    except KeyboardInterrupt:
+        err.print("interrupted")
         return 130
-    except (typer.BadParameter, typer.Exit) as error:
-        if isinstance(error, typer.Exit):
-            return error.exit_code
-        raise
-    except Exception as error:  # click usage errors and anything unexpected: one line
-        import click
-
-        if isinstance(error, click.ClickException):
-            err.print(f"error: {error.format_message()}", markup=False)
-            return error.exit_code
+    except Exception as error:
+        show, exit_code = getattr(error, "show", None), getattr(error, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):  # a usage error (missing argument, bad option)
+            show()
+            return exit_code
         err.print(f"error: {type(error).__name__}: {error}", markup=False)
         return 1
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def entry() -> None:

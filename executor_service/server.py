@@ -25,10 +25,11 @@ SERVICE_NAMES = ("quaero.executor.v1.Executor",)
 
 class ExecutorServer:
     def __init__(self, listen: str, manager_address: str, token: str, workers: int = 16,
-                 resolve: dict[str, str] | None = None, ca_bundle: str | None = None) -> None:
+                 resolve: dict[str, str] | None = None, ca_bundle: str | None = None,
+                 lease_seconds: float = 30.0) -> None:
         self.manager = ManagerClient.connect(manager_address, token)
         self.fetcher = Fetcher(resolve=resolve, ca_bundle=ca_bundle)
-        self.worker = Worker(self.manager, self.fetcher, workers)
+        self.worker = Worker(self.manager, self.fetcher, workers, lease_seconds=lease_seconds)
         self.executions = executions = Executions(self.manager)
 
         def register(server: grpc.Server) -> tuple[str, ...]:
@@ -52,10 +53,10 @@ class ExecutorServer:
         self.manager.close()
 
 
-def serve(listen: str, manager_address: str, workers: int) -> None:
+def serve(listen: str, manager_address: str, workers: int, lease_seconds: float = 30.0) -> None:
     resolve = parse_resolve(os.environ.get("QUAERO_RESOLVE", ""))
     executor = ExecutorServer(listen, manager_address, api_token(), workers, resolve,
-                              os.environ.get("QUAERO_CA_BUNDLE") or None)
+                              os.environ.get("QUAERO_CA_BUNDLE") or None, lease_seconds)
     port = executor.start()
     done = threading.Event()
 

@@ -31,7 +31,6 @@ from .pages import LinkScope, parse_html
 log = logging.getLogger("quaero.executor.worker")
 CHILD_TYPE = "crawl_page"
 LEASE_SECONDS = 30
-RENEW_EVERY_SECONDS = 10
 T = TypeVar("T")
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
@@ -70,8 +69,10 @@ def cookie_from_proto(cookie: auth_pb2.Cookie) -> StoredCookie:
 
 
 class Worker:
-    def __init__(self, manager: ManagerClient, fetcher: Fetcher, workers: int, worker_id: str | None = None) -> None:
+    def __init__(self, manager: ManagerClient, fetcher: Fetcher, workers: int, worker_id: str | None = None,
+                 lease_seconds: float = LEASE_SECONDS) -> None:
         self.manager = manager
+        self.lease_seconds = lease_seconds
         self.fetcher = fetcher
         self.slots = max(0, workers)
         self.worker_id = worker_id or f"executor-{uuid.uuid4().hex[:8]}"
@@ -106,7 +107,7 @@ class Worker:
                 return
             try:
                 response = self.manager.jobs.LeaseJobs(jobs_pb2.LeaseJobsRequest(
-                    worker_id=self.worker_id, max_jobs=free, lease_duration=lease_duration(LEASE_SECONDS),
+                    worker_id=self.worker_id, max_jobs=free, lease_duration=lease_duration(self.lease_seconds),
                     type=CHILD_TYPE), timeout=10)
             except grpc.RpcError as error:
                 log.warning("event=lease_failed code=%s detail=%s", error.code().name, error.details())
@@ -124,13 +125,13 @@ class Worker:
                 self._pool.submit(self._run_leased, leased)
 
     def _renew(self) -> None:
-        while not self._stop.wait(RENEW_EVERY_SECONDS):
+        while not self._stop.wait(self.lease_seconds / 3):
             with self._active_lock:
                 held = list(self._active.items())
             for job_id, token in held:
                 try:
                     self.manager.jobs.RenewLease(jobs_pb2.RenewLeaseRequest(
-                        job_id=job_id, lease_token=token, lease_duration=lease_duration(LEASE_SECONDS)), timeout=5)
+                        job_id=job_id, lease_token=token, lease_duration=lease_duration(self.lease_seconds)), timeout=5)
                 except grpc.RpcError as error:
                     log.warning("event=renew_failed job_id=%s code=%s", job_id, error.code().name)
 
