@@ -1,0 +1,108 @@
+"""AuthStore at servicer level with pytest-grpc's real-server fixtures, on a real SQLite file."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from quaero.manager.v1 import auth_pb2, auth_pb2_grpc
+
+from manager_service.auth_store import AuthStore
+from manager_service.db import connect, migrate
+from manager_service.secretbox import SecretBox
+from manager_service.servicers.auth import AuthStoreServicer
+from tests.support.grpc_errors import expect_error
+
+KEY = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def database_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("authstore") / "auth.db"
+
+
+@pytest.fixture(scope="module")
+def grpc_add_to_server() -> Any:
+    return auth_pb2_grpc.add_AuthStoreServicer_to_server
+
+
+@pytest.fixture(scope="module")
+def grpc_servicer(database_path: Path) -> Iterator[AuthStoreServicer]:
+    db = connect(f"sqlite:///{database_path}")
+    migrate(db)
+    yield AuthStoreServicer(AuthStore(db, SecretBox(KEY)))
+    db.dispose()
+
+
+@pytest.fixture(scope="module")
+def grpc_stub_cls(grpc_channel: grpc.Channel) -> Any:
+    return auth_pb2_grpc.AuthStoreStub
+
+
+def put(stub: Any, *cookies: auth_pb2.Cookie, id: str = "", site: str = "app.example.com") -> auth_pb2.CredentialsInfo:
+    return stub.PutCredentials(auth_pb2.PutCredentialsRequest(id=id, site_domain=site, cookies=list(cookies)))
+
+
+def test_put_returns_no_values_and_get_returns_them(grpc_stub: Any) -> None:
+    info = put(grpc_stub, auth_pb2.Cookie(name="sid", value="value-1", domain="app.example.com", host_only=True),
+               id="round-trip")
+    assert info.id == "round-trip" and [c.name for c in info.cookies] == ["sid"]
+    assert "value-1" not in str(info)
+    got = grpc_stub.GetCredentials(auth_pb2.GetCredentialsRequest(id="round-trip"))
+    assert [(c.name, c.value, c.host_only, c.path) for c in got.cookies] == [("sid", "value-1", True, "/")]
+    assert "value-1" not in str(grpc_stub.ListCredentials(auth_pb2.ListCredentialsRequest()))
+
+
+def test_values_are_encrypted_at_rest(grpc_stub: Any, database_path: Path) -> None:
+    put(grpc_stub, auth_pb2.Cookie(name="sid", value="plain-text-marker-42", domain="app.example.com"), id="enc")
+    raw = database_path.read_bytes() + (database_path.with_name("auth.db-wal").read_bytes()
+                                        if database_path.with_name("auth.db-wal").exists() else b"")
+    assert b"plain-text-marker-42" not in raw
+
+
+@pytest.mark.parametrize("bad,why", [
+    (auth_pb2.Cookie(name="sid", value="v", domain="com", host_only=False), "public suffix"),
+    (auth_pb2.Cookie(name="sid", value="v", domain="co.uk", host_only=False), "public suffix"),
+    (auth_pb2.Cookie(name="sid", value="v", domain="github.io", host_only=False), "public suffix"),
+    (auth_pb2.Cookie(name="__Host-x", value="v", domain="app.example.com", host_only=True, secure=False), "__Host-"),
+    (auth_pb2.Cookie(name="__Host-x", value="v", domain="example.com", host_only=False, secure=True), "__Host-"),
+    (auth_pb2.Cookie(name="__Secure-x", value="v", domain="app.example.com", secure=False), "__Secure-"),
+    (auth_pb2.Cookie(name="sid", value="a;b", domain="app.example.com"), "';'"),
+    (auth_pb2.Cookie(name="sid", value="a\nb", domain="app.example.com"), "CR, LF"),
+    (auth_pb2.Cookie(name="sid", value="x" * 5000, domain="app.example.com"), "4096"),
+    (auth_pb2.Cookie(name="sid", value="v", domain="10.0.0.1", host_only=False), "IP address"),
+])
+def test_cookies_that_break_the_rules_are_refused_by_name_never_by_value(grpc_stub: Any, bad: auth_pb2.Cookie,
+                                                                         why: str) -> None:
+    good = auth_pb2.Cookie(name="ok", value="fine", domain="app.example.com")
+    info = put(grpc_stub, good, bad, id="mixed")
+    assert [c.name for c in info.cookies] == ["ok"]
+    [refused] = info.rejected_cookies
+    assert refused.name == bad.name and why in refused.reason
+    if len(bad.value) > 1:
+        assert bad.value not in refused.reason
+    error = expect_error(lambda: put(grpc_stub, bad), grpc.StatusCode.INVALID_ARGUMENT, "NO_VALID_COOKIES", "cookies")
+    assert bad.name in error.details() and (len(bad.value) < 2 or bad.value not in error.details())
+
+
+def test_unknown_credentials_are_not_found(grpc_stub: Any) -> None:
+    expect_error(lambda: grpc_stub.GetCredentials(auth_pb2.GetCredentialsRequest(id="nope")),
+                 grpc.StatusCode.NOT_FOUND, "CREDENTIALS_NOT_FOUND")
+    expect_error(lambda: grpc_stub.DeleteCredentials(auth_pb2.DeleteCredentialsRequest(id="nope")),
+                 grpc.StatusCode.NOT_FOUND, "CREDENTIALS_NOT_FOUND")
+
+
+def test_a_different_key_cannot_read_the_values(database_path: Path, grpc_stub: Any) -> None:
+    put(grpc_stub, auth_pb2.Cookie(name="sid", value="v", domain="app.example.com"), id="keyed")
+    db = connect(f"sqlite:///{database_path}")
+    try:
+        servicer_store = AuthStore(db, SecretBox(bytes(32)))
+        from manager_service.errors import FailedPrecondition
+
+        with pytest.raises(FailedPrecondition) as caught:
+            servicer_store.get("keyed")
+        assert caught.value.reason == "SECRET_KEY_MISMATCH"
+    finally:
+        db.dispose()
