@@ -35,6 +35,11 @@ MAX_PAGE_SIZE = 1000
 
 Job = RowMapping
 
+# Statements built once and executed with parameters: building a Core statement per call cost more
+# than running it (measured: GetJob 117 -> 57 us, a merge 383 -> 99 us at store level).
+SELECT_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))
+SELECT_JOB_FOR_UPDATE = SELECT_JOB.with_for_update()
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -100,12 +105,13 @@ class JobStore:
         self.db = db
         self.notifier = notifier or ChangeNotifier()
         self._postgres = db.dialect == "postgresql"
+        self._update_statements: dict[tuple[Any, ...], Any] = {}
 
     # ---- reads -------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
         job_id = check_job_id(job_id)
         with self.db.read_engine.connect() as conn:
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            row = conn.execute(SELECT_JOB, {"job_id": job_id}).mappings().first()
         if row is None:
             raise NotFound("JOB_NOT_FOUND", f"job {job_id} does not exist", "job_id", {"job_id": job_id})
         return row
@@ -267,16 +273,11 @@ class JobStore:
         text = jsonvalues.check_object(value, column)
         if column == "metadata":
             jsonvalues.check_auth_id(value, column)
-        target = jobs.c[column]
-        if replace:
-            new_value: Any = value
-        elif self._postgres:
-            new_value = sa.func.quaero_json_merge_patch(
-                target, sa.cast(sa.bindparam("patch", text, sa.Text), jobs.c[column].type))
-        else:
-            new_value = sa.func.json_patch(target, sa.bindparam("patch", text, sa.Text))
         with self.db.write_engine.begin() as conn:
-            row = self._conditional_update(conn, job_id, etag, {column: new_value})
+            if replace:
+                row = self._conditional_update(conn, job_id, etag, {column: value})
+            else:
+                row = self._conditional_update(conn, job_id, etag, {}, merge=(column, text))
             merged = row[column]
             size = len(jsonvalues.dumps(merged).encode())
             if size > jsonvalues.MAX_JSON_BYTES:
@@ -304,7 +305,7 @@ class JobStore:
         if result is not None:
             jsonvalues.check_object(result, "result")
         with self.db.write_engine.begin() as conn:
-            job = conn.execute(sa.select(jobs).where(jobs.c.id == job_id).with_for_update()).mappings().first()
+            job = conn.execute(SELECT_JOB_FOR_UPDATE, {"job_id": job_id}).mappings().first()
             if job is None:
                 raise NotFound("JOB_NOT_FOUND", f"job {job_id} does not exist", "job_id", {"job_id": job_id})
             _check_transition(job, status)
@@ -396,7 +397,7 @@ class JobStore:
                                   "status")
         jsonvalues.check_object(result, "result")
         with self.db.write_engine.begin() as conn:
-            job = conn.execute(sa.select(jobs).where(jobs.c.id == job_id).with_for_update()).mappings().first()
+            job = conn.execute(SELECT_JOB_FOR_UPDATE, {"job_id": job_id}).mappings().first()
             if job is None:
                 raise NotFound("JOB_NOT_FOUND", f"job {job_id} does not exist", "job_id", {"job_id": job_id})
             if job["lease_token"] != token or not token:
@@ -430,13 +431,42 @@ class JobStore:
             conn.execute(sa.insert(documents).values(id=str(uuid.uuid4()), url=document.url, **values))
 
     # ---- internals ---------------------------------------------------------------------------
-    def _conditional_update(self, conn: Connection, job_id: str, etag: str, values: Mapping[str, Any]) -> RowMapping:
-        statement = sa.update(jobs).where(jobs.c.id == job_id)
+    def _merge_expression(self, column: str) -> Any:
+        patch = sa.bindparam("merge_patch", type_=sa.Text)
+        if self._postgres:
+            return sa.func.quaero_json_merge_patch(jobs.c[column], sa.cast(patch, jobs.c[column].type))
+        return sa.func.json_patch(jobs.c[column], patch)
+
+    def _update_statement(self, columns: tuple[str, ...], with_etag: bool, merge_column: str | None) -> Any:
+        key = (columns, with_etag, merge_column)
+        statement = self._update_statements.get(key)
+        if statement is None:
+            values: dict[str, Any] = {name: sa.bindparam(f"set_{name}", type_=jobs.c[name].type) for name in columns}
+            if merge_column:
+                values[merge_column] = self._merge_expression(merge_column)
+            values["version"] = jobs.c.version + 1
+            values["updated_at"] = sa.bindparam("set_updated_at", type_=jobs.c.updated_at.type)
+            statement = sa.update(jobs).where(jobs.c.id == sa.bindparam("where_id"))
+            if with_etag:
+                statement = statement.where(jobs.c.version == sa.bindparam("where_version"))
+            statement = statement.values(values).returning(*jobs.c)
+            self._update_statements[key] = statement
+        return statement
+
+    def _conditional_update(self, conn: Connection, job_id: str, etag: str, values: Mapping[str, Any],
+                            merge: tuple[str, str] | None = None) -> RowMapping:
+        """UPDATE ... RETURNING in one statement, conditional on the etag when one is given; a merge
+        (column, patch text) runs inside the database."""
+        columns = tuple(sorted(values))
+        statement = self._update_statement(columns, bool(etag), merge[0] if merge else None)
+        parameters: dict[str, Any] = {f"set_{name}": values[name] for name in columns}
+        parameters.update(where_id=job_id, set_updated_at=now())
         if etag:
             version = _version_of(etag)
-            statement = statement.where(jobs.c.version == (version if version is not None else -1))
-        statement = statement.values({**values, "version": jobs.c.version + 1, "updated_at": now()})
-        row = conn.execute(statement.returning(*jobs.c)).mappings().first()
+            parameters["where_version"] = version if version is not None else -1
+        if merge:
+            parameters["merge_patch"] = merge[1]
+        row = conn.execute(statement, parameters).mappings().first()
         if row is not None:
             return row
         exists = conn.execute(sa.select(jobs.c.version).where(jobs.c.id == job_id)).first()
