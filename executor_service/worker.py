@@ -31,6 +31,7 @@ from .pages import LinkScope, parse_html
 log = logging.getLogger("quaero.executor.worker")
 CHILD_TYPE = "crawl_page"
 LEASE_SECONDS = 30
+CREDENTIALS_TTL_SECONDS = 2.0
 T = TypeVar("T")
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
@@ -68,6 +69,29 @@ def cookie_from_proto(cookie: auth_pb2.Cookie) -> StoredCookie:
                         same_site=cookie.same_site)
 
 
+class CredentialsCache:
+    """Credentials by auth_id, kept for a couple of seconds: the children of one run share them, and a
+    re-import is seen within CREDENTIALS_TTL_SECONDS. Which auth_id a child uses is still read from
+    its parent (GetJob) every time."""
+
+    def __init__(self, manager: ManagerClient) -> None:
+        self._manager = manager
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, auth_pb2.Credentials]] = {}
+
+    def get(self, auth_id: str) -> auth_pb2.Credentials:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(auth_id)
+        if entry and now - entry[0] < CREDENTIALS_TTL_SECONDS:
+            return entry[1]
+        credentials = call_patiently(lambda: self._manager.auth.GetCredentials(
+            auth_pb2.GetCredentialsRequest(id=auth_id)))
+        with self._lock:
+            self._entries[auth_id] = (now, credentials)
+        return credentials
+
+
 class Worker:
     def __init__(self, manager: ManagerClient, fetcher: Fetcher, workers: int, worker_id: str | None = None,
                  lease_seconds: float = LEASE_SECONDS) -> None:
@@ -80,7 +104,9 @@ class Worker:
         self._active: dict[str, str] = {}  # job id -> lease token
         self._active_lock = threading.Condition()
         self._parent_gates: dict[str, threading.Semaphore] = {}
+        self._credentials = CredentialsCache(manager)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set when a child finishes: it may have created new children
         self._threads = [threading.Thread(target=self._dispatch, name="dispatch", daemon=True),
                          threading.Thread(target=self._renew, name="renew", daemon=True)]
 
@@ -91,6 +117,7 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         with self._active_lock:
             self._active_lock.notify_all()
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -114,7 +141,8 @@ class Worker:
                 self._stop.wait(1.0)
                 continue
             if not response.leased_jobs:
-                self._stop.wait(idle)
+                self._wake.wait(idle)
+                self._wake.clear()
                 idle = min(idle * 2, 0.5)
                 continue
             idle = 0.05
@@ -144,6 +172,7 @@ class Worker:
             with self._active_lock:
                 self._active.pop(leased.job.id, None)
                 self._active_lock.notify_all()
+            self._wake.set()
 
     # ---- one child ---------------------------------------------------------------------------
     def resolve_auth(self, parent: jobs_pb2.Job) -> AuthChoice:
@@ -205,8 +234,7 @@ class Worker:
                 self._log(job.id, jobs_pb2.LOG_LEVEL_WARNING, f"parent metadata has no auth_id; using auth_id "
                           f"{choice.auth_id!r} from the {choice.source}")
             try:
-                credentials = call_patiently(lambda: self.manager.auth.GetCredentials(
-                    auth_pb2.GetCredentialsRequest(id=choice.auth_id)))
+                credentials = self._credentials.get(choice.auth_id)
             except grpc.RpcError as error:
                 self._finish(job, token, jobs_pb2.JOB_STATUS_FAILED, error=f"cannot load credentials "
                              f"{choice.auth_id!r}: {error.details()}", reason="AUTH_NOT_FOUND")

@@ -106,6 +106,7 @@ class JobStore:
         self.notifier = notifier or ChangeNotifier()
         self._postgres = db.dialect == "postgresql"
         self._update_statements: dict[tuple[Any, ...], Any] = {}
+        self._document_upsert: Any = None
 
     # ---- reads -------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
@@ -230,7 +231,7 @@ class JobStore:
         return parent
 
     def _insert_children(self, conn: Connection, parent: RowMapping, specs: Iterable[ChildSpec],
-                         max_children: int) -> CreatedChildren:
+                         max_children: int, bump_parent: bool = True) -> CreatedChildren:
         result = CreatedChildren()
         unique: dict[str, ChildSpec] = {}
         for spec in specs:
@@ -262,7 +263,8 @@ class JobStore:
             rows.append(row)
         if rows:
             conn.execute(sa.insert(jobs), rows)
-            self._bump_parent(conn, parent["id"], created=len(rows))
+            if bump_parent:
+                self._bump_parent(conn, parent["id"], created=len(rows))
             result.jobs = [_row_view(row) for row in rows]
         return result
 
@@ -411,11 +413,14 @@ class JobStore:
             stamp = now()
             if document is not None:
                 self._upsert_document(conn, document, job, stamp)
+            created = 0
             if children and status == COMPLETED and job["parent_id"]:
                 parent = self._lock_parent(conn, job["parent_id"])
                 if parent["status"] not in TERMINAL:
-                    self._insert_children(conn, parent, children, max_children)
-            row = self._set_status(conn, job, status, error=error, error_reason=error_reason, result=result)
+                    created = len(self._insert_children(conn, parent, children, max_children, bump_parent=False).jobs)
+            # The parent's counters take the new children and this child's end in one UPDATE.
+            row = self._set_status(conn, job, status, error=error, error_reason=error_reason, result=result,
+                                   children_created=created)
         self.notifier.notify()
         return row
 
@@ -426,9 +431,18 @@ class JobStore:
             "status_code": document.status_code, "job_id": job["id"], "parent_job_id": job["parent_id"] or "",
             "fetched_at": stamp,
         }
-        updated = conn.execute(sa.update(documents).where(documents.c.url == document.url).values(values))
-        if not updated.rowcount:
-            conn.execute(sa.insert(documents).values(id=str(uuid.uuid4()), url=document.url, **values))
+        conn.execute(self._upsert_document_statement(), {"id": str(uuid.uuid4()), "url": document.url, **values})
+
+    def _upsert_document_statement(self) -> Any:
+        """INSERT ... ON CONFLICT (url) DO UPDATE: one statement, built once."""
+        if self._document_upsert is None:
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            insert = (postgresql.insert if self._postgres else sqlite.insert)(documents)
+            columns = [c.name for c in documents.c if c.name not in ("id", "url")]
+            self._document_upsert = insert.on_conflict_do_update(
+                index_elements=[documents.c.url], set_={name: insert.excluded[name] for name in columns})
+        return self._document_upsert
 
     # ---- internals ---------------------------------------------------------------------------
     def _merge_expression(self, column: str) -> Any:
@@ -476,7 +490,8 @@ class JobStore:
                       f"{exists[0]!s}); read it again and retry", "etag", {"job_id": job_id})
 
     def _set_status(self, conn: Connection, job: RowMapping, status: str, *, etag: str = "", error: str = "",
-                    error_reason: str = "", result: dict[str, Any] | None = None) -> RowMapping:
+                    error_reason: str = "", result: dict[str, Any] | None = None,
+                    children_created: int = 0) -> RowMapping:
         stamp = now()
         values: dict[str, Any] = {"status": status}
         if status == RUNNING and job["started_at"] is None:
@@ -492,7 +507,7 @@ class JobStore:
         row = self._conditional_update(conn, job["id"], etag, values)
         if status in TERMINAL:
             if job["parent_id"]:
-                self._on_child_finished(conn, job["parent_id"], failed=status == FAILED)
+                self._on_child_finished(conn, job["parent_id"], failed=status == FAILED, created=children_created)
             if status == CANCELLED:
                 self._cancel_children(conn, job["id"], stamp)
         return row
@@ -508,8 +523,8 @@ class JobStore:
                     version=jobs.c.version + 1, updated_at=now())
             .returning(*jobs.c)).mappings().one()
 
-    def _on_child_finished(self, conn: Connection, parent_id: str, failed: bool) -> None:
-        parent = self._bump_parent(conn, parent_id, finished=1, failed=int(failed))
+    def _on_child_finished(self, conn: Connection, parent_id: str, failed: bool, created: int = 0) -> None:
+        parent = self._bump_parent(conn, parent_id, created=created, finished=1, failed=int(failed))
         if parent["status"] != RUNNING:
             return
         config = parent["config"] or {}
