@@ -91,7 +91,8 @@ def bench_backend(label: str, env: dict[str, str], levels: list[int], duration: 
         patches = []
         for n in range(256):
             patch = struct_pb2.Struct()
-            patch.update({"counter": n, f"slot{n % 64}": {"n": n, "phase": "execution"}})
+            # The shape the executor writes: a few keys, one nested object.
+            patch.update({"auth_id": f"site-{n % 4}", "phase": "execution", "progress": {"pages": n}})
             patches.append(patch)
         calls: dict[str, Callable[[int], Any]] = {
             "health Check (baseline)": lambda n: health.Check.future(health_pb2.HealthCheckRequest(), timeout=30),

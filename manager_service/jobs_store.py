@@ -20,6 +20,7 @@ from . import jsonvalues
 from .changes import ChangeNotifier
 from .db import Database
 from .errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from .hot_queries import HotQueries
 from .models import documents, job_logs, jobs
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "pending", "running", "completed", "failed", "cancelled"
@@ -107,15 +108,15 @@ class JobStore:
         self._postgres = db.dialect == "postgresql"
         self._update_statements: dict[tuple[Any, ...], Any] = {}
         self._document_upsert: Any = None
+        self._hot = HotQueries(db)
 
     # ---- reads -------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
         job_id = check_job_id(job_id)
-        with self.db.read_engine.connect() as conn:
-            row = conn.execute(SELECT_JOB, {"job_id": job_id}).mappings().first()
+        row = self._hot.get(job_id)
         if row is None:
             raise NotFound("JOB_NOT_FOUND", f"job {job_id} does not exist", "job_id", {"job_id": job_id})
-        return row
+        return row  # type: ignore[return-value]
 
     def list_page(self, parent_id: str, status: str, page_size: int, page_token: str,
              all_levels: bool = False) -> tuple[list[Job], str]:
@@ -275,20 +276,22 @@ class JobStore:
         text = jsonvalues.check_object(value, column)
         if column == "metadata":
             jsonvalues.check_auth_id(value, column)
-        with self.db.write_engine.begin() as conn:
-            if replace:
-                row = self._conditional_update(conn, job_id, etag, {column: value})
-            else:
-                row = self._conditional_update(conn, job_id, etag, {}, merge=(column, text))
-            merged = row[column]
-            size = len(jsonvalues.dumps(merged).encode())
-            if size > jsonvalues.MAX_JSON_BYTES:
-                # Raising rolls the transaction back: nothing is written.
-                raise InvalidArgument(
-                    "METADATA_TOO_LARGE", f"{column} would be {size} bytes after the merge; the limit is "
-                    f"{jsonvalues.MAX_JSON_BYTES} bytes (64 KiB)", column)
+        version = None
+        if etag:
+            parsed = _version_of(etag)
+            version = parsed if parsed is not None else -1
+        outcome = self._hot.update_json(job_id, column, text, not replace, version, now())
+        if outcome is None:
+            with self.db.read_engine.connect() as conn:
+                self._raise_missing_or_stale(conn, job_id, etag)
+        assert outcome is not None
+        row, size = outcome
+        if size > jsonvalues.MAX_JSON_BYTES:
+            raise InvalidArgument(
+                "METADATA_TOO_LARGE", f"{column} would be {size} bytes after the merge; the limit is "
+                f"{jsonvalues.MAX_JSON_BYTES} bytes (64 KiB); nothing was written", column)
         self.notifier.notify()
-        return row
+        return row  # type: ignore[return-value]
 
     def update_progress(self, job_id: str, current: int, total: int) -> Job:
         job_id = check_job_id(job_id)
@@ -445,19 +448,11 @@ class JobStore:
         return self._document_upsert
 
     # ---- internals ---------------------------------------------------------------------------
-    def _merge_expression(self, column: str) -> Any:
-        patch = sa.bindparam("merge_patch", type_=sa.Text)
-        if self._postgres:
-            return sa.func.quaero_json_merge_patch(jobs.c[column], sa.cast(patch, jobs.c[column].type))
-        return sa.func.json_patch(jobs.c[column], patch)
-
-    def _update_statement(self, columns: tuple[str, ...], with_etag: bool, merge_column: str | None) -> Any:
-        key = (columns, with_etag, merge_column)
+    def _update_statement(self, columns: tuple[str, ...], with_etag: bool) -> Any:
+        key = (columns, with_etag)
         statement = self._update_statements.get(key)
         if statement is None:
             values: dict[str, Any] = {name: sa.bindparam(f"set_{name}", type_=jobs.c[name].type) for name in columns}
-            if merge_column:
-                values[merge_column] = self._merge_expression(merge_column)
             values["version"] = jobs.c.version + 1
             values["updated_at"] = sa.bindparam("set_updated_at", type_=jobs.c.updated_at.type)
             statement = sa.update(jobs).where(jobs.c.id == sa.bindparam("where_id"))
@@ -467,22 +462,23 @@ class JobStore:
             self._update_statements[key] = statement
         return statement
 
-    def _conditional_update(self, conn: Connection, job_id: str, etag: str, values: Mapping[str, Any],
-                            merge: tuple[str, str] | None = None) -> RowMapping:
-        """UPDATE ... RETURNING in one statement, conditional on the etag when one is given; a merge
-        (column, patch text) runs inside the database."""
+    def _conditional_update(self, conn: Connection, job_id: str, etag: str, values: Mapping[str, Any]) -> RowMapping:
+        """UPDATE ... RETURNING in one statement, conditional on the etag when one is given."""
         columns = tuple(sorted(values))
-        statement = self._update_statement(columns, bool(etag), merge[0] if merge else None)
+        statement = self._update_statement(columns, bool(etag))
         parameters: dict[str, Any] = {f"set_{name}": values[name] for name in columns}
         parameters.update(where_id=job_id, set_updated_at=now())
         if etag:
             version = _version_of(etag)
             parameters["where_version"] = version if version is not None else -1
-        if merge:
-            parameters["merge_patch"] = merge[1]
         row = conn.execute(statement, parameters).mappings().first()
         if row is not None:
             return row
+        self._raise_missing_or_stale(conn, job_id, etag)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _raise_missing_or_stale(conn: Connection, job_id: str, etag: str) -> None:
         exists = conn.execute(sa.select(jobs.c.version).where(jobs.c.id == job_id)).first()
         if exists is None:
             raise NotFound("JOB_NOT_FOUND", f"job {job_id} does not exist", "job_id", {"job_id": job_id})

@@ -47,7 +47,7 @@ class ManagerServer:
             return SERVICE_NAMES
 
         self.server, self.health, self.port = build_server(register, settings.api_token, listen)
-        self._reaper = threading.Thread(target=self._reap_leases, name="lease-reaper", daemon=True)
+        self._reaper = threading.Thread(target=self._reap_leases, name="housekeeping", daemon=True)
 
     def start(self) -> int:
         self.server.start()
@@ -56,14 +56,16 @@ class ManagerServer:
         return self.port
 
     def _reap_leases(self) -> None:
-        # Returns the jobs of executors that died to pending within about a second of expiry.
+        # Returns the jobs of executors that died to pending within about a second of expiry, and
+        # checkpoints SQLite's WAL off the request path.
         while not self._stopping.wait(LEASE_REAPER_SECONDS):
             try:
                 expired = self.jobs.expire_leases()
                 if expired:
                     log.warning("event=leases_expired count=%d", expired)
-            except Exception as error:  # a database hiccup must not kill the reaper
-                log.warning("event=lease_reaper_failed error=%s", type(error).__name__)
+                self.db.checkpoint()
+            except Exception as error:  # a database hiccup must not kill the housekeeping
+                log.warning("event=housekeeping_failed error=%s", type(error).__name__)
 
     def stop(self, grace: float = 5.0) -> None:
         self._stopping.set()
