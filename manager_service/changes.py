@@ -9,11 +9,22 @@ class ChangeNotifier:
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._generation = 0
+        self.watchers = 0  # no watcher, no wake-up: writes skip the lock entirely
 
     def notify(self) -> None:
+        if not self.watchers:
+            return
         with self._condition:
             self._generation += 1
             self._condition.notify_all()
+
+    def watch(self) -> None:
+        with self._condition:
+            self.watchers += 1
+
+    def unwatch(self) -> None:
+        with self._condition:
+            self.watchers -= 1
 
     def generation(self) -> int:
         with self._condition:

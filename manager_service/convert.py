@@ -7,6 +7,9 @@ from typing import Any
 from google.protobuf import struct_pb2, timestamp_pb2
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def value_to_python(value: struct_pb2.Value) -> Any:
     kind = value.WhichOneof("kind")
     if kind == "struct_value":
@@ -68,7 +71,9 @@ def to_timestamp(moment: datetime | None, target: timestamp_pb2.Timestamp) -> No
     if moment is not None:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        target.FromDatetime(moment)
+        # What Timestamp.FromDatetime does, without its generic conversions.
+        target.seconds = int((moment - EPOCH).total_seconds() // 1)
+        target.nanos = moment.microsecond * 1000
 
 
 def from_timestamp(stamp: timestamp_pb2.Timestamp) -> datetime | None:

@@ -43,7 +43,7 @@ class HotQueries:
 
     def _timestamp(self, moment: datetime) -> Any:
         # SQLAlchemy's SQLite DATETIME storage format (naive UTC), so both paths read each other's rows.
-        return moment if self.postgres else moment.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return moment if self.postgres else moment.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def _row(self, values: tuple[Any, ...]) -> dict[str, Any]:
         row = dict(zip(COLUMNS, values, strict=False))

@@ -6,6 +6,7 @@ PostgreSQL), so concurrent merges never lose each other's keys.
 """
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,7 +58,13 @@ def etag_of(job: Job) -> str:
     return str(job["version"])
 
 
+JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def check_job_id(job_id: str, field: str = "job_id") -> str:
+    lowered = job_id.lower()
+    if JOB_ID.fullmatch(lowered):
+        return lowered
     try:
         return str(uuid.UUID(job_id))
     except (ValueError, AttributeError, TypeError):

@@ -133,16 +133,21 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
     @maps_domain_errors
     def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[jobs_pb2.Job]:
         last: tuple[Any, ...] | None = None
-        while context.is_active():
-            seen = self.store.notifier.generation()
-            row = self.store.get(request.job_id)
-            state = (row["status"], row["progress_current"], row["progress_total"], row["children_failed"])
-            if state != last:
-                last = state
-                yield job_to_proto(row)
-            if row["status"] in TERMINAL:
-                return
-            self.store.notifier.wait_for_change(seen, WATCH_POLL_SECONDS)
+        notifier = self.store.notifier
+        notifier.watch()
+        try:
+            while context.is_active():
+                seen = notifier.generation()
+                row = self.store.get(request.job_id)
+                state = (row["status"], row["progress_current"], row["progress_total"], row["children_failed"])
+                if state != last:
+                    last = state
+                    yield job_to_proto(row)
+                if row["status"] in TERMINAL:
+                    return
+                notifier.wait_for_change(seen, WATCH_POLL_SECONDS)
+        finally:
+            notifier.unwatch()
 
     @maps_domain_errors
     def LeaseJobs(self, request: jobs_pb2.LeaseJobsRequest, context: grpc.ServicerContext) -> jobs_pb2.LeaseJobsResponse:
