@@ -53,21 +53,22 @@ def generate(out: Path) -> None:
     """Generate Python, gRPC and typed (.pyi) stubs from protos/ into out/."""
     from importlib import resources
 
-    from grpc_tools import protoc
+    import grpc_tools
 
-    well_known = str(resources.files("grpc_tools") / "_proto")
+    well_known = str(resources.files(grpc_tools) / "_proto")
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     plugin_dir = Path(sys.executable).parent
     out.mkdir(parents=True, exist_ok=True)
     args = [
-        "protoc", f"-I{PROTOS}", f"-I{well_known}",
+        sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTOS}", f"-I{well_known}",
         f"--plugin=protoc-gen-mypy={plugin_dir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={plugin_dir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out}", f"--grpc_python_out={out}", f"--mypy_out={out}", f"--mypy_grpc_out={out}",
         *sources,
     ]
-    if protoc.main(args) != 0:
-        sys.exit("build: protoc failed")
+    result = subprocess.run(args, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"build: protoc failed:\n{result.stderr}")
     # Regular packages (not namespace packages) so that setuptools and mypy find them.
     for directory in out.rglob("*"):
         if directory.is_dir() and directory.name != "__pycache__":
@@ -97,6 +98,26 @@ def lint() -> None:
                     "build.py"], check=True, cwd=ROOT)
     subprocess.run([str(VENV_PY), "-m", "mypy", "manager_service", "executor_service"], check=True, cwd=ROOT)
     print("build: ruff and mypy clean", flush=True)
+
+
+BUF_VERSION = "1.75.0"
+
+
+def buf_lint() -> None:
+    """buf lint (STANDARD rules, see protos/buf.yaml), with buf installed from npm into .venv/buf."""
+    prefix = VENV / "buf"
+    binary = prefix / "node_modules" / ".bin" / "buf"
+    if not binary.exists():
+        if not shutil.which("npm"):
+            message = "build: npm is not installed, so buf lint cannot run"
+            if os.environ.get("CI", "").lower() == "true":
+                sys.exit(message)
+            print(message + "; skipped", flush=True)
+            return
+        subprocess.run(["npm", "install", "--silent", "--no-save", "--prefix", str(prefix),
+                        f"@bufbuild/buf@{BUF_VERSION}"], check=True)
+    subprocess.run([str(binary), "lint"], check=True, cwd=PROTOS)
+    print("build: buf lint clean", flush=True)
 
 
 def verify_services() -> None:
@@ -138,6 +159,7 @@ def main() -> int:
         return 0
     if command == "test":
         check_stubs_current()
+        buf_lint()
         lint()
         verify_services()
         code = run_tests(sys.argv[2:])
@@ -147,7 +169,8 @@ def main() -> int:
 
         return demo_main()
     if command == "bench":
-        return subprocess.call([str(VENV_PY), str(ROOT / "bench" / "run.py"), *sys.argv[2:]], cwd=ROOT)
+        code = subprocess.call([str(VENV_PY), str(ROOT / "bench" / "manager_load.py"), *sys.argv[2:]], cwd=ROOT)
+        return code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "crawl_bench.py")], cwd=ROOT)
     print(f"build: unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -74,7 +74,8 @@ def rejection_reason(cookie: StoredCookie) -> str | None:
         return f"cookie {name!r} has no domain"
     if _bad_characters(cookie.path) or not cookie.path.startswith("/"):
         return f"cookie {name!r}: the path must start with '/'"
-    if is_public_suffix(domain):
+    if not cookie.host_only and is_public_suffix(domain):
+        # (A host-only cookie for such a name, e.g. "localhost", reaches only that exact host.)
         return f"cookie {name!r}: its domain {domain!r} is a public suffix, shared by unrelated sites"
     if not cookie.host_only and is_ip_address(domain):
         return f"cookie {name!r}: a domain cookie cannot be set for an IP address"
