@@ -107,6 +107,7 @@ class Worker:
         self._credentials = CredentialsCache(manager)
         self._stop = threading.Event()
         self._wake = threading.Event()  # set when a child finishes: it may have created new children
+        self.children_processed = 0
         self._threads = [threading.Thread(target=self._dispatch, name="dispatch", daemon=True),
                          threading.Thread(target=self._renew, name="renew", daemon=True)]
 
@@ -166,6 +167,7 @@ class Worker:
     def _run_leased(self, leased: jobs_pb2.LeasedJob) -> None:
         try:
             self.process(leased.job, leased.lease.lease_token)
+            self.children_processed += 1
         except Exception as error:  # one broken child must not take the worker down
             log.error("event=child_crashed job_id=%s error=%s", leased.job.id, type(error).__name__)
         finally:

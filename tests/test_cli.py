@@ -152,3 +152,33 @@ def test_apply_run_and_inspect_a_crawl(harness: CrawlHarness, tmp_path: Path) ->
     document = quaero(harness, "docs", "show", f"http://{APP}:{site.port}/a").stdout
     assert "A: members only" in document
     assert "cli-session" not in run.stdout + shown + tree + logs.stdout + docs + document
+
+
+def test_up_starts_both_services_and_ctrl_c_stops_them(tmp_path: Path) -> None:
+    import signal
+
+    from tests.support.processes import wait_serving
+
+    env = {**os.environ, "QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": ""}
+    process = subprocess.Popen([sys.executable, "-m", "executor_service.cli", "up", "--manager-listen",
+                                "127.0.0.1:0", "--executor-listen", "127.0.0.1:0"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(3)]
+        addresses = {line.split()[0]: line.split()[1] for line in lines[:2]}
+        wait_serving(addresses["manager"])
+        wait_serving(addresses["executor"])
+        assert (tmp_path / "api-token").exists() and str(tmp_path / "api-token") in lines[2]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+        assert "Traceback" not in process.stderr.read() if process.stderr else True
+        for address in addresses.values():
+            import socket
+
+            with socket.socket() as probe:
+                host, port = address.rsplit(":", 1)
+                assert probe.connect_ex((host, int(port))) != 0, f"{address} still serving after Ctrl-C"
+    finally:
+        if process.poll() is None:
+            process.kill()
