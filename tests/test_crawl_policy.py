@@ -3,6 +3,7 @@ the redirect limit, and documents upserted by URL across runs."""
 from __future__ import annotations
 
 import time
+
 from quaero.manager.v1 import documents_pb2, jobs_pb2
 
 from executor_service.demo.site import Request, Response
