@@ -36,7 +36,7 @@ class ExecutorServer:
             executor_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(executions), server)
             return SERVICE_NAMES
 
-        self.server, self.health, self.port = build_server(register, token, listen, max_workers=16)
+        self.server, self.health, self.port = build_server(register, token, listen, workers=8)
 
     def start(self) -> int:
         self.server.start()

@@ -2,14 +2,17 @@
 TLS, and the client side (token, default deadlines, retries of UNAVAILABLE)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
 import inspect
 import json
 import logging
 import os
+import queue
+import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from typing import Any, TypeVar
 
@@ -26,6 +29,91 @@ log = logging.getLogger("quaero.grpc")
 DOMAIN = "quaero.dev"
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class WorkerPool(futures.Executor):
+    """The gRPC server's thread pool: `workers` threads take RPCs from one queue, plus one more
+    thread for each RPC parked in idle() (a stream waiting for news), so long-lived streams never
+    starve short calls.
+
+    Why not a big ThreadPoolExecutor: on 2 cores, each extra Python thread running request code
+    made every call slower (GIL hand-offs; measured GetJob 2,300/s with 64 threads against 4,400/s
+    with 2), while a thread that finishes a call and takes the next from the queue costs nothing.
+    """
+
+    def __init__(self, workers: int, name: str = "rpc") -> None:
+        self._queue: queue.SimpleQueue[tuple[futures.Future[Any], Callable[..., Any], tuple[Any, ...],
+                                             dict[str, Any]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._workers = workers
+        self._threads = 0
+        self._parked = 0
+        self._name = name
+        self._shutdown = False
+        self._local = threading.local()
+
+    def _wanted(self) -> int:
+        return self._workers + self._parked
+
+    def _spawn_if_needed(self) -> None:
+        # Called with the lock held.
+        while self._threads < self._wanted():
+            self._threads += 1
+            threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=5.0)
+            except queue.Empty:
+                with self._lock:
+                    if self._threads > self._wanted() or self._shutdown:
+                        self._threads -= 1
+                        return
+                continue
+            if item is None:
+                with self._lock:
+                    self._threads -= 1
+                return
+            future, fn, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as error:
+                future.set_exception(error)
+            with self._lock:
+                if self._threads > self._wanted() and self._queue.empty():
+                    self._threads -= 1  # a parked RPC came back: the extra thread retires
+                    return
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        future: futures.Future[Any] = futures.Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("the worker pool is shut down")
+            self._spawn_if_needed()
+        self._queue.put((future, fn, args, kwargs))
+        return future
+
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[None]:
+        """Marks this RPC as waiting (not working): another thread serves the queue meanwhile."""
+        with self._lock:
+            self._parked += 1
+            self._spawn_if_needed()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._parked -= 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            count = self._threads
+        for _ in range(count):
+            self._queue.put(None)
 
 
 def status_of(code: grpc.StatusCode, reason: str, message: str, field: str | None = None,
@@ -175,7 +263,7 @@ class FaultInjectionInterceptor(grpc.ServerInterceptor):
 
 
 def build_server(register: Callable[[grpc.Server], Iterable[str]], token: str, listen: str,
-                 max_workers: int = 64) -> tuple[grpc.Server, health.HealthServicer, int]:
+                 workers: int = 4, pool: WorkerPool | None = None) -> tuple[grpc.Server, health.HealthServicer, int]:
     """A thread-pool server with auth, health and reflection; `register` adds the servicers and
     returns their full service names. Returns (server, health servicer, bound port)."""
     interceptors: list[grpc.ServerInterceptor] = [BearerTokenInterceptor(token)]
@@ -183,7 +271,8 @@ def build_server(register: Callable[[grpc.Server], Iterable[str]], token: str, l
     if faults:
         log.warning("event=fault_injection_enabled spec=%s", faults)
         interceptors.append(FaultInjectionInterceptor(faults))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors,
+    pool = pool or WorkerPool(workers)
+    server = grpc.server(pool, interceptors=interceptors,
                          options=[("grpc.so_reuseport", 0)])
     names = list(register(server))
     health_servicer = health.HealthServicer()

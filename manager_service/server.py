@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from types import FrameType
@@ -14,7 +15,7 @@ from .config import ManagerSettings
 from .db import Database, connect, migrate
 from .definitions_store import DefinitionStore
 from .documents_store import DocumentStore
-from .grpc_common import build_server, mark_serving
+from .grpc_common import WorkerPool, build_server, mark_serving
 from .jobs_store import JobStore
 from .secretbox import SecretBox, load_key
 from .servicers.auth import AuthStoreServicer
@@ -38,15 +39,19 @@ class ManagerServer:
         self.definitions = DefinitionStore(self.db, self.auth)
         self.documents = DocumentStore(self.db)
         self._stopping = threading.Event()
+        # SQLite calls hold the GIL nearly throughout: two threads keep both cores busy. PostgreSQL
+        # calls wait on the network, so more threads overlap those waits.
+        default_workers = "2" if self.db.dialect == "sqlite" else "6"
+        pool = WorkerPool(int(os.environ.get("QUAERO_RPC_WORKERS", default_workers)))
 
         def register(server: grpc.Server) -> tuple[str, ...]:
-            jobs_pb2_grpc.add_JobManagerServicer_to_server(JobManagerServicer(self.jobs), server)
+            jobs_pb2_grpc.add_JobManagerServicer_to_server(JobManagerServicer(self.jobs, pool.idle), server)
             auth_pb2_grpc.add_AuthStoreServicer_to_server(AuthStoreServicer(self.auth), server)
             definitions_pb2_grpc.add_JobDefinitionsServicer_to_server(JobDefinitionsServicer(self.definitions), server)
             documents_pb2_grpc.add_DocumentsServicer_to_server(DocumentsServicer(self.documents), server)
             return SERVICE_NAMES
 
-        self.server, self.health, self.port = build_server(register, settings.api_token, listen)
+        self.server, self.health, self.port = build_server(register, settings.api_token, listen, pool=pool)
         self._reaper = threading.Thread(target=self._reap_leases, name="housekeeping", daemon=True)
 
     def start(self) -> int:

@@ -177,3 +177,20 @@ def test_missing_or_wrong_token_is_unauthenticated_and_writes_nothing(manager: A
     assert manager.client.jobs.GetJob(S.GetJobRequest(job_id=job.id)).etag == job.etag
     listed = manager.client.jobs.ListJobs(S.ListJobsRequest(page_size=1000)).jobs
     assert all(j.type != "intruder" for j in listed)
+
+
+def test_many_open_watch_streams_do_not_starve_other_calls(manager: Any) -> None:
+    jobs = [create(manager) for _ in range(10)]
+    streams = [manager.client.jobs.WatchJob(S.WatchJobRequest(job_id=j.id), timeout=30) for j in jobs]
+    try:
+        for stream in streams:
+            assert next(stream).status == S.JOB_STATUS_PENDING  # every watcher is being served
+        started = time.monotonic()
+        for job in jobs:
+            manager.client.jobs.GetJob(S.GetJobRequest(job_id=job.id), timeout=5)
+        assert time.monotonic() - started < 2.0
+        set_status(manager, jobs[0].id, S.JOB_STATUS_CANCELLED)
+        assert [u.status for u in streams[0]] == [S.JOB_STATUS_CANCELLED]
+    finally:
+        for stream in streams:
+            stream.cancel()

@@ -1,7 +1,9 @@
 """quaero.manager.v1.JobManager."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
@@ -57,8 +59,10 @@ def document_input(document: documents_pb2.Document) -> DocumentInput | None:
 
 
 class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore,
+                 idle: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext) -> None:
         self.store = store
+        self._idle = idle  # gives the server's work slot back while a watcher waits
 
     @maps_domain_errors
     def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
@@ -145,7 +149,8 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
                     yield job_to_proto(row)
                 if row["status"] in TERMINAL:
                     return
-                notifier.wait_for_change(seen, WATCH_POLL_SECONDS)
+                with self._idle():
+                    notifier.wait_for_change(seen, WATCH_POLL_SECONDS)
         finally:
             notifier.unwatch()
 
