@@ -57,6 +57,11 @@ class HotQueries:
                     row[name] = datetime.fromisoformat(text).replace(tzinfo=UTC)
         return row
 
+    def _discard_if_broken(self, connection: Any, error: BaseException) -> None:
+        # A connection the server dropped (restart, failover) must not go back into the pool.
+        if self.postgres and isinstance(error, self.db.write_engine.dialect.loaded_dbapi.OperationalError):
+            connection.invalidate(error)  # type: ignore[arg-type]
+
     def get(self, job_id: str) -> dict[str, Any] | None:
         connection = self.db.read_engine.raw_connection()
         try:
@@ -65,6 +70,9 @@ class HotQueries:
             values = cursor.fetchone()
             cursor.close()
             connection.rollback()  # end the read snapshot before the connection goes back
+        except Exception as error:
+            self._discard_if_broken(connection, error)
+            raise
         finally:
             connection.close()
         return self._row(values) if values is not None else None
@@ -92,8 +100,12 @@ class HotQueries:
             else:
                 connection.commit()
             return row, size
-        except BaseException:
-            connection.rollback()
+        except BaseException as error:
+            try:
+                connection.rollback()
+            except Exception:
+                pass
+            self._discard_if_broken(connection, error)
             raise
         finally:
             connection.close()

@@ -41,7 +41,7 @@ class ManagerServer:
         self._stopping = threading.Event()
         # SQLite calls hold the GIL nearly throughout: two threads keep both cores busy. PostgreSQL
         # calls wait on the network, so more threads overlap those waits.
-        default_workers = "2" if self.db.dialect == "sqlite" else "6"
+        default_workers = "2" if self.db.dialect == "sqlite" else "4"
         pool = WorkerPool(int(os.environ.get("QUAERO_RPC_WORKERS", default_workers)))
 
         def register(server: grpc.Server) -> tuple[str, ...]:
