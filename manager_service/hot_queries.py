@@ -57,25 +57,34 @@ class HotQueries:
                     row[name] = datetime.fromisoformat(text).replace(tzinfo=UTC)
         return row
 
-    def _discard_if_broken(self, connection: Any, error: BaseException) -> None:
-        # A connection the server dropped (restart, failover) must not go back into the pool.
-        if self.postgres and isinstance(error, self.db.write_engine.dialect.loaded_dbapi.OperationalError):
-            connection.invalidate(error)  # type: ignore[arg-type]
+    def _is_disconnect(self, error: BaseException) -> bool:
+        return self.postgres and isinstance(error, self.db.write_engine.dialect.loaded_dbapi.OperationalError)
+
+    def _after_disconnect(self, connection: Any, error: BaseException) -> None:
+        # The server dropped us (restart, failover): this connection and every pooled one are gone;
+        # SQLAlchemy's own paths react the same way (the whole pool is replaced).
+        connection.invalidate(error)
+        self.db.write_engine.dispose(close=False)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        connection = self.db.read_engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            cursor.execute(self._select, (job_id,))
-            values = cursor.fetchone()
-            cursor.close()
-            connection.rollback()  # end the read snapshot before the connection goes back
-        except Exception as error:
-            self._discard_if_broken(connection, error)
-            raise
-        finally:
-            connection.close()
-        return self._row(values) if values is not None else None
+        for attempt in (1, 2):
+            connection = self.db.read_engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                cursor.execute(self._select, (job_id,))
+                values = cursor.fetchone()
+                cursor.close()
+                connection.rollback()  # end the read snapshot before the connection goes back
+                return self._row(values) if values is not None else None
+            except Exception as error:
+                if not self._is_disconnect(error):
+                    raise
+                self._after_disconnect(connection, error)
+                if attempt == 2:
+                    raise
+            finally:
+                connection.close()
+        raise AssertionError("unreachable")
 
     def update_json(self, job_id: str, column: str, text: str, merge: bool, version: int | None,
                     stamp: datetime) -> tuple[dict[str, Any], int] | None:
@@ -88,7 +97,17 @@ class HotQueries:
         connection = self.db.write_engine.raw_connection()
         try:
             cursor = connection.cursor()
-            cursor.execute(sql, parameters)
+            try:
+                cursor.execute(sql, parameters)
+            except Exception as error:
+                if not self._is_disconnect(error):
+                    raise
+                # Dead before the statement ran: nothing was written, so one retry is safe.
+                self._after_disconnect(connection, error)
+                connection.close()
+                connection = self.db.write_engine.raw_connection()
+                cursor = connection.cursor()
+                cursor.execute(sql, parameters)
             values = cursor.fetchone()
             cursor.close()
             if values is None:
@@ -101,11 +120,10 @@ class HotQueries:
                 connection.commit()
             return row, size
         except BaseException as error:
-            try:
+            if self._is_disconnect(error):
+                self._after_disconnect(connection, error)
+            else:
                 connection.rollback()
-            except Exception:
-                pass
-            self._discard_if_broken(connection, error)
             raise
         finally:
             connection.close()

@@ -169,3 +169,25 @@ def test_update_job_config_merges_like_metadata(manager: Any) -> None:
     updated = manager.client.jobs.UpdateJobConfig(jobs_pb2.UpdateJobConfigRequest(
         job_id=job.id, config=struct({"a": {"c": 2}, "z": None})))
     assert struct_to_dict(updated.config) == {"a": {"b": 1, "c": 2}}
+
+
+def test_the_manager_recovers_when_postgresql_drops_its_connections(postgres_url: str, tmp_path: Any) -> None:
+    import psycopg
+
+    from tests.conftest import start_in_process_manager
+
+    running = start_in_process_manager(tmp_path / "data", postgres_url)
+    try:
+        job = new_job(running, a=1)
+        update(running, job.id, {"b": 2})
+        database = postgres_url.rsplit("/", 1)[1]
+        admin_url = postgres_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/test"
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                   "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchone()
+        assert killed and killed[0] > 0
+        assert metadata_of(running, job.id) == {"a": 1, "b": 2}
+        assert struct_to_dict(update(running, job.id, {"c": 3}).metadata) == {"a": 1, "b": 2, "c": 3}
+    finally:
+        running.client.close()
+        running.server.stop(grace=1)
