@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
-from types import FrameType
 
 import grpc
 from quaero.executor.v1 import executor_pb2_grpc
 
 from manager_service.client import ManagerClient
 from manager_service.config import api_token
-from manager_service.grpc_common import build_server, mark_serving
+from manager_service.grpc_common import build_server, mark_serving, serve_until_signalled
 
 from .execution import Executions
 from .fetcher import Fetcher, parse_resolve
@@ -58,15 +55,6 @@ def serve(listen: str, manager_address: str, workers: int, lease_seconds: float 
     executor = ExecutorServer(listen, manager_address, api_token(), workers, resolve,
                               os.environ.get("QUAERO_CA_BUNDLE") or None, lease_seconds)
     port = executor.start()
-    done = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("event=shutdown signal=%d", signum)
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     host = listen.rsplit(":", 1)[0]
-    print(f"quaero-executor serving on {host}:{port} (manager: {manager_address}, workers: {workers})", flush=True)
-    done.wait()
-    executor.stop()
+    serve_until_signalled(f"quaero-executor serving on {host}:{port} (manager: {manager_address}, workers: {workers})",
+                          executor.stop)

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ log = logging.getLogger("quaero.executor.worker")
 CHILD_TYPE = "crawl_page"
 LEASE_SECONDS = 30
 CREDENTIALS_TTL_SECONDS = 2.0
+MAX_TRACKED_RUNS = 256
 T = TypeVar("T")
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
@@ -103,7 +105,9 @@ class Worker:
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.slots), thread_name_prefix="crawl")
         self._active: dict[str, str] = {}  # job id -> lease token
         self._active_lock = threading.Condition()
-        self._parent_gates: dict[str, threading.Semaphore] = {}
+        # One concurrency gate per run; the oldest are forgotten (finished runs need none).
+        self._parent_gates: OrderedDict[str, threading.Semaphore] = OrderedDict()
+        self._gates_lock = threading.Lock()
         self._credentials = CredentialsCache(manager)
         self._stop = threading.Event()
         self._wake = threading.Event()  # set when a child finishes: it may have created new children
@@ -208,7 +212,7 @@ class Worker:
             return  # cancelled or finished meanwhile; the manager has settled this child already
         settings = struct_to_dict(parent.config)
         crawl = settings.get("crawl", {})
-        gate = self._parent_gates.setdefault(parent.id, threading.Semaphore(int(crawl.get("concurrency") or 8)))
+        gate = self._gate_for(parent.id, int(crawl.get("concurrency") or 8))
         if not gate.acquire(blocking=False):
             gate.acquire()
             # We waited for the run's concurrency limit: the run may have been cancelled meanwhile.
@@ -220,6 +224,16 @@ class Worker:
             self._crawl(job, token, parent, crawl)
         finally:
             gate.release()
+
+    def _gate_for(self, parent_id: str, concurrency: int) -> threading.Semaphore:
+        with self._gates_lock:
+            gate = self._parent_gates.get(parent_id)
+            if gate is None:
+                gate = self._parent_gates[parent_id] = threading.Semaphore(concurrency)
+                while len(self._parent_gates) > MAX_TRACKED_RUNS:
+                    self._parent_gates.popitem(last=False)
+            self._parent_gates.move_to_end(parent_id)
+            return gate
 
     def _crawl(self, job: jobs_pb2.Job, token: str, parent: jobs_pb2.Job, crawl: dict[str, Any]) -> None:
         config = struct_to_dict(job.config)  # an auth_id in here is deliberately ignored

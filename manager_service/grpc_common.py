@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -290,6 +291,21 @@ def build_server(register: Callable[[grpc.Server], Iterable[str]], token: str, l
     for name in [*names, ""]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     return server, health_servicer, port
+
+
+def serve_until_signalled(banner: str, stop: Callable[[], None]) -> None:
+    """Prints the one ready line, then waits for SIGTERM/SIGINT and stops gracefully."""
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("event=shutdown signal=%d", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(banner, flush=True)
+    done.wait()
+    stop()
 
 
 def mark_serving(health_servicer: health.HealthServicer, names: Iterable[str]) -> None:

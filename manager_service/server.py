@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
-from types import FrameType
 
 import grpc
 from quaero.manager.v1 import auth_pb2_grpc, definitions_pb2_grpc, documents_pb2_grpc, jobs_pb2_grpc
@@ -15,7 +13,7 @@ from .config import ManagerSettings
 from .db import Database, connect, migrate
 from .definitions_store import DefinitionStore
 from .documents_store import DocumentStore
-from .grpc_common import WorkerPool, build_server, mark_serving
+from .grpc_common import WorkerPool, build_server, mark_serving, serve_until_signalled
 from .jobs_store import JobStore
 from .secretbox import SecretBox, load_key
 from .servicers.auth import AuthStoreServicer
@@ -84,15 +82,6 @@ def serve(listen: str) -> None:
     manager = ManagerServer(settings, listen)
     port = manager.start()
     host = listen.rsplit(":", 1)[0]
-    done = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("event=shutdown signal=%d", signum)
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     database = settings.database_url.split("://", 1)[0]
-    print(f"quaero-manager serving on {host}:{port} (database: {database}, data: {settings.data_dir})", flush=True)
-    done.wait()
-    manager.stop()
+    serve_until_signalled(f"quaero-manager serving on {host}:{port} (database: {database}, data: {settings.data_dir})",
+                          manager.stop)
