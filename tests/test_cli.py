@@ -182,3 +182,28 @@ def test_up_starts_both_services_and_ctrl_c_stops_them(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_rm_commands_delete_credentials_and_definitions(harness: CrawlHarness, tmp_path: Path) -> None:
+    cookies = tmp_path / "c.json"
+    cookies.write_text(json.dumps([{"name": "sid", "value": "rm-me", "domain": APP, "hostOnly": True, "path": "/",
+                                    "session": True}]))
+    assert quaero(harness, "auth", "import", str(cookies), "--site", APP, "--id", "gone").returncode == 0
+    definition = tmp_path / "d.toml"
+    definition.write_text('id = "doomed"\n[crawl]\nstart_urls = ["http://a.test/"]\n')
+    assert quaero(harness, "definitions", "apply", str(definition)).returncode == 0
+    assert quaero(harness, "definitions", "rm", "doomed").returncode == 0
+    assert "doomed" not in quaero(harness, "definitions", "ls").stdout
+    assert quaero(harness, "auth", "rm", "gone").returncode == 0
+    assert "gone" not in quaero(harness, "auth", "ls").stdout
+    assert "CREDENTIALS_NOT_FOUND" in one_line_error(quaero(harness, "auth", "rm", "gone"))
+    assert "DEFINITION_NOT_FOUND" in one_line_error(quaero(harness, "definitions", "rm", "doomed"))
+
+
+def test_the_demo_main_job_passes(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "executor_service.demo.run"], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "pages authenticated: 9 of 9" in result.stdout
+    assert "cookies offered to the off-site host: 0" in result.stdout
+    assert "demo passed" in result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
@@ -94,3 +95,24 @@ def test_a_port_in_use_gives_one_readable_line(tmp_path: Path) -> None:
         assert first.address.split(":")[1] in result.stderr.strip().splitlines()[-1]
     finally:
         first.stop()
+
+
+def test_tls_when_given_a_certificate(tmp_path: Path, monkeypatch: Any) -> None:
+    from tests.support.tls import make_certificate
+
+    cert, key = make_certificate(tmp_path, ["localhost"])
+    manager = start_manager({"QUAERO_DATA_DIR": str(tmp_path / "data"), "QUAERO_API_TOKEN": "tls-token",
+                             "QUAERO_TLS_CERT": str(cert), "QUAERO_TLS_KEY": str(key)}, wait=False)
+    try:
+        with grpc.insecure_channel(manager.address) as plain:
+            try:
+                health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                raise AssertionError("a plaintext call reached the TLS server")
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+        monkeypatch.setenv("QUAERO_TLS_CA", str(cert))
+        client = ManagerClient.connect(manager.address, "tls-token")
+        assert client.jobs.CreateJob(jobs_pb2.CreateJobRequest(type="over-tls")).type == "over-tls"
+        client.close()
+    finally:
+        manager.stop()

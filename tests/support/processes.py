@@ -57,7 +57,8 @@ def wait_serving(address: str, timeout: float = 30.0) -> None:
             time.sleep(0.05)
 
 
-def _start(name: str, args: list[str], env: dict[str, str], log_dir: Path | None = None) -> ServiceProcess:
+def _start(name: str, args: list[str], env: dict[str, str], log_dir: Path | None = None,
+           wait: bool = True) -> ServiceProcess:
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     log_dir = Path(log_dir or env.get("QUAERO_DATA_DIR") or ROOT)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -71,12 +72,13 @@ def _start(name: str, args: list[str], env: dict[str, str], log_dir: Path | None
         process.wait(5)
         raise RuntimeError(f"{name} did not start: {log_path.read_text()[-2000:]}")
     address = banner.split(" on ", 1)[1].split()[0]
-    wait_serving(address)
+    if wait:  # (a TLS server answers no plaintext health check)
+        wait_serving(address)
     return ServiceProcess(name, process, address, banner, log_path, env)
 
 
-def start_manager(env: dict[str, str], listen: str = "127.0.0.1:0") -> ServiceProcess:
-    return _start("manager", ["manager_service", "--listen", listen], env)
+def start_manager(env: dict[str, str], listen: str = "127.0.0.1:0", wait: bool = True) -> ServiceProcess:
+    return _start("manager", ["manager_service", "--listen", listen], env, wait=wait)
 
 
 def start_executor(env: dict[str, str], manager_address: str, listen: str = "127.0.0.1:0",
