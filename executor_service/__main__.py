@@ -26,11 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    from manager_service.config import MissingToken
+
     from .server import serve
 
     try:
         serve(args.listen, args.manager, args.workers, args.lease_seconds)
-    except OSError as error:
+    except (OSError, MissingToken) as error:
         print(f"quaero-executor: {error}", file=sys.stderr)
         return 1
     except Exception as error:  # one readable line, not a traceback

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from manager_service.client import ManagerClient
-from manager_service.config import api_token, data_dir
+from manager_service.config import MissingToken, api_token, client_token, data_dir
 from manager_service.convert import struct_to_dict, to_timestamp
 from manager_service.grpc_common import error_info, open_channel
 
@@ -108,7 +108,10 @@ def main(
 
 
 def _token() -> str:
-    return api_token()
+    try:
+        return client_token()
+    except MissingToken as error:
+        raise CliError(str(error)) from None
 
 
 def _client() -> ManagerClient:

@@ -8,7 +8,7 @@ import grpc
 from quaero.executor.v1 import executor_pb2_grpc
 
 from manager_service.client import ManagerClient
-from manager_service.config import api_token
+from manager_service.config import client_token
 from manager_service.grpc_common import build_server, mark_serving, serve_until_signalled
 
 from .execution import Executions
@@ -52,7 +52,7 @@ class ExecutorServer:
 
 def serve(listen: str, manager_address: str, workers: int, lease_seconds: float = 30.0) -> None:
     resolve = parse_resolve(os.environ.get("QUAERO_RESOLVE", ""))
-    executor = ExecutorServer(listen, manager_address, api_token(), workers, resolve,
+    executor = ExecutorServer(listen, manager_address, client_token(), workers, resolve,
                               os.environ.get("QUAERO_CA_BUNDLE") or None, lease_seconds)
     port = executor.start()
     host = listen.rsplit(":", 1)[0]

@@ -39,6 +39,24 @@ def api_token(directory: Path | None = None) -> str:
     return read_or_create_secret_file((directory or data_dir()) / TOKEN_FILE, lambda: secrets.token_urlsafe(32))
 
 
+class MissingToken(Exception):
+    pass
+
+
+def client_token() -> str:
+    """The token a client presents: QUAERO_API_TOKEN, else the manager's token file. Never creates one
+    (a new token would only be refused)."""
+    token = os.environ.get("QUAERO_API_TOKEN", "").strip()
+    if token:
+        return token
+    path = Path(os.environ.get("QUAERO_DATA_DIR", ".quaero")).expanduser().resolve() / TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise MissingToken(f"no API token: {path} does not exist; set QUAERO_API_TOKEN, or QUAERO_DATA_DIR to the "
+                           "manager's data directory") from None
+
+
 @dataclass(frozen=True)
 class ManagerSettings:
     data_dir: Path

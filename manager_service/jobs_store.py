@@ -34,6 +34,7 @@ LEGAL_TRANSITIONS = {
 LOG_LEVELS = {1: "debug", 2: "info", 3: "warning", 4: "error"}
 MAX_LOG_MESSAGE = 8 * 1024
 MAX_PAGE_SIZE = 1000
+MAX_LEASE_ATTEMPTS = 5
 
 Job = RowMapping
 
@@ -377,12 +378,25 @@ class JobStore:
         return count
 
     def _expire_leases(self, conn: Connection, stamp: datetime) -> int:
-        # An executor that stopped renewing (killed, partitioned) gives its jobs back to pending.
-        result = conn.execute(
-            sa.update(jobs).where(jobs.c.status == RUNNING, jobs.c.lease_expires_at < stamp)
-            .values(status=PENDING, lease_token=None, lease_owner=None, lease_expires_at=None,
-                    version=jobs.c.version + 1, updated_at=stamp))
-        return result.rowcount or 0
+        # An executor that stopped renewing (killed, partitioned) gives its jobs back to pending; a job
+        # whose every attempt ended that way (it kills or hangs its executor) fails instead of
+        # cycling forever.
+        expired = conn.execute(
+            sa.select(jobs.c.id, jobs.c.attempts).where(jobs.c.status == RUNNING, jobs.c.lease_expires_at < stamp)
+            .with_for_update(skip_locked=True)).all()
+        retry = [job_id for job_id, attempts in expired if attempts < MAX_LEASE_ATTEMPTS]
+        if retry:
+            conn.execute(
+                sa.update(jobs).where(jobs.c.id.in_(retry))
+                .values(status=PENDING, lease_token=None, lease_owner=None, lease_expires_at=None,
+                        version=jobs.c.version + 1, updated_at=stamp))
+        for job_id, attempts in expired:
+            if attempts >= MAX_LEASE_ATTEMPTS:
+                job = conn.execute(SELECT_JOB_FOR_UPDATE, {"job_id": job_id}).mappings().one()
+                self._set_status(conn, job, FAILED, error_reason="LEASE_ATTEMPTS_EXHAUSTED",
+                                 error=f"gave up after {attempts} attempts: each time the lease expired before "
+                                       "the job finished (its executor stopped or hung on it)")
+        return len(expired)
 
     def renew_lease(self, job_id: str, token: str, duration: timedelta) -> Job:
         job_id = check_job_id(job_id)

@@ -113,6 +113,11 @@ def test_bad_input_and_unreachable_services_give_one_readable_line(harness: Craw
     line = one_line_error(quaero(harness, "definitions", "apply", str(bad_toml)))
     assert "INVALID_ARGUMENT" in line and "crawl.start_urls[0]" in line
     assert "DEFINITION_NOT_FOUND" in one_line_error(quaero(harness, "run", "missing-definition"))
+    lonely = tmp_path / "elsewhere"
+    lonely.mkdir()
+    line = one_line_error(quaero(harness, "jobs", "ls", token="", cwd=lonely))
+    assert "no API token" in line and "QUAERO_API_TOKEN" in line
+    assert not (lonely / ".quaero").exists(), "a client must not invent a token"
     usage = quaero(harness, "auth", "import")
     assert usage.returncode == 2 and "Missing argument" in usage.stderr and "Traceback" not in usage.stderr
 

@@ -194,3 +194,33 @@ def test_many_open_watch_streams_do_not_starve_other_calls(manager: Any) -> None
     finally:
         for stream in streams:
             stream.cancel()
+
+
+def test_an_expired_lease_returns_the_job_to_pending_and_too_many_attempts_fail_it(manager: Any) -> None:
+    from google.protobuf import duration_pb2
+
+    from manager_service.jobs_store import MAX_LEASE_ATTEMPTS
+
+    parent = create(manager)
+    set_status(manager, parent.id, S.JOB_STATUS_RUNNING)
+    kind = f"lease-test-{time.monotonic_ns()}"
+    child = create(manager, parent_id=parent.id, type=kind)
+    one_second = duration_pb2.Duration(seconds=1)
+    tokens = []
+    for attempt in range(1, MAX_LEASE_ATTEMPTS + 1):
+        leased = manager.client.jobs.LeaseJobs(S.LeaseJobsRequest(worker_id="w", max_jobs=5, type=kind,
+                                                                  lease_duration=one_second)).leased_jobs
+        assert [j.job.id for j in leased] == [child.id], f"attempt {attempt}"
+        tokens.append(leased[0].lease.lease_token)
+        time.sleep(1.1)
+        manager.client.jobs.LeaseJobs(S.LeaseJobsRequest(worker_id="w", type="nothing-of-this-type"))  # reaps
+        state = manager.client.jobs.GetJob(S.GetJobRequest(job_id=child.id))
+        if attempt < MAX_LEASE_ATTEMPTS:
+            assert state.status == S.JOB_STATUS_PENDING
+    assert state.status == S.JOB_STATUS_FAILED and state.error_reason == "LEASE_ATTEMPTS_EXHAUSTED"
+    assert len(set(tokens)) == MAX_LEASE_ATTEMPTS
+    # The holder of an old lease cannot write over the job any more.
+    expect_error(lambda: manager.client.jobs.CompleteLeasedJob(S.CompleteLeasedJobRequest(
+        job_id=child.id, lease_token=tokens[0], status=S.JOB_STATUS_COMPLETED)), grpc.StatusCode.ABORTED, "LEASE_LOST")
+    settled = manager.client.jobs.GetJob(S.GetJobRequest(job_id=parent.id))
+    assert settled.status == S.JOB_STATUS_FAILED and settled.children_failed == 1
