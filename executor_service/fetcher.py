@@ -19,6 +19,7 @@ from .pages import is_logout_link, normalise_url
 MAX_REDIRECTS = 10
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_RETRY_AFTER_SECONDS = 60.0
+ROBOTS_TTL_SECONDS = 3600.0  # robots.txt is read again after an hour, as crawlers commonly do
 REDIRECT_CODES = {301, 302, 303, 307, 308}
 DEFAULT_LOGGED_OUT_PATTERNS = [r"(?i)log[-_]?in", r"(?i)sign[-_]?in"]
 DEFAULT_USER_AGENT = "quaero/0.1 (+https://quaero.dev/bot)"
@@ -130,7 +131,7 @@ class Fetcher:
                                    trust_env=False, limits=httpx.Limits(max_connections=256,
                                                                         max_keepalive_connections=64))
         self.spacing = HostSpacing()
-        self._robots: dict[str, RobotFileParser] = {}
+        self._robots: dict[str, tuple[float, RobotFileParser]] = {}
         self._robots_lock = threading.Lock()
 
     def close(self) -> None:
@@ -140,7 +141,8 @@ class Fetcher:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         with self._robots_lock:
-            parser = self._robots.get(origin)
+            cached = self._robots.get(origin)
+        parser = cached[1] if cached and time.monotonic() - cached[0] < ROBOTS_TTL_SECONDS else None
         if parser is None:
             parser = RobotFileParser()
             try:
@@ -156,7 +158,7 @@ class Fetcher:
             except httpx.HTTPError:
                 parser.disallow_all = True  # type: ignore[attr-defined]
             with self._robots_lock:
-                self._robots[origin] = parser
+                self._robots[origin] = (time.monotonic(), parser)
         return parser.can_fetch(policy.user_agent, url)
 
     def fetch(self, url: str, jar: CookieJar, policy: FetchPolicy) -> FetchResult:
