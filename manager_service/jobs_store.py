@@ -267,7 +267,9 @@ class JobStore:
             if len(rows) >= room:
                 result.over_limit += 1
                 continue
-            row = self._new_row(parent["id"], spec.type, spec.name, spec.config, {}, spec.depth, stamp)
+            # A microsecond apart, so that children are leased in the order they were discovered.
+            created = stamp + timedelta(microseconds=len(rows))
+            row = self._new_row(parent["id"], spec.type, spec.name, spec.config, {}, spec.depth, created)
             row["dedup_key"] = key
             rows.append(row)
         if rows:
