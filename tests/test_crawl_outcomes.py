@@ -44,7 +44,7 @@ def test_a_401_or_403_fails_the_child_auth_rejected(harness: CrawlHarness, statu
 
 def failing_site(harness: CrawlHarness, good: int, bad: int, slow: float = 0.0) -> tuple[Any, str]:
     site = harness.site({})
-    links = [f"/ok/{n}" for n in range(good)] + [f"/bad/{n}" for n in range(bad)]
+    links = [f"/bad/{n}" for n in range(bad)] + [f"/ok/{n}" for n in range(good)]  # failures come first
 
     def ok(_request: Any) -> Response:
         time.sleep(slow)
