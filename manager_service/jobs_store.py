@@ -38,21 +38,13 @@ MAX_LEASE_ATTEMPTS = 5
 
 Job = RowMapping
 
-# Statements built once and executed with parameters: building a Core statement per call cost more
-# than running it (measured: GetJob 117 -> 57 us, a merge 383 -> 99 us at store level).
-SELECT_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))
-SELECT_JOB_FOR_UPDATE = SELECT_JOB.with_for_update()
+# Built once and executed with parameters: building a Core statement per call cost more than running
+# it (measured at store level: a read 117 -> 57 us, an update 383 -> 99 us).
+SELECT_JOB_FOR_UPDATE = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id")).with_for_update()
 
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def etag_of(job: Job) -> str:
