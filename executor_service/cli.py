@@ -21,7 +21,7 @@ from quaero.executor.v1 import executor_pb2, executor_pb2_grpc
 from quaero.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.tree import Tree
 
 from manager_service.client import ManagerClient
@@ -42,7 +42,8 @@ app.add_typer(definitions_app, name="definitions")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(docs_app, name="docs")
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output is not cut to 80 columns: ids and URLs must survive `| grep` and scripts.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 STATUS = {v: k.removeprefix("JOB_STATUS_").lower() for k, v in jobs_pb2.JobStatus.items()}
@@ -63,6 +64,10 @@ class Target:
 
 
 _target: Target | None = None
+
+
+def ID_COLUMN() -> Column:  # noqa: N802 - reads as a constant
+    return Column("id", no_wrap=True, min_width=36)
 
 
 def target() -> Target:
@@ -373,7 +378,7 @@ def jobs_ls(
     status_value = wanted[status] if status else jobs_pb2.JOB_STATUS_UNSPECIFIED
     page = rpc(lambda: _client().jobs.ListJobs(jobs_pb2.ListJobsRequest(
         parent_id=parent, status=status_value, page_size=limit)), "cannot list jobs")
-    table = Table("id", "type", "name", "status", "progress", "created")
+    table = Table(ID_COLUMN(), "type", "name", "status", "progress", "created")
     for job in page.jobs:
         table.add_row(job.id, job.type, job.name[:60], STATUS[job.status],
                       f"{job.progress_current}/{job.progress_total}", _when(job.create_time))
@@ -443,7 +448,7 @@ def docs_ls(
     """List crawled documents, newest first."""
     page = rpc(lambda: _client().documents.ListDocuments(documents_pb2.ListDocumentsRequest(
         parent_job_id=job, page_size=limit, omit_text=True)), "cannot list documents")
-    table = Table("id", "url", "title", "status", "fetched")
+    table = Table(ID_COLUMN(), "url", "title", "status", "fetched")
     for d in page.documents:
         table.add_row(d.id, d.url, d.title[:50], str(d.status_code), _when(d.fetch_time))
     out.print(table)

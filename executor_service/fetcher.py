@@ -155,8 +155,9 @@ class Fetcher:
                     parser.allow_all = True  # type: ignore[attr-defined]
                 else:
                     parser.parse(response.text.splitlines())
-            except httpx.HTTPError:
-                parser.disallow_all = True  # type: ignore[attr-defined]
+            except httpx.HTTPError as error:
+                # The host did not answer at all: say so, rather than "robots.txt disallows it".
+                raise FetchFailed("FETCH_FAILED", f"cannot reach {origin}: {type(error).__name__}") from None
             with self._robots_lock:
                 self._robots[origin] = (time.monotonic(), parser)
         return parser.can_fetch(policy.user_agent, url)

@@ -21,7 +21,7 @@ def quaero(harness: CrawlHarness | None, *args: str, token: str | None = None, c
            manager: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "QUAERO_API_TOKEN": token if token is not None else (harness.manager.token if harness else ""),
            "QUAERO_MANAGER": manager or (harness.manager.address if harness else "127.0.0.1:1"),
-           "QUAERO_EXECUTOR": harness.executor_address if harness else "127.0.0.1:1", "COLUMNS": "200"}
+           "QUAERO_EXECUTOR": harness.executor_address if harness else "127.0.0.1:1"}
     return subprocess.run([sys.executable, "-m", "executor_service.cli", *args], env=env, capture_output=True,
                           text=True, timeout=120, cwd=cwd)
 

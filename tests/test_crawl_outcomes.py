@@ -195,3 +195,10 @@ def test_no_cookie_value_leaks_into_logs_jobs_errors_or_the_database_file(
     with sqlite3.connect(database) as connection:
         dump = "\n".join(connection.iterdump())
     assert secret not in dump
+
+
+def test_an_unreachable_host_fails_the_child_saying_so(harness: CrawlHarness) -> None:
+    result = harness.crawl(["http://127.0.0.1:1/"], max_child_failures=1)
+    child = result.children[0]
+    assert child.status == jobs_pb2.JOB_STATUS_FAILED and child.error_reason == "FETCH_FAILED"
+    assert "cannot reach" in child.error
