@@ -5,8 +5,10 @@ Every error is one readable line on stderr and a non-zero exit, never a tracebac
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator
@@ -140,11 +142,15 @@ def up(
 ) -> None:
     """Start the manager (embedded SQLite in QUAERO_DATA_DIR) and the executor; Ctrl-C stops both."""
     services = start_services(manager_listen, executor_listen, workers)
+    stopping = threading.Event()
+    # SIGTERM (e.g. from a process supervisor) stops both services too, not just this process.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
     out.print(f"manager  {services[0][1]}\nexecutor {services[1][1]}\n"
               f"token    {data_dir() / 'api-token'} (or QUAERO_API_TOKEN)\nPress Ctrl-C to stop.")
     try:
         while all(process.poll() is None for process, _ in services):
-            time.sleep(0.5)
+            if stopping.wait(0.5):
+                return
         fail("a service stopped unexpectedly; see its output above")
     except KeyboardInterrupt:
         pass
@@ -170,8 +176,18 @@ def start_services(manager_listen: str, executor_listen: str, workers: int,
     return started
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if `quaero up` itself dies (Linux), so no orphan keeps a port."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _spawn(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
     assert process.stdout is not None
     banner = process.stdout.readline().strip()
     if " on " not in banner:

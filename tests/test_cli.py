@@ -5,10 +5,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from quaero.manager.v1 import auth_pb2
 
 from executor_service.demo.site import Request, Response
@@ -159,8 +161,10 @@ def test_apply_run_and_inspect_a_crawl(harness: CrawlHarness, tmp_path: Path) ->
     assert "cli-session" not in run.stdout + shown + tree + logs.stdout + docs + document
 
 
-def test_up_starts_both_services_and_ctrl_c_stops_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_with", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_up_starts_both_services_and_stopping_it_stops_them(tmp_path: Path, stop_with: str) -> None:
     import signal
+    import socket
 
     from tests.support.processes import wait_serving
 
@@ -169,21 +173,30 @@ def test_up_starts_both_services_and_ctrl_c_stops_them(tmp_path: Path) -> None:
                                 "127.0.0.1:0", "--executor-listen", "127.0.0.1:0"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert process.stdout is not None
+        assert process.stdout is not None and process.stderr is not None
         lines = [process.stdout.readline() for _ in range(3)]
         addresses = {line.split()[0]: line.split()[1] for line in lines[:2]}
         wait_serving(addresses["manager"])
         wait_serving(addresses["executor"])
         assert (tmp_path / "api-token").exists() and str(tmp_path / "api-token") in lines[2]
-        process.send_signal(signal.SIGINT)
-        assert process.wait(30) == 0
-        assert "Traceback" not in process.stderr.read() if process.stderr else True
-        for address in addresses.values():
-            import socket
+        process.send_signal(getattr(signal, stop_with))
+        code = process.wait(30)
+        assert code == (-9 if stop_with == "SIGKILL" else 0)
+        assert "Traceback" not in process.stderr.read()
 
-            with socket.socket() as probe:
-                host, port = address.rsplit(":", 1)
-                assert probe.connect_ex((host, int(port))) != 0, f"{address} still serving after Ctrl-C"
+        def still_serving() -> list[str]:
+            alive = []
+            for address in addresses.values():
+                with socket.socket() as probe:
+                    host, port = address.rsplit(":", 1)
+                    if probe.connect_ex((host, int(port))) == 0:
+                        alive.append(address)
+            return alive
+
+        deadline = time.monotonic() + 15
+        while still_serving() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not still_serving(), f"services outlived `quaero up` ({stop_with})"
     finally:
         if process.poll() is None:
             process.kill()
