@@ -8,7 +8,7 @@ import grpc
 from quaero.executor.v1 import executor_pb2, executor_pb2_grpc
 
 from manager_service.errors import DomainError
-from manager_service.grpc_common import abort_for, error_info, status_of
+from manager_service.grpc_common import abort_for, error_info, status_of, without_client_retries
 
 from .execution import Executions
 
@@ -25,9 +25,11 @@ def relay(context: grpc.ServicerContext, call: Callable[[], T]) -> T:
     except grpc.RpcError as error:
         reason, field = error_info(error)
         code = error.code()
+        status = status_of(code, reason or code.name, error.details() or code.name, field or None)
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            reason = reason or "MANAGER_UNAVAILABLE"
-        context.abort_with_status(status_of(code, reason or code.name, error.details() or code.name, field or None))
+            status = without_client_retries(status_of(code, reason or "MANAGER_UNAVAILABLE",
+                                                      f"the manager is not reachable: {error.details()}"))
+        context.abort_with_status(status)
         raise
 
 

@@ -202,3 +202,26 @@ def test_an_unreachable_host_fails_the_child_saying_so(harness: CrawlHarness) ->
     child = result.children[0]
     assert child.status == jobs_pb2.JOB_STATUS_FAILED and child.error_reason == "FETCH_FAILED"
     assert "cannot reach" in child.error
+
+
+def test_execute_with_the_manager_down_is_unavailable_with_a_reason(tmp_path: Path) -> None:
+    from executor_service.server import ExecutorServer
+    from manager_service.grpc_common import error_info, open_channel
+    from quaero.executor.v1 import executor_pb2_grpc
+
+    executor = ExecutorServer("127.0.0.1:0", "127.0.0.1:1", "token", workers=0)
+    port = executor.start()
+    channel = open_channel(f"127.0.0.1:{port}", "token", default_timeout=30)
+    try:
+        stub = executor_pb2_grpc.ExecutorStub(channel)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ExecuteJobDefinition(executor_pb2.ExecuteJobDefinitionRequest(definition_id="any"))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_info(caught.value)[0] == "MANAGER_UNAVAILABLE"
+        assert "manager is not reachable" in caught.value.details()
+        # The executor retried the manager; the caller does not retry that answer again.
+        assert time.monotonic() - started < 5
+    finally:
+        channel.close()
+        executor.stop(grace=0)
