@@ -4,6 +4,7 @@ Every error is one readable line on stderr and a non-zero exit, never a tracebac
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -158,17 +159,20 @@ def up(
         stop_services(services)
 
 
-def start_services(manager_listen: str, executor_listen: str, workers: int,
-                   env: dict[str, str] | None = None) -> list[tuple[subprocess.Popen[str], str]]:
-    """Starts both services as child processes; returns [(process, address)] once both serve."""
+def start_services(manager_listen: str, executor_listen: str, workers: int, env: dict[str, str] | None = None,
+                   log_dir: Path | None = None) -> list[tuple[subprocess.Popen[str], str]]:
+    """Starts both services as child processes; returns [(process, address)] once both serve. Their logs
+    go to the terminal, or to manager.log and executor.log in log_dir."""
     environment = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     api_token()  # create the token file before either service reads it
     started: list[tuple[subprocess.Popen[str], str]] = []
     try:
-        manager = _spawn([sys.executable, "-m", "manager_service", "--listen", manager_listen], environment)
+        manager = _spawn([sys.executable, "-m", "manager_service", "--listen", manager_listen], environment,
+                         log_dir / "manager.log" if log_dir else None)
         started.append(manager)
         executor = _spawn([sys.executable, "-m", "executor_service", "--listen", executor_listen, "--manager",
-                           manager[1], "--workers", str(workers)], environment)
+                           manager[1], "--workers", str(workers)], environment,
+                          log_dir / "executor.log" if log_dir else None)
         started.append(executor)
     except CliError:
         stop_services(started)
@@ -186,13 +190,16 @@ def _die_with_parent() -> None:
         pass
 
 
-def _spawn(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+def _spawn(command: list[str], env: dict[str, str], log: Path | None) -> tuple[subprocess.Popen[str], str]:
+    with open(log, "w") if log else contextlib.nullcontext() as log_file:  # the child keeps its own handle
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=log_file, text=True,
+                                   preexec_fn=_die_with_parent)
     assert process.stdout is not None
     banner = process.stdout.readline().strip()
     if " on " not in banner:
         process.wait(10)
-        fail(f"{command[2]} did not start (exit code {process.returncode}); see the lines above")
+        where = f"see {log}" if log else "see the lines above"
+        fail(f"{command[2]} did not start (exit code {process.returncode}); {where}")
     return process, banner.split(" on ", 1)[1].split()[0]
 
 

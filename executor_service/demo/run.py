@@ -52,7 +52,7 @@ def main() -> int:
            "QUAERO_MANAGER": "127.0.0.1:0", "QUAERO_EXECUTOR": "127.0.0.1:0"}
     os.environ.update({"QUAERO_DATA_DIR": str(work), "QUAERO_API_TOKEN": ""})
     print(f"demo site: {demo.url()} (and {demo.url(host=OFFSITE_HOST)}), data directory: {work}", flush=True)
-    services = start_services("127.0.0.1:0", "127.0.0.1:0", 8, env)
+    services = start_services("127.0.0.1:0", "127.0.0.1:0", 8, env, log_dir=work)
     try:
         (_, manager), (_, executor) = services
         print(f"manager on {manager}, executor on {executor} (SQLite in {work})", flush=True)
@@ -67,7 +67,7 @@ def main() -> int:
         cli("auth", "import", str(cookies), "--site", SITE_HOST, "--id", "demo", env=env)
         cli("definitions", "apply", str(definition), env=env)
         cli("run", "demo", env=env)
-        return report(demo, manager, (work / "api-token").read_text().strip())
+        return report(demo, manager, (work / "api-token").read_text().strip(), work)
     except subprocess.CalledProcessError as error:
         print(f"demo: a step failed (exit code {error.returncode})", file=sys.stderr)
         return 1
@@ -76,7 +76,7 @@ def main() -> int:
         demo.server.stop()
 
 
-def report(demo: DemoSite, manager_address: str, token: str) -> int:
+def report(demo: DemoSite, manager_address: str, token: str, work: Path) -> int:
     client = ManagerClient.connect(manager_address, token)
     runs = client.jobs.ListJobs(jobs_pb2.ListJobsRequest(page_size=1)).jobs
     parent = runs[0]
@@ -105,6 +105,10 @@ def report(demo: DemoSite, manager_address: str, token: str) -> int:
         (f"parent metadata auth_id: {parent.metadata['auth_id'] if 'auth_id' in parent.metadata else '(missing)'}",
          parent.metadata["auth_id"] == "demo" if "auth_id" in parent.metadata else False),
     ]
+    logs = [work / "manager.log", work / "executor.log"]
+    leaked = [path.name for path in logs if demo.session in path.read_text(errors="replace")]
+    checks.append((f"session cookie value in the services' logs ({', '.join(p.name for p in logs)}): "
+                   f"{'found in ' + ', '.join(leaked) if leaked else 'absent'}", not leaked))
     print()
     for text, ok in checks:
         print(f"  {'ok  ' if ok else 'FAIL'} {text}")
