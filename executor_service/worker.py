@@ -291,13 +291,23 @@ class Worker:
                               include=list(crawl.get("include_patterns") or []),
                               exclude=list(crawl.get("exclude_patterns") or []))
             for link in scope.follow(parsed.links, page.final_url):
-                if not policy.obey_robots or self.fetcher.robots_allows(link, policy):
+                if self._may_fetch(link, policy):
                     children.append(child_spec(link, depth + 1))
         result = {"url": url, "final_url": page.final_url, "status_code": page.status_code,
                   "links_found": len(children), "authenticated_with": choice.source,
                   "cookies_sent": bool(cookies)}
         self._finish(job, token, jobs_pb2.JOB_STATUS_COMPLETED, result=result, document=document, children=children,
                      max_children=int(crawl.get("max_pages", 0)))
+
+    def _may_fetch(self, url: str, policy: FetchPolicy) -> bool:
+        """robots.txt's verdict on a discovered link; a host that cannot be asked gets a child, which
+        then fails with its own error instead of this page."""
+        if not policy.obey_robots:
+            return True
+        try:
+            return self.fetcher.robots_allows(url, policy)
+        except FetchFailed:
+            return True
 
     def _finish(self, job: jobs_pb2.Job, token: str, status: jobs_pb2.JobStatus.ValueType, *, error: str = "", reason: str = "",
                 result: dict[str, Any] | None = None, document: documents_pb2.Document | None = None,

@@ -226,3 +226,12 @@ def test_execute_with_the_manager_down_is_unavailable_with_a_reason(tmp_path: Pa
     finally:
         channel.close()
         executor.stop(grace=0)
+
+
+def test_a_link_to_an_unreachable_host_fails_only_its_own_child(harness: CrawlHarness) -> None:
+    site = harness.site({(APP, "/"): html("home", "http://127.0.0.1:1/nowhere")})
+    result = harness.crawl([f"http://{APP}:{site.port}/"], same_site_only=False, max_child_failures=1)
+    assert [d.title for d in result.documents] == ["home"]
+    failed = [c for c in result.children if c.status == jobs_pb2.JOB_STATUS_FAILED]
+    assert [c.name for c in failed] == ["http://127.0.0.1:1/nowhere"] and failed[0].error_reason == "FETCH_FAILED"
+    assert result.parent.status == jobs_pb2.JOB_STATUS_COMPLETED
