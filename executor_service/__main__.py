@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 
@@ -23,23 +22,14 @@ def main(argv: list[str] | None = None) -> int:
                              "return to pending this long after (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default %(default)s)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     from manager_service.config import MissingToken
+    from manager_service.grpc_common import run_service
 
     from .server import serve
 
-    try:
-        serve(args.listen, args.manager, args.workers, args.lease_seconds)
-    except (OSError, MissingToken) as error:
-        print(f"quaero-executor: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:  # one readable line, not a traceback
-        print(f"quaero-executor: cannot start: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    return 0
-
+    return run_service("quaero-executor", args.log_level,
+                       lambda: serve(args.listen, args.manager, args.workers, args.lease_seconds),
+                       expected=(OSError, MissingToken))
 
 if __name__ == "__main__":
     sys.exit(main())

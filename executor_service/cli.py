@@ -29,7 +29,7 @@ from rich.tree import Tree
 
 from manager_service.client import ManagerClient
 from manager_service.config import MissingToken, api_token, client_token, data_dir
-from manager_service.convert import struct_to_dict, to_timestamp
+from manager_service.convert import add_cookie, struct_to_dict
 from manager_service.grpc_common import error_info, open_channel
 
 from .cookie_import import CookieFileError, belongs_to_site, read_cookie_file
@@ -235,10 +235,7 @@ def auth_import(
     request = auth_pb2.PutCredentialsRequest(id=id or site.lower().strip("."), site_domain=site,
                                              base_url=base_url or f"https://{site}/", user_agent=user_agent)
     for cookie in kept:
-        item = request.cookies.add(name=cookie.name, value=cookie.value, domain=cookie.domain,
-                                   host_only=cookie.host_only, path=cookie.path, secure=cookie.secure,
-                                   http_only=cookie.http_only, same_site=cookie.same_site)
-        to_timestamp(cookie.expires, item.expire_time)
+        add_cookie(request.cookies, cookie)
     if not kept:
         fail(f"{file}: none of its {len(cookies)} cookies is for {site}")
     info = rpc(lambda: _client().auth.PutCredentials(request), "cannot store the cookies")

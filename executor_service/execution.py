@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
 from quaero.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 
 from manager_service.client import ManagerClient
@@ -87,7 +86,7 @@ class Executions:
         if count == 0 and parent.progress_total == 0:
             # Nothing to fetch: a parent without children is complete at once.
             self.manager.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(
-                job_id=parent.id, status=jobs_pb2.JOB_STATUS_COMPLETED, result=_struct({"children": 0})))
+                job_id=parent.id, status=jobs_pb2.JOB_STATUS_COMPLETED, result=dict_to_struct({"children": 0})))
         log.info("event=execution_started parent_job_id=%s definition_id=%s children=%d metadata_persisted=%s",
                  parent.id, definition.id, count, persisted)
         return ExecutionStarted(parent.id, persisted, count)
@@ -104,7 +103,7 @@ class Executions:
 
     def persist_metadata(self, parent_id: str, metadata: dict[str, Any]) -> bool:
         """UpdateJobMetadata with a deadline (gRPC retries UNAVAILABLE briefly). Never raises."""
-        request = jobs_pb2.UpdateJobMetadataRequest(job_id=parent_id, metadata=_struct(metadata))
+        request = jobs_pb2.UpdateJobMetadataRequest(job_id=parent_id, metadata=dict_to_struct(metadata))
         try:
             self.manager.jobs.UpdateJobMetadata(request, timeout=METADATA_DEADLINE_SECONDS)
             return True
@@ -152,7 +151,3 @@ class Executions:
         after = self.manager.jobs.GetJobStats(jobs_pb2.GetJobStatsRequest(job_id=parent_job_id))
         status = jobs_pb2.JobStatus.Name(parent.status).removeprefix("JOB_STATUS_").lower()
         return status, int(after.cancelled - before.cancelled)
-
-
-def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
-    return dict_to_struct(data)

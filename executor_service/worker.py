@@ -22,7 +22,7 @@ from google.protobuf import duration_pb2
 from quaero.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 
 from manager_service.client import ManagerClient
-from manager_service.convert import dict_to_struct, from_timestamp, struct_to_dict
+from manager_service.convert import cookie_from_proto, dict_to_struct, struct_to_dict
 from manager_service.cookies import StoredCookie
 
 from .cookie_jar import CookieJar
@@ -62,13 +62,6 @@ def call_patiently(call: Callable[[], T], give_up_after: float = 60.0) -> T:
 class AuthChoice:
     auth_id: str
     source: str  # "parent metadata", "job definition", or "none"
-
-
-def cookie_from_proto(cookie: auth_pb2.Cookie) -> StoredCookie:
-    return StoredCookie(name=cookie.name, value=cookie.value, domain=cookie.domain, host_only=cookie.host_only,
-                        path=cookie.path or "/", secure=cookie.secure, http_only=cookie.http_only,
-                        expires=from_timestamp(cookie.expire_time) if cookie.HasField("expire_time") else None,
-                        same_site=cookie.same_site)
 
 
 class CredentialsCache:
@@ -206,8 +199,11 @@ class Worker:
         except grpc.RpcError as error:
             log.warning("event=job_log_failed job_id=%s code=%s", job_id, error.code().name)
 
+    def _parent_of(self, job: jobs_pb2.Job) -> jobs_pb2.Job:
+        return call_patiently(lambda: self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job.parent_id)))
+
     def process(self, job: jobs_pb2.Job, token: str) -> None:
-        parent = call_patiently(lambda: self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job.parent_id)))
+        parent = self._parent_of(job)
         if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
             return  # cancelled or finished meanwhile; the manager has settled this child already
         settings = struct_to_dict(parent.config)
@@ -216,7 +212,7 @@ class Worker:
         if not gate.acquire(blocking=False):
             gate.acquire()
             # We waited for the run's concurrency limit: the run may have been cancelled meanwhile.
-            parent = call_patiently(lambda: self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job.parent_id)))
+            parent = self._parent_of(job)
             if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
                 gate.release()
                 return

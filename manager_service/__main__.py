@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 
@@ -18,21 +17,10 @@ def main(argv: list[str] | None = None) -> int:
                         "one (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default %(default)s)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from .grpc_common import run_service
     from .server import serve
 
-    try:
-        serve(args.listen)
-    except OSError as error:
-        print(f"quaero-manager: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:  # one readable line, not a traceback
-        print(f"quaero-manager: cannot start: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    return 0
-
+    return run_service("quaero-manager", args.log_level, lambda: serve(args.listen))
 
 if __name__ == "__main__":
     sys.exit(main())

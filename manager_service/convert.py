@@ -5,6 +5,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
+from quaero.manager.v1 import auth_pb2
+
+from .cookies import StoredCookie
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -79,3 +82,18 @@ def from_timestamp(stamp: timestamp_pb2.Timestamp) -> datetime | None:
     if stamp.seconds == 0 and stamp.nanos == 0:
         return None
     return stamp.ToDatetime(tzinfo=UTC)
+
+
+def cookie_from_proto(cookie: auth_pb2.Cookie) -> StoredCookie:
+    return StoredCookie(
+        name=cookie.name, value=cookie.value, domain=cookie.domain, host_only=cookie.host_only,
+        path=cookie.path or "/", secure=cookie.secure, http_only=cookie.http_only,
+        expires=from_timestamp(cookie.expire_time) if cookie.HasField("expire_time") else None,
+        same_site=cookie.same_site)
+
+
+def add_cookie(cookies: Any, cookie: StoredCookie) -> None:
+    """Appends `cookie` to a repeated Cookie field."""
+    item = cookies.add(name=cookie.name, value=cookie.value, domain=cookie.domain, host_only=cookie.host_only,
+                       path=cookie.path, secure=cookie.secure, http_only=cookie.http_only, same_site=cookie.same_site)
+    to_timestamp(cookie.expires, item.expire_time)

@@ -11,6 +11,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -306,6 +307,24 @@ def build_server(register: Callable[[grpc.Server], Iterable[str]], token: str, l
     for name in [*names, ""]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     return server, health_servicer, port
+
+
+def run_service(prog: str, log_level: str, serve: Callable[[], None],
+                expected: tuple[type[BaseException], ...] = (OSError,)) -> int:
+    """A service's main: key=value logs on stderr, and any start-up failure as one line, not a traceback."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    for noisy in ("alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        serve()
+    except expected as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        print(f"{prog}: cannot start: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def serve_until_signalled(banner: str, stop: Callable[[], None]) -> None:

@@ -9,17 +9,9 @@ from google.protobuf import empty_pb2
 from quaero.manager.v1 import auth_pb2, auth_pb2_grpc
 
 from ..auth_store import AuthStore
-from ..convert import from_timestamp, to_timestamp
+from ..convert import add_cookie, cookie_from_proto, to_timestamp
 from ..cookies import StoredCookie
 from ..grpc_common import maps_domain_errors
-
-
-def cookie_from_proto(cookie: auth_pb2.Cookie) -> StoredCookie:
-    return StoredCookie(
-        name=cookie.name, value=cookie.value, domain=cookie.domain, host_only=cookie.host_only,
-        path=cookie.path or "/", secure=cookie.secure, http_only=cookie.http_only,
-        expires=from_timestamp(cookie.expire_time) if cookie.HasField("expire_time") else None,
-        same_site=cookie.same_site)
 
 
 def info_to_proto(row: Any, rejected: list[tuple[StoredCookie, str]] | None = None) -> auth_pb2.CredentialsInfo:
@@ -55,10 +47,7 @@ class AuthStoreServicer(auth_pb2_grpc.AuthStoreServicer):
         result = auth_pb2.Credentials(id=row["id"], site_domain=row["site_domain"], base_url=row["base_url"],
                                       user_agent=row["user_agent"])
         for cookie in cookies:
-            item = result.cookies.add(name=cookie.name, value=cookie.value, domain=cookie.domain,
-                                      host_only=cookie.host_only, path=cookie.path, secure=cookie.secure,
-                                      http_only=cookie.http_only, same_site=cookie.same_site)
-            to_timestamp(cookie.expires, item.expire_time)
+            add_cookie(result.cookies, cookie)
         return result
 
     @maps_domain_errors

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import grpc
 from quaero.executor.v1 import executor_pb2, executor_pb2_grpc
 from quaero.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 
@@ -129,11 +128,3 @@ class CrawlHarness:
 
     def crawl(self, start_urls: list[str], auth_id: str = "", **options: Any) -> CrawlOutcome:
         return self.outcome(self.start(self.definition(start_urls, auth_id, **options)).parent_job_id)
-
-
-def expect_rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
-    try:
-        call()
-    except grpc.RpcError as error:
-        return error
-    raise AssertionError("the call succeeded")
