@@ -6,14 +6,18 @@ PostgreSQL: one pooled engine for both.
 """
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
+
+from .errors import DomainError, Unavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -85,3 +89,13 @@ def migrate(db: Database) -> None:
     with db.write_engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def unavailable_for(error: Exception) -> DomainError | None:
+    """A database that dropped the connection, is unreachable or stayed locked is UNAVAILABLE (worth a
+    retry shortly), not INTERNAL. SQLAlchemy replaces broken connections, so the retry gets a new one."""
+    transient = (sa.exc.OperationalError, sa.exc.TimeoutError, psycopg.OperationalError, sqlite3.OperationalError)
+    if isinstance(error, transient) or (isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated):
+        return Unavailable("DATABASE_UNAVAILABLE", "the manager's database is not reachable right now "
+                           f"({type(error).__name__}); retry shortly")
+    return None

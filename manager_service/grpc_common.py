@@ -28,6 +28,10 @@ from grpc_status import rpc_status
 from .errors import DomainError
 
 log = logging.getLogger("quaero.grpc")
+# The largest message either side accepts. The biggest a crawl sends is one page's record
+# (CompleteLeasedJob): at most 1 MiB of text, 5,000 links of at most 1 MiB in all, names and
+# keys; well under this. Documented in the README.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 DOMAIN = "quaero.dev"
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -166,6 +170,28 @@ def _internal(context: grpc.ServicerContext, name: str, error: Exception) -> Non
                                         f"internal error in {name} (incident {incident}); see the server log"))
 
 
+# Functions that recognise an infrastructure error as a domain error (e.g. a dropped database
+# connection as UNAVAILABLE); a service registers its own at start-up.
+ERROR_TRANSLATORS: list[Callable[[Exception], DomainError | None]] = []
+
+
+def _translated(error: Exception) -> DomainError | None:
+    for translate in ERROR_TRANSLATORS:
+        found = translate(error)
+        if found is not None:
+            return found
+    return None
+
+
+def _fail(context: grpc.ServicerContext, name: str, error: Exception) -> None:
+    translated = _translated(error)
+    if translated is not None:
+        log.warning("event=rpc_unavailable method=%s reason=%s error=%s", name, translated.reason,
+                    type(error).__name__)
+        abort_for(context, translated)
+    _internal(context, name, error)
+
+
 def maps_domain_errors(method: F) -> F:
     """Servicer decorator: a DomainError becomes its status code with ErrorInfo/BadRequest details;
     anything unexpected becomes INTERNAL with an incident id."""
@@ -178,7 +204,7 @@ def maps_domain_errors(method: F) -> F:
                 abort_for(context, error)
             except Exception as error:
                 if context.is_active() and not isinstance(error, grpc.RpcError):
-                    _internal(context, method.__name__, error)
+                    _fail(context, method.__name__, error)
                 raise
         return stream  # type: ignore[return-value]
 
@@ -191,7 +217,7 @@ def maps_domain_errors(method: F) -> F:
         except Exception as error:
             if isinstance(error, grpc.RpcError) or not context.is_active():
                 raise
-            _internal(context, method.__name__, error)
+            _fail(context, method.__name__, error)
     return unary  # type: ignore[return-value]
 
 
@@ -255,22 +281,54 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
 
 
 class FaultInjectionInterceptor(grpc.ServerInterceptor):
-    """For failure tests only: QUAERO_FAULT_INJECT="UpdateJobMetadata=UNAVAILABLE" fails that method.
+    """For failure tests only: QUAERO_FAULT_INJECT="UpdateJobMetadata=UNAVAILABLE" fails that method;
+    "Method=CODE*N" fails only its next N calls; "Method=CODE@N" lets N calls through, then fails.
 
     Lets a test cause, in a real server process, a fault it could not otherwise time precisely.
     """
 
     def __init__(self, spec: str) -> None:
-        self._faults: dict[str, grpc.StatusCode] = {}
+        self._lock = threading.Lock()
+        self._faults: dict[str, list[Any]] = {}
+        self.configure(spec)
+
+    def configure(self, spec: str) -> None:
+        faults: dict[str, list[Any]] = {}
         for item in filter(None, (part.strip() for part in spec.split(","))):
-            method, _, code = item.partition("=")
-            self._faults[method] = getattr(grpc.StatusCode, code or "UNAVAILABLE")
+            method, _, rule = item.partition("=")
+            code, times, passes = rule or "UNAVAILABLE", -1, 0
+            if "*" in code:
+                code, count = code.split("*", 1)
+                times = int(count)
+            elif "@" in code:
+                code, count = code.split("@", 1)
+                passes = int(count)
+            faults[method.strip()] = [getattr(grpc.StatusCode, code.strip()), times, passes]
+        with self._lock:
+            self._faults = faults
+
+    def _fault(self, name: str) -> grpc.StatusCode | None:
+        with self._lock:
+            fault = self._faults.get(name)
+            if fault is None:
+                return None
+            code, times, passes = fault
+            if passes > 0:
+                fault[2] -= 1
+                return None
+            if times == 0:
+                return None
+            if times > 0:
+                fault[1] -= 1
+            return code  # type: ignore[no-any-return]
 
     def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
         name = handler_call_details.method.rsplit("/", 1)[-1]
-        code = self._faults.get(name)
-        if handler is None or code is None:
+        if handler is None or name not in self._faults:
+            return handler
+        code = self._fault(name)
+        if code is None:
             return handler
 
         def fail(_request: Any, context: grpc.ServicerContext) -> Any:
@@ -285,12 +343,15 @@ def build_server(register: Callable[[grpc.Server], Iterable[str]], token: str, l
     returns their full service names. Returns (server, health servicer, bound port)."""
     interceptors: list[grpc.ServerInterceptor] = [BearerTokenInterceptor(token)]
     faults = os.environ.get("QUAERO_FAULT_INJECT", "")
+    injector = None
     if faults:
         log.warning("event=fault_injection_enabled spec=%s", faults)
-        interceptors.append(FaultInjectionInterceptor(faults))
+        injector = FaultInjectionInterceptor(faults)
+        interceptors.append(injector)
     pool = pool or WorkerPool(workers)
     server = grpc.server(pool, interceptors=interceptors,
-                         options=[("grpc.so_reuseport", 0)])
+                         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     names = list(register(server))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -306,6 +367,7 @@ def build_server(register: Callable[[grpc.Server], Iterable[str]], token: str, l
         raise OSError(f"cannot listen on {listen}")
     for name in [*names, ""]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    server.fault_injector = injector  # type: ignore[attr-defined]  # tests reconfigure it
     return server, health_servicer, port
 
 
@@ -314,7 +376,9 @@ def run_service(prog: str, log_level: str, serve: Callable[[], None],
     """A service's main: key=value logs on stderr, and any start-up failure as one line, not a traceback."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-    for noisy in ("alembic", "httpx"):
+    # The HTTP libraries log request and response headers (Cookie, Set-Cookie) at DEBUG: they stay
+    # at WARNING whatever the service's level, so no cookie value reaches a log.
+    for noisy in ("alembic", "httpx", "httpcore", "h11", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         serve()
@@ -404,7 +468,8 @@ def open_channel(address: str, token: str, default_timeout: float = 10.0) -> grp
     """A channel to a Quaero service: token on every call, default deadlines, retries of UNAVAILABLE.
     TLS when QUAERO_TLS_CA names the CA (or server) certificate to trust."""
     options = [("grpc.service_config", _service_config()), ("grpc.enable_retries", 1),
-               ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+               ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
     ca = os.environ.get("QUAERO_TLS_CA")
     if ca:
         with open(ca, "rb") as handle:

@@ -17,7 +17,7 @@ from .models import jobs
 
 COLUMNS = [column.name for column in jobs.c]
 JSON_COLUMNS = ("config", "metadata", "result")
-TIME_COLUMNS = ("lease_expires_at", "created_at", "started_at", "finished_at", "updated_at")
+TIME_COLUMNS = ("lease_expires_at", "not_before", "created_at", "started_at", "finished_at", "updated_at")
 SELECTED = ", ".join(f'"{name}"' for name in COLUMNS)
 
 

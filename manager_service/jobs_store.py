@@ -6,6 +6,7 @@ PostgreSQL), so concurrent merges never lose each other's keys.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import uuid
@@ -17,12 +18,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from . import jsonvalues
+from . import jsonvalues, paging
 from .changes import ChangeNotifier
 from .db import Database
+from .document_limits import without_nul
+from .documents_store import DocumentInput, document_values, upsert_statement
 from .errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from .hot_queries import HotQueries
-from .models import documents, job_logs, jobs
+from .models import job_logs, jobs
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "pending", "running", "completed", "failed", "cancelled"
 STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
@@ -33,8 +36,11 @@ LEGAL_TRANSITIONS = {
 }
 LOG_LEVELS = {1: "debug", 2: "info", 3: "warning", 4: "error"}
 MAX_LOG_MESSAGE = 8 * 1024
-MAX_PAGE_SIZE = 1000
 MAX_LEASE_ATTEMPTS = 5
+MAX_RETRY_AFTER = timedelta(hours=1)
+MAX_NAME_CHARS = 512
+MAX_TYPE_CHARS = 64
+MAX_DEDUP_KEY_CHARS = 256  # longer keys (long URLs) are stored as their SHA-256
 
 Job = RowMapping
 
@@ -67,6 +73,15 @@ def check_job_id(job_id: str, field: str = "job_id") -> str:
             "'3f2b8c1e-0d4a-4c6b-9a51-2f7e8d9c0b1a')", field) from None
 
 
+def dedup_key_of(key: str) -> str:
+    """The stored form of a child's dedup key: itself, or its SHA-256 when long (any URL fits)."""
+    if not key:
+        return str(uuid.uuid4())
+    if len(key) <= MAX_DEDUP_KEY_CHARS:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _version_of(etag: str) -> int | None:
     try:
         return int(etag.strip().strip('"').removeprefix("W/").strip('"'))
@@ -90,17 +105,6 @@ class CreatedChildren:
     over_limit: int = 0
 
 
-@dataclass
-class DocumentInput:
-    url: str
-    final_url: str
-    title: str
-    text: str
-    content_hash: str
-    content_type: str
-    status_code: int
-
-
 class JobStore:
     def __init__(self, db: Database, notifier: ChangeNotifier | None = None) -> None:
         self.db = db
@@ -120,8 +124,8 @@ class JobStore:
 
     def list_page(self, parent_id: str, status: str, page_size: int, page_token: str,
              all_levels: bool = False) -> tuple[list[Job], str]:
-        size = _page_size(page_size, 50)
-        offset = _offset(page_token)
+        size = paging.page_size(page_size, 50)
+        offset = paging.offset(page_token)
         query = sa.select(jobs)
         if parent_id:
             query = query.where(jobs.c.parent_id == check_job_id(parent_id, "parent_id"))
@@ -148,8 +152,8 @@ class JobStore:
     def list_logs(self, job_id: str, page_size: int, page_token: str,
                   include_children: bool = False) -> tuple[list[RowMapping], str]:
         self.get(job_id)
-        size = _page_size(page_size, 100)
-        after = _offset(page_token)
+        size = paging.page_size(page_size, 100)
+        after = paging.offset(page_token)
         query = sa.select(job_logs).where(job_logs.c.id > after)
         if include_children:
             children = sa.select(jobs.c.id).where(jobs.c.parent_id == job_id)
@@ -170,6 +174,12 @@ class JobStore:
         jsonvalues.check_auth_id(metadata, "metadata")
         if parent_id:
             parent_id = check_job_id(parent_id, "parent_id")
+        if len(name) > MAX_NAME_CHARS:
+            raise InvalidArgument("NAME_TOO_LONG", f"name is {len(name)} characters; the limit is {MAX_NAME_CHARS}",
+                                  "name")
+        if len(type) > MAX_TYPE_CHARS:
+            raise InvalidArgument("TYPE_TOO_LONG", f"type is {len(type)} characters; the limit is {MAX_TYPE_CHARS}",
+                                  "type")
         if len(request_id) > 128:
             raise InvalidArgument("INVALID_REQUEST_ID", "request_id is longer than 128 characters", "request_id")
         if request_id:
@@ -236,7 +246,7 @@ class JobStore:
         result = CreatedChildren()
         unique: dict[str, ChildSpec] = {}
         for spec in specs:
-            key = spec.dedup_key or str(uuid.uuid4())
+            key = dedup_key_of(spec.dedup_key)
             if key in unique:
                 result.duplicates += 1
             else:
@@ -261,7 +271,8 @@ class JobStore:
                 continue
             # A microsecond apart, so that children are leased in the order they were discovered.
             created = stamp + timedelta(microseconds=len(rows))
-            row = self._new_row(parent["id"], spec.type, spec.name, spec.config, {}, spec.depth, created)
+            name = spec.name if len(spec.name) <= MAX_NAME_CHARS else spec.name[:MAX_NAME_CHARS - 1] + "…"
+            row = self._new_row(parent["id"], spec.type[:MAX_TYPE_CHARS], name, spec.config, {}, spec.depth, created)
             row["dedup_key"] = key
             rows.append(row)
         if rows:
@@ -327,6 +338,7 @@ class JobStore:
             level = 2
         if not message.strip():
             raise InvalidArgument("EMPTY_LOG_MESSAGE", "message is empty", "message")
+        message = without_nul(message)
         if len(message) > MAX_LOG_MESSAGE:
             message = message[:MAX_LOG_MESSAGE] + "…"
         row = {"job_id": job_id, "level": level, "message": message, "created_at": now()}
@@ -348,7 +360,9 @@ class JobStore:
         stamp = now()
         with self.db.write_engine.begin() as conn:
             self._expire_leases(conn, stamp)
-            candidates = sa.select(jobs.c.id).where(jobs.c.status == PENDING, jobs.c.parent_id.is_not(None))
+            candidates = sa.select(jobs.c.id).where(
+                jobs.c.status == PENDING, jobs.c.parent_id.is_not(None),
+                sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= stamp))
             if type:
                 candidates = candidates.where(jobs.c.type == type)
             candidates = candidates.order_by(jobs.c.created_at, jobs.c.id).limit(max_jobs).with_for_update(
@@ -358,6 +372,7 @@ class JobStore:
                 .values(status=RUNNING, lease_token=token, lease_owner=worker_id[:128],
                         lease_expires_at=stamp + timedelta(seconds=seconds),
                         started_at=sa.func.coalesce(jobs.c.started_at, stamp), attempts=jobs.c.attempts + 1,
+                        not_before=None,
                         version=jobs.c.version + 1, updated_at=stamp)
                 .returning(*jobs.c)).mappings())
         if rows:
@@ -409,12 +424,16 @@ class JobStore:
 
     def complete_leased(self, job_id: str, token: str, status: str, *, result: dict[str, Any],
                         error: str, error_reason: str, document: DocumentInput | None,
-                        children: Sequence[ChildSpec], max_children: int) -> Job:
-        """Finishes a leased child in one transaction: document, discovered children, status, parent."""
+                        children: Sequence[ChildSpec], max_children: int,
+                        retry_after: timedelta = timedelta(0)) -> Job:
+        """Finishes a leased child in one transaction: document, discovered children, status, parent.
+        PENDING gives it back instead, to be leased again after retry_after."""
         job_id = check_job_id(job_id)
-        if status not in TERMINAL:
-            raise InvalidArgument("INVALID_STATUS", "a leased job completes as completed, failed or cancelled",
-                                  "status")
+        if status not in TERMINAL and status != PENDING:
+            raise InvalidArgument("INVALID_STATUS", "a leased job completes as completed, failed or cancelled, "
+                                  "or goes back to pending for a retry", "status")
+        if status == PENDING:
+            return self._give_back(job_id, token, retry_after, error, error_reason)
         jsonvalues.check_object(result, "result")
         with self.db.write_engine.begin() as conn:
             job = conn.execute(SELECT_JOB_FOR_UPDATE, {"job_id": job_id}).mappings().first()
@@ -442,25 +461,32 @@ class JobStore:
         self.notifier.notify()
         return row
 
+    def _give_back(self, job_id: str, token: str, retry_after: timedelta, error: str, error_reason: str) -> Job:
+        """A leased child goes back to pending, not to be leased before retry_after (the page failed in a
+        way worth another try, e.g. robots.txt answered 503). The parent's counters do not move."""
+        if retry_after < timedelta(0) or retry_after > MAX_RETRY_AFTER:
+            raise InvalidArgument("INVALID_RETRY_AFTER", "retry_after must be between 0 and 1 hour", "retry_after")
+        stamp = now()
+        with self.db.write_engine.begin() as conn:
+            row = conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == RUNNING)
+                .values(status=PENDING, lease_token=None, lease_owner=None, lease_expires_at=None,
+                        not_before=stamp + (retry_after or timedelta(seconds=1)), error=without_nul(error)[:8192],
+                        error_reason=error_reason[:64], version=jobs.c.version + 1, updated_at=stamp)
+                .returning(*jobs.c)).mappings().first()
+            if row is None:
+                job = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).first()
+                if job is None:
+                    raise NotFound("JOB_NOT_FOUND", f"job {job_id} does not exist", "job_id", {"job_id": job_id})
+                raise Aborted("LEASE_LOST", f"the lease on job {job_id} is no longer held by this token (the job is "
+                              f"{job[0]})", "lease_token", {"job_id": job_id})
+        self.notifier.notify()
+        return row
+
     def _upsert_document(self, conn: Connection, document: DocumentInput, job: RowMapping, stamp: datetime) -> None:
-        values = {
-            "final_url": document.final_url, "title": document.title, "text": document.text,
-            "content_hash": document.content_hash, "content_type": document.content_type,
-            "status_code": document.status_code, "job_id": job["id"], "parent_job_id": job["parent_id"] or "",
-            "fetched_at": stamp,
-        }
-        conn.execute(self._upsert_document_statement(), {"id": str(uuid.uuid4()), "url": document.url, **values})
-
-    def _upsert_document_statement(self) -> Any:
-        """INSERT ... ON CONFLICT (url) DO UPDATE: one statement, built once."""
         if self._document_upsert is None:
-            from sqlalchemy.dialects import postgresql, sqlite
-
-            insert = (postgresql.insert if self._postgres else sqlite.insert)(documents)
-            columns = [c.name for c in documents.c if c.name not in ("id", "url")]
-            self._document_upsert = insert.on_conflict_do_update(
-                index_elements=[documents.c.url], set_={name: insert.excluded[name] for name in columns})
-        return self._document_upsert
+            self._document_upsert = upsert_statement(self.db.dialect)
+        conn.execute(self._document_upsert, document_values(document, job["id"], job["parent_id"] or "", stamp))
 
     # ---- internals ---------------------------------------------------------------------------
     def _update_statement(self, columns: tuple[str, ...], with_etag: bool) -> Any:
@@ -509,8 +535,10 @@ class JobStore:
             values["started_at"] = stamp
         if status in TERMINAL:
             values.update(finished_at=stamp, lease_token=None, lease_expires_at=None)
+        if status == COMPLETED:
+            values.update(error="", error_reason="")  # what an earlier, retried attempt said no longer holds
         if error:
-            values["error"] = error[:8192]
+            values["error"] = without_nul(error)[:8192]
         if error_reason:
             values["error_reason"] = error_reason[:64]
         if result is not None:
@@ -589,22 +617,3 @@ def _row_view(row: dict[str, Any]) -> Any:
                  "error_reason": "", "attempts": 0})
     full.update(row)
     return full
-
-
-def _page_size(requested: int, default: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("INVALID_PAGE_SIZE", "page_size cannot be negative", "page_size")
-    return min(requested or default, MAX_PAGE_SIZE)
-
-
-def _offset(page_token: str) -> int:
-    if not page_token:
-        return 0
-    try:
-        value = int(page_token)
-    except ValueError:
-        raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this server returned",
-                              "page_token") from None
-    if value < 0:
-        raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this server returned", "page_token")
-    return value

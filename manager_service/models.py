@@ -33,6 +33,8 @@ jobs = sa.Table(
     sa.Column("lease_owner", sa.String(128), nullable=True),
     sa.Column("lease_expires_at", Timestamp, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    # A pending child given back for a retry is not leased before this (migration 0002).
+    sa.Column("not_before", Timestamp, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("started_at", Timestamp, nullable=True),
     sa.Column("finished_at", Timestamp, nullable=True),
@@ -78,11 +80,14 @@ job_definitions = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False),
 )
 
+# URLs of any length: unique by the SHA-256 of the URL, since a btree entry (PostgreSQL) is limited
+# to about 2.7 kB (migration 0002).
 documents = sa.Table(
     "documents", metadata_obj,
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("url", sa.String(4096), nullable=False, unique=True),
-    sa.Column("final_url", sa.String(4096), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("url_hash", sa.String(64), nullable=False),
+    sa.Column("final_url", sa.Text, nullable=False),
     sa.Column("title", sa.Text, nullable=False, server_default=""),
     sa.Column("text", sa.Text, nullable=False, server_default=""),
     sa.Column("content_hash", sa.String(64), nullable=False, server_default=""),
@@ -91,5 +96,7 @@ documents = sa.Table(
     sa.Column("job_id", sa.String(36), nullable=False),
     sa.Column("parent_job_id", sa.String(36), nullable=False, server_default=""),
     sa.Column("fetched_at", Timestamp, nullable=False),
+    sa.Column("text_truncated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.UniqueConstraint("url_hash", name="uq_documents_url_hash"),
     sa.Index("ix_documents_parent", "parent_job_id", "fetched_at"),
 )

@@ -10,10 +10,10 @@ from quaero.manager.v1 import auth_pb2_grpc, definitions_pb2_grpc, documents_pb2
 
 from .auth_store import AuthStore
 from .config import ManagerSettings
-from .db import Database, connect, migrate
+from .db import Database, connect, migrate, unavailable_for
 from .definitions_store import DefinitionStore
 from .documents_store import DocumentStore
-from .grpc_common import WorkerPool, build_server, mark_serving, serve_until_signalled
+from .grpc_common import ERROR_TRANSLATORS, WorkerPool, build_server, mark_serving, serve_until_signalled
 from .jobs_store import JobStore
 from .secretbox import SecretBox, load_key
 from .servicers.auth import AuthStoreServicer
@@ -30,6 +30,8 @@ LEASE_REAPER_SECONDS = 1.0
 class ManagerServer:
     def __init__(self, settings: ManagerSettings, listen: str) -> None:
         self.settings = settings
+        if unavailable_for not in ERROR_TRANSLATORS:
+            ERROR_TRANSLATORS.append(unavailable_for)
         self.db: Database = connect(settings.database_url)
         migrate(self.db)
         self.jobs = JobStore(self.db)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,15 @@ def test_values_are_encrypted_at_rest(grpc_stub: Any, database_path: Path) -> No
     (auth_pb2.Cookie(name="__Host-x", value="v", domain="example.com", host_only=False, secure=True), "__Host-"),
     (auth_pb2.Cookie(name="__Secure-x", value="v", domain="app.example.com", secure=False), "__Secure-"),
     (auth_pb2.Cookie(name="sid", value="a;b", domain="app.example.com"), "';'"),
-    (auth_pb2.Cookie(name="sid", value="a\nb", domain="app.example.com"), "CR, LF"),
+    (auth_pb2.Cookie(name="sid", value="a\nb", domain="app.example.com"), "control characters"),
+    (auth_pb2.Cookie(name="sid", value="caf\u00e9-session", domain="app.example.com"), "non-ASCII"),
+    (auth_pb2.Cookie(name="sid", value="two words", domain="app.example.com"), "space"),
+    (auth_pb2.Cookie(name="sid", value='{"a":1,"b":2}', domain="app.example.com"), "RFC 6265"),
+    (auth_pb2.Cookie(name="sid", value="back\\slash", domain="app.example.com"), "RFC 6265"),
+    (auth_pb2.Cookie(name="bad name", value="v", domain="app.example.com"), "name"),
+    (auth_pb2.Cookie(name="a=b", value="v", domain="app.example.com"), "name"),
+    (auth_pb2.Cookie(name="sid", value="v", domain="evil.test"), "not part of app.example.com"),
+    (auth_pb2.Cookie(name="sid", value="v", domain="notexample.com"), "not part of app.example.com"),
     (auth_pb2.Cookie(name="sid", value="x" * 5000, domain="app.example.com"), "4096"),
     (auth_pb2.Cookie(name="sid", value="v", domain="10.0.0.1", host_only=False), "IP address"),
 ])
@@ -106,3 +115,43 @@ def test_a_different_key_cannot_read_the_values(database_path: Path, grpc_stub: 
         assert caught.value.reason == "SECRET_KEY_MISMATCH"
     finally:
         db.dispose()
+
+
+def test_a_quoted_value_of_cookie_octets_is_kept(grpc_stub: Any) -> None:
+    info = put(grpc_stub, auth_pb2.Cookie(name="q", value='"abc=def"', domain="app.example.com"), id="quoted")
+    assert [c.name for c in info.cookies] == ["q"] and not info.rejected_cookies
+
+
+def test_a_parent_domain_cookie_and_a_subdomain_cookie_belong_to_the_site(grpc_stub: Any) -> None:
+    info = put(grpc_stub, auth_pb2.Cookie(name="d", value="1", domain="example.com", host_only=False),
+               auth_pb2.Cookie(name="s", value="2", domain="eu.app.example.com"), id="family")
+    assert sorted(c.name for c in info.cookies) == ["d", "s"] and not info.rejected_cookies
+
+
+def test_an_expiry_past_400_days_is_brought_back_to_400_days(grpc_stub: Any) -> None:
+    far = auth_pb2.Cookie(name="far", value="v", domain="app.example.com")
+    far.expire_time.FromDatetime(datetime(2100, 1, 1, tzinfo=UTC))
+    put(grpc_stub, far, id="far-future")
+    [stored] = grpc_stub.GetCredentials(auth_pb2.GetCredentialsRequest(id="far-future")).cookies
+    expires = stored.expire_time.ToDatetime(tzinfo=UTC)
+    assert timedelta(days=399) < expires - datetime.now(UTC) <= timedelta(days=400, seconds=5)
+
+
+def test_more_than_180_cookies_for_one_domain_are_refused_by_name(grpc_stub: Any) -> None:
+    cookies = [auth_pb2.Cookie(name=f"c{n}", value="v", domain="app.example.com") for n in range(200)]
+    info = put(grpc_stub, *cookies, id="many")
+    assert len(info.cookies) == 180 and len(info.rejected_cookies) == 20
+    assert all("more than 180" in r.reason for r in info.rejected_cookies)
+    assert {r.name for r in info.rejected_cookies} == {f"c{n}" for n in range(180, 200)}
+
+
+@pytest.mark.parametrize("request_fields,reason,field", [
+    ({"site_domain": "com"}, "INVALID_SITE_DOMAIN", "site_domain"),
+    ({"site_domain": "app.example.com", "user_agent": "Mozilla\r\nX-Injected: 1"}, "INVALID_USER_AGENT", "user_agent"),
+    ({"site_domain": "app.example.com", "id": "ends-in-newline\n"}, "INVALID_CREDENTIALS_ID", "id"),
+])
+def test_bad_credentials_requests_are_invalid_argument(grpc_stub: Any, request_fields: dict[str, str], reason: str,
+                                                       field: str) -> None:
+    request = auth_pb2.PutCredentialsRequest(cookies=[auth_pb2.Cookie(name="sid", value="v", domain="app.example.com")],
+                                             **request_fields)
+    expect_error(lambda: grpc_stub.PutCredentials(request), grpc.StatusCode.INVALID_ARGUMENT, reason, field)

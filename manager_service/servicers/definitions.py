@@ -17,7 +17,8 @@ ACTION_TO_PROTO = {"stop_all": definitions_pb2.FAILURE_ACTION_STOP_ALL,
                    "continue": definitions_pb2.FAILURE_ACTION_CONTINUE}
 OPTIONAL_CRAWL_FIELDS = ("max_depth", "max_pages", "same_site_only", "concurrency", "per_host_delay_seconds",
                          "request_timeout_seconds")
-LIST_CRAWL_FIELDS = ("start_urls", "include_patterns", "exclude_patterns", "logged_out_patterns")
+LIST_CRAWL_FIELDS = ("start_urls", "include_patterns", "exclude_patterns", "logged_out_patterns", "allowed_networks")
+FLAG_CRAWL_FIELDS = ("ignore_robots_txt", "allow_private_networks")
 
 
 def definition_from_proto(message: definitions_pb2.JobDefinition) -> dict[str, Any]:
@@ -25,7 +26,8 @@ def definition_from_proto(message: definitions_pb2.JobDefinition) -> dict[str, A
     for key in OPTIONAL_CRAWL_FIELDS:
         crawl[key] = getattr(message.crawl, key) if message.crawl.HasField(key) else None  # type: ignore[arg-type]
     crawl["user_agent"] = message.crawl.user_agent
-    crawl["ignore_robots_txt"] = message.crawl.ignore_robots_txt
+    for key in FLAG_CRAWL_FIELDS:
+        crawl[key] = getattr(message.crawl, key)
     return {"id": message.id, "name": message.name, "type": message.type, "auth_id": message.auth_id,
             "crawl": crawl, "max_child_failures": message.max_child_failures,
             "failure_action": ACTIONS.get(message.failure_action, "invalid")}
@@ -42,7 +44,8 @@ def definition_to_proto(definition: dict[str, Any]) -> definitions_pb2.JobDefini
     for key in OPTIONAL_CRAWL_FIELDS:
         setattr(message.crawl, key, crawl[key])
     message.crawl.user_agent = crawl.get("user_agent") or ""
-    message.crawl.ignore_robots_txt = bool(crawl.get("ignore_robots_txt"))
+    for key in FLAG_CRAWL_FIELDS:
+        setattr(message.crawl, key, bool(crawl.get(key)))
     to_timestamp(definition.get("created_at"), message.create_time)
     to_timestamp(definition.get("updated_at"), message.update_time)
     return message

@@ -15,7 +15,8 @@ def document_to_proto(row: Any) -> documents_pb2.Document:
     document = documents_pb2.Document(
         id=row["id"], url=row["url"], final_url=row["final_url"], title=row["title"], text=row.get("text") or "",
         content_hash=row["content_hash"], status_code=row["status_code"], job_id=row["job_id"],
-        parent_job_id=row["parent_job_id"], content_type=row["content_type"])
+        parent_job_id=row["parent_job_id"], content_type=row["content_type"],
+        text_truncated=bool(row["text_truncated"]))
     to_timestamp(row["fetched_at"], document.fetch_time)
     return document
 

@@ -10,9 +10,10 @@ import grpc
 from quaero.manager.v1 import documents_pb2, jobs_pb2, jobs_pb2_grpc
 
 from ..convert import dict_to_struct, struct_to_dict, to_timestamp
+from ..documents_store import DocumentInput
 from ..errors import InvalidArgument
 from ..grpc_common import maps_domain_errors
-from ..jobs_store import STATUSES, TERMINAL, ChildSpec, DocumentInput, JobStore, etag_of
+from ..jobs_store import STATUSES, TERMINAL, ChildSpec, JobStore, etag_of
 
 STATUS_TO_PROTO: dict[str, jobs_pb2.JobStatus.ValueType] = {
     name: jobs_pb2.JobStatus.Value("JOB_STATUS_" + name.upper()) for name in STATUSES}
@@ -25,7 +26,7 @@ def job_to_proto(row: Any) -> jobs_pb2.Job:
         id=row["id"], parent_id=row["parent_id"] or "", type=row["type"], name=row["name"],
         status=STATUS_TO_PROTO[row["status"]], error=row["error"] or "", error_reason=row["error_reason"] or "",
         progress_current=row["progress_current"], progress_total=row["progress_total"],
-        children_failed=row["children_failed"], depth=row["depth"], etag=etag_of(row))
+        children_failed=row["children_failed"], depth=row["depth"], etag=etag_of(row), attempts=row["attempts"] or 0)
     dict_to_struct(row["config"], job.config)
     dict_to_struct(row["metadata"], job.metadata)
     dict_to_struct(row["result"], job.result)
@@ -33,6 +34,8 @@ def job_to_proto(row: Any) -> jobs_pb2.Job:
     to_timestamp(row["started_at"], job.start_time)
     to_timestamp(row["finished_at"], job.finish_time)
     to_timestamp(row["updated_at"], job.update_time)
+    if row["status"] == "pending":
+        to_timestamp(row.get("not_before"), job.schedule_time)
     return job
 
 
@@ -55,7 +58,8 @@ def document_input(document: documents_pb2.Document) -> DocumentInput | None:
         return None
     return DocumentInput(url=document.url, final_url=document.final_url or document.url, title=document.title,
                          text=document.text, content_hash=document.content_hash,
-                         content_type=document.content_type, status_code=document.status_code)
+                         content_type=document.content_type, status_code=document.status_code,
+                         text_truncated=document.text_truncated)
 
 
 class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
@@ -181,7 +185,8 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
         return job_to_proto(self.store.complete_leased(
             request.job_id, request.lease_token, status_name(request.status), result=struct_to_dict(request.result),
             error=request.error, error_reason=request.error_reason, document=document,
-            children=child_specs(request.children), max_children=request.max_children))
+            children=child_specs(request.children), max_children=request.max_children,
+            retry_after=request.retry_after.ToTimedelta()))
 
 
 def log_to_proto(row: Any) -> jobs_pb2.JobLog:

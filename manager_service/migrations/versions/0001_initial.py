@@ -5,13 +5,105 @@ Revises:
 """
 import sqlalchemy as sa
 from alembic import op
-
-from manager_service import models
+from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+
+# The schema of release 0.1, frozen here: later changes come as their own migrations, so a new
+# database and an upgraded one end up the same.
+# jsonb on PostgreSQL (merge runs in the database there), JSON text on SQLite (json_patch).
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+Timestamp = sa.DateTime(timezone=True)
+
+metadata_obj = sa.MetaData()
+
+jobs = sa.Table(
+    "jobs", metadata_obj,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("parent_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("type", sa.String(64), nullable=False, server_default=""),
+    sa.Column("name", sa.String(512), nullable=False, server_default=""),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("config", Json, nullable=False),
+    sa.Column("metadata", Json, nullable=False),
+    sa.Column("result", Json, nullable=False),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("error_reason", sa.String(64), nullable=False, server_default=""),
+    sa.Column("progress_current", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("progress_total", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("children_failed", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("depth", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="1"),
+    sa.Column("request_id", sa.String(128), nullable=True, unique=True),
+    sa.Column("dedup_key", sa.String(2048), nullable=True),
+    sa.Column("lease_token", sa.String(64), nullable=True),
+    sa.Column("lease_owner", sa.String(128), nullable=True),
+    sa.Column("lease_expires_at", Timestamp, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("started_at", Timestamp, nullable=True),
+    sa.Column("finished_at", Timestamp, nullable=True),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("parent_id", "dedup_key", name="uq_jobs_parent_dedup"),
+    sa.Index("ix_jobs_parent_status", "parent_id", "status"),
+    sa.Index("ix_jobs_lease", "status", "created_at"),
+    sa.Index("ix_jobs_lease_expiry", "status", "lease_expires_at"),
+    sa.Index("ix_jobs_created_at", "created_at"),
+)
+
+job_logs = sa.Table(
+    "job_logs", metadata_obj,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("level", sa.SmallInteger, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_job_logs_job", "job_id", "id"),
+)
+
+credentials = sa.Table(
+    "credentials", metadata_obj,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("site_domain", sa.String(255), nullable=False),
+    sa.Column("base_url", sa.String(2048), nullable=False, server_default=""),
+    sa.Column("user_agent", sa.String(1024), nullable=False, server_default=""),
+    # AES-GCM ciphertext of the cookies as JSON; cookie_index holds everything but the values.
+    sa.Column("cookies_encrypted", sa.LargeBinary, nullable=False),
+    sa.Column("cookie_index", Json, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+job_definitions = sa.Table(
+    "job_definitions", metadata_obj,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(512), nullable=False, server_default=""),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("auth_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("spec", Json, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+documents = sa.Table(
+    "documents", metadata_obj,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("url", sa.String(4096), nullable=False, unique=True),
+    sa.Column("final_url", sa.String(4096), nullable=False),
+    sa.Column("title", sa.Text, nullable=False, server_default=""),
+    sa.Column("text", sa.Text, nullable=False, server_default=""),
+    sa.Column("content_hash", sa.String(64), nullable=False, server_default=""),
+    sa.Column("content_type", sa.String(255), nullable=False, server_default=""),
+    sa.Column("status_code", sa.Integer, nullable=False),
+    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("parent_job_id", sa.String(36), nullable=False, server_default=""),
+    sa.Column("fetched_at", Timestamp, nullable=False),
+    sa.Index("ix_documents_parent", "parent_job_id", "fetched_at"),
+)
+
 
 # RFC 7396 JSON Merge Patch for jsonb. PostgreSQL's || is only a shallow merge; SQLite has json_patch.
 PG_MERGE_PATCH = """
@@ -45,13 +137,13 @@ $$;
 
 def upgrade() -> None:
     bind = op.get_bind()
-    models.metadata_obj.create_all(bind)
+    metadata_obj.create_all(bind)
     if bind.dialect.name == "postgresql":
         op.execute(sa.text(PG_MERGE_PATCH))
 
 
 def downgrade() -> None:
     bind = op.get_bind()
-    models.metadata_obj.drop_all(bind)
+    metadata_obj.drop_all(bind)
     if bind.dialect.name == "postgresql":
         op.execute(sa.text("DROP FUNCTION IF EXISTS quaero_json_merge_patch(jsonb, jsonb)"))

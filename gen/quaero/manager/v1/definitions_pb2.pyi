@@ -62,6 +62,8 @@ class CrawlConfig(_message.Message):
     USER_AGENT_FIELD_NUMBER: _builtins.int
     IGNORE_ROBOTS_TXT_FIELD_NUMBER: _builtins.int
     LOGGED_OUT_PATTERNS_FIELD_NUMBER: _builtins.int
+    ALLOW_PRIVATE_NETWORKS_FIELD_NUMBER: _builtins.int
+    ALLOWED_NETWORKS_FIELD_NUMBER: _builtins.int
     max_depth: _builtins.int
     """Links followed from a start URL, at most this deep (default 3; 0 fetches only start URLs)."""
     max_pages: _builtins.int
@@ -71,20 +73,26 @@ class CrawlConfig(_message.Message):
     concurrency: _builtins.int
     """Pages fetched at once for this run (default 8)."""
     per_host_delay_seconds: _builtins.float
-    """Seconds between two requests to one host (default 0)."""
+    """Seconds between two requests of this run to one host (default 0, at most 60)."""
     request_timeout_seconds: _builtins.float
-    """Seconds before a request is given up (default 30)."""
+    """Deadline for one request, each redirect hop on its own: connecting, the headers and the whole
+    body (default 30, at most 300). A page that takes longer fails FETCH_TIMEOUT.
+    """
     user_agent: _builtins.str
     """User-Agent; default: the credentials' user agent, else quaero's."""
     ignore_robots_txt: _builtins.bool
     """Do not fetch or obey robots.txt (default false: obey)."""
+    allow_private_networks: _builtins.bool
+    """Allow connections to private, loopback, link-local and unspecified addresses (an intranet
+    crawl). Default false: a hop whose host resolves to such an address fails BLOCKED_ADDRESS.
+    """
     @_builtins.property
     def start_urls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Where the crawl starts: absolute http(s) URLs."""
 
     @_builtins.property
     def include_patterns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only URLs matching one of these regular expressions (all when empty)."""
+        """Only URLs matching one of these regular expressions (RE2 syntax; all when empty)."""
 
     @_builtins.property
     def exclude_patterns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -93,6 +101,12 @@ class CrawlConfig(_message.Message):
     @_builtins.property
     def logged_out_patterns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Regular expressions on a redirect's target path that mean "logged out" (default: login, signin)."""
+
+    @_builtins.property
+    def allowed_networks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Networks to allow although private (CIDR, e.g. "10.20.0.0/16" or "127.0.0.1/32"): a narrower
+        opt-in than allow_private_networks.
+        """
 
     def __init__(
         self,
@@ -109,10 +123,12 @@ class CrawlConfig(_message.Message):
         user_agent: _builtins.str = ...,
         ignore_robots_txt: _builtins.bool = ...,
         logged_out_patterns: _abc.Iterable[_builtins.str] | None = ...,
+        allow_private_networks: _builtins.bool = ...,
+        allowed_networks: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_depth", b"_max_depth", "_max_pages", b"_max_pages", "_per_host_delay_seconds", b"_per_host_delay_seconds", "_request_timeout_seconds", b"_request_timeout_seconds", "_same_site_only", b"_same_site_only", "concurrency", b"concurrency", "max_depth", b"max_depth", "max_pages", b"max_pages", "per_host_delay_seconds", b"per_host_delay_seconds", "request_timeout_seconds", b"request_timeout_seconds", "same_site_only", b"same_site_only"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_depth", b"_max_depth", "_max_pages", b"_max_pages", "_per_host_delay_seconds", b"_per_host_delay_seconds", "_request_timeout_seconds", b"_request_timeout_seconds", "_same_site_only", b"_same_site_only", "concurrency", b"concurrency", "exclude_patterns", b"exclude_patterns", "ignore_robots_txt", b"ignore_robots_txt", "include_patterns", b"include_patterns", "logged_out_patterns", b"logged_out_patterns", "max_depth", b"max_depth", "max_pages", b"max_pages", "per_host_delay_seconds", b"per_host_delay_seconds", "request_timeout_seconds", b"request_timeout_seconds", "same_site_only", b"same_site_only", "start_urls", b"start_urls", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_depth", b"_max_depth", "_max_pages", b"_max_pages", "_per_host_delay_seconds", b"_per_host_delay_seconds", "_request_timeout_seconds", b"_request_timeout_seconds", "_same_site_only", b"_same_site_only", "allow_private_networks", b"allow_private_networks", "allowed_networks", b"allowed_networks", "concurrency", b"concurrency", "exclude_patterns", b"exclude_patterns", "ignore_robots_txt", b"ignore_robots_txt", "include_patterns", b"include_patterns", "logged_out_patterns", b"logged_out_patterns", "max_depth", b"max_depth", "max_pages", b"max_pages", "per_host_delay_seconds", b"per_host_delay_seconds", "request_timeout_seconds", b"request_timeout_seconds", "same_site_only", b"same_site_only", "start_urls", b"start_urls", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__concurrency: _TypeAlias = _typing.Literal["concurrency"]  # noqa: Y015
     _WhichOneofArgType__concurrency: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency"]  # noqa: Y015

@@ -36,16 +36,17 @@ class Document(_message.Message):
     PARENT_JOB_ID_FIELD_NUMBER: _builtins.int
     FETCH_TIME_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    TEXT_TRUNCATED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Assigned by the manager."""
     url: _builtins.str
-    """The URL the crawl asked for (normalised); unique."""
+    """The URL the crawl asked for (normalised, any length); unique."""
     final_url: _builtins.str
     """The URL that answered, after redirects."""
     title: _builtins.str
     """The page's <title>."""
     text: _builtins.str
-    """The page's visible text."""
+    """The page's visible text, at most 1 MiB of UTF-8 (see text_truncated)."""
     content_hash: _builtins.str
     """SHA-256 of the body, hex."""
     status_code: _builtins.int
@@ -56,6 +57,8 @@ class Document(_message.Message):
     """The parent (crawl) job of that child."""
     content_type: _builtins.str
     """The response's Content-Type."""
+    text_truncated: _builtins.bool
+    """The page had more text than the stored limit (1 MiB); text holds its beginning."""
     @_builtins.property
     def fetch_time(self) -> _timestamp_pb2.Timestamp:
         """When it was fetched."""
@@ -74,10 +77,11 @@ class Document(_message.Message):
         parent_job_id: _builtins.str = ...,
         fetch_time: _timestamp_pb2.Timestamp | None = ...,
         content_type: _builtins.str = ...,
+        text_truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fetch_time", b"fetch_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "content_type", b"content_type", "fetch_time", b"fetch_time", "final_url", b"final_url", "id", b"id", "job_id", b"job_id", "parent_job_id", b"parent_job_id", "status_code", b"status_code", "text", b"text", "title", b"title", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "content_type", b"content_type", "fetch_time", b"fetch_time", "final_url", b"final_url", "id", b"id", "job_id", b"job_id", "parent_job_id", b"parent_job_id", "status_code", b"status_code", "text", b"text", "text_truncated", b"text_truncated", "title", b"title", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -140,6 +140,8 @@ class Job(_message.Message):
     FINISH_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    SCHEDULE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """UUID assigned by the manager."""
     parent_id: _builtins.str
@@ -164,6 +166,8 @@ class Job(_message.Message):
     """Link depth of a child from its start URL (0 for a start URL)."""
     etag: _builtins.str
     """Changes on every write; send it back to make a write conditional."""
+    attempts: _builtins.int
+    """How many times the job was leased (for a child: attempts at its page)."""
     @_builtins.property
     def config(self) -> _struct_pb2.Struct:
         """What the job was asked to do (for a child: url and depth)."""
@@ -192,6 +196,12 @@ class Job(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the job last changed."""
 
+    @_builtins.property
+    def schedule_time(self) -> _timestamp_pb2.Timestamp:
+        """A pending child given back for a retry (CompleteLeasedJob with PENDING) is not leased before
+        this time; unset otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -214,10 +224,12 @@ class Job(_message.Message):
         finish_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        schedule_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "finish_time", b"finish_time", "metadata", b"metadata", "result", b"result", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "finish_time", b"finish_time", "metadata", b"metadata", "result", b"result", "schedule_time", b"schedule_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["children_failed", b"children_failed", "config", b"config", "create_time", b"create_time", "depth", b"depth", "error", b"error", "error_reason", b"error_reason", "etag", b"etag", "finish_time", b"finish_time", "id", b"id", "metadata", b"metadata", "name", b"name", "parent_id", b"parent_id", "progress_current", b"progress_current", "progress_total", b"progress_total", "result", b"result", "start_time", b"start_time", "status", b"status", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "children_failed", b"children_failed", "config", b"config", "create_time", b"create_time", "depth", b"depth", "error", b"error", "error_reason", b"error_reason", "etag", b"etag", "finish_time", b"finish_time", "id", b"id", "metadata", b"metadata", "name", b"name", "parent_id", b"parent_id", "progress_current", b"progress_current", "progress_total", b"progress_total", "result", b"result", "schedule_time", b"schedule_time", "start_time", b"start_time", "status", b"status", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1004,12 +1016,15 @@ class CompleteLeasedJobRequest(_message.Message):
     DOCUMENT_FIELD_NUMBER: _builtins.int
     CHILDREN_FIELD_NUMBER: _builtins.int
     MAX_CHILDREN_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
     lease_token: _builtins.str
     """The token LeaseJobs returned; ABORTED if the lease was lost."""
     status: Global___JobStatus.ValueType
-    """COMPLETED, FAILED or CANCELLED."""
+    """COMPLETED, FAILED or CANCELLED; or PENDING to give the job back for another attempt after
+    retry_after (error and error_reason say why; the parent's counters do not move).
+    """
     error: _builtins.str
     """Why it failed, for a person."""
     error_reason: _builtins.str
@@ -1028,6 +1043,10 @@ class CompleteLeasedJobRequest(_message.Message):
     def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChildJobSpec]:
         """Children it discovered, created under the same parent (deduplicated, within max_children)."""
 
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """With status PENDING: lease the job again no sooner than this (at most 1 hour; default 1 s)."""
+
     def __init__(
         self,
         *,
@@ -1040,10 +1059,11 @@ class CompleteLeasedJobRequest(_message.Message):
         document: _documents_pb2.Document | None = ...,
         children: _abc.Iterable[Global___ChildJobSpec] | None = ...,
         max_children: _builtins.int = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "result", b"result", "retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "document", b"document", "error", b"error", "error_reason", b"error_reason", "job_id", b"job_id", "lease_token", b"lease_token", "max_children", b"max_children", "result", b"result", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "document", b"document", "error", b"error", "error_reason", b"error_reason", "job_id", b"job_id", "lease_token", b"lease_token", "max_children", b"max_children", "result", b"result", "retry_after", b"retry_after", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
