@@ -95,7 +95,7 @@ def full_system(port: int, pages: int, concurrency: int, work: Path) -> tuple[in
             auth_pb2.Cookie(name="session", value=SESSION, domain=HOST, host_only=True, path="/")]))
         definition = definitions_pb2.JobDefinition(id="bench", auth_id="bench", crawl=definitions_pb2.CrawlConfig(
             start_urls=[f"http://{HOST}:{port}/"], max_depth=30, max_pages=pages, concurrency=concurrency,
-            ignore_robots_txt=True))
+            ignore_robots_txt=True, allowed_networks=["127.0.0.1/32"]))
         client.definitions.CreateJobDefinition(definitions_pb2.CreateJobDefinitionRequest(job_definition=definition))
         channel = open_channel(executor.address, TOKEN)
         began = time.perf_counter()

@@ -30,9 +30,10 @@ from rich.tree import Tree
 from manager_service.client import ManagerClient
 from manager_service.config import MissingToken, api_token, client_token, data_dir
 from manager_service.convert import add_cookie, struct_to_dict
+from manager_service.cookies import canonical_site
 from manager_service.grpc_common import error_info, open_channel
 
-from .cookie_import import CookieFileError, belongs_to_site, read_cookie_file
+from .cookie_import import CookieFileError, read_cookie_file
 
 app = typer.Typer(help="Quaero: authenticated crawl jobs over gRPC.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -230,21 +231,19 @@ def auth_import(
         kind, cookies = read_cookie_file(file)
     except CookieFileError as error:
         fail(str(error))
-    refused = [(c, f"its domain {c.domain!r} is not part of {site}") for c in cookies if not belongs_to_site(c, site)]
-    kept = [c for c in cookies if belongs_to_site(c, site)]
-    request = auth_pb2.PutCredentialsRequest(id=id or site.lower().strip("."), site_domain=site,
-                                             base_url=base_url or f"https://{site}/", user_agent=user_agent)
-    for cookie in kept:
+    if not cookies:
+        fail(f"{file}: holds no cookies")
+    request = auth_pb2.PutCredentialsRequest(id=id or canonical_site(site), site_domain=site,
+                                             base_url=base_url or f"https://{canonical_site(site)}/",
+                                             user_agent=user_agent)
+    for cookie in cookies:
         add_cookie(request.cookies, cookie)
-    if not kept:
-        fail(f"{file}: none of its {len(cookies)} cookies is for {site}")
-    info = rpc(lambda: _client().auth.PutCredentials(request), "cannot store the cookies")
+    # The manager applies the rules (site, public suffixes, prefixes, characters, size) for every client.
+    info = rpc(lambda: _client().auth.PutCredentials(request), f"cannot store the cookies of {file}")
     out.print(f"stored {len(info.cookies)} cookies for {info.site_domain} as auth_id [bold]{info.id}[/] "
               f"(read {len(cookies)} from {kind})")
-    for cookie, reason in refused:
-        out.print(f"  refused {cookie.name!r}: {reason}")
     for rejected in info.rejected_cookies:
-        out.print(f"  refused {rejected.name!r}: {rejected.reason}")
+        out.print(f"  refused {rejected.name!r}: {rejected.reason}", markup=False)
 
 
 @auth_app.command("ls")
@@ -414,6 +413,9 @@ def jobs_show(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> N
               f"parent   {job.parent_id or '-'}\nprogress {job.progress_current}/{job.progress_total} "
               f"({job.children_failed} failed)\ncreated  {_when(job.create_time)}  started {_when(job.start_time)}  "
               f"finished {_when(job.finish_time)}\netag     {job.etag}")
+    if job.parent_id:
+        retry = f"  next attempt not before {_when(job.schedule_time)}" if job.HasField("schedule_time") else ""
+        out.print(f"attempts {job.attempts}{retry}")
     for name in ("metadata", "config", "result"):
         out.print(f"{name:8} {struct_to_dict(getattr(job, name))}")
     if job.error:

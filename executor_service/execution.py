@@ -18,8 +18,8 @@ from quaero.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 from manager_service.client import ManagerClient
 from manager_service.convert import dict_to_struct
 from manager_service.errors import FailedPrecondition
+from manager_service.urls import normalise_url
 
-from .pages import normalise_url
 from .worker import child_spec
 
 log = logging.getLogger("quaero.executor")
@@ -59,6 +59,8 @@ class Executions:
                 "per_host_delay_seconds": crawl.per_host_delay_seconds,
                 "request_timeout_seconds": crawl.request_timeout_seconds, "user_agent": crawl.user_agent,
                 "ignore_robots_txt": crawl.ignore_robots_txt, "logged_out_patterns": list(crawl.logged_out_patterns),
+                "allow_private_networks": crawl.allow_private_networks,
+                "allowed_networks": list(crawl.allowed_networks),
             },
             # Read by the manager when it settles the parent.
             "max_child_failures": definition.max_child_failures,
@@ -69,27 +71,54 @@ class Executions:
                                             request_id=request_id)
         dict_to_struct(config, request.config)
         parent = self.manager.jobs.CreateJob(request)
-        if request_id and parent.status != jobs_pb2.JOB_STATUS_PENDING:
+        if parent.status != jobs_pb2.JOB_STATUS_PENDING and not self._start_unfinished(parent):
             # A retried request: the first call already started this run.
             return ExecutionStarted(parent.id, "auth_id" in parent.metadata or not definition.auth_id,
                                     int(parent.progress_total))
         metadata: dict[str, Any] = {"job_definition_id": definition.id, "phase": "execution"}
         if definition.auth_id:
             metadata["auth_id"] = definition.auth_id
-        persisted = self.persist_metadata(parent.id, metadata)
-        self.manager.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(
-            job_id=parent.id, status=jobs_pb2.JOB_STATUS_RUNNING))
+        persisted = "auth_id" in parent.metadata or self.persist_metadata(parent.id, metadata)
+        try:
+            count = self._start_children(parent, crawl)
+        except grpc.RpcError as error:
+            self._fail_start(parent.id, error)
+            raise
+        log.info("event=execution_started parent_job_id=%s definition_id=%s children=%d metadata_persisted=%s",
+                 parent.id, definition.id, count, persisted)
+        return ExecutionStarted(parent.id, persisted, count)
+
+    @staticmethod
+    def _start_unfinished(parent: jobs_pb2.Job) -> bool:
+        """A run whose start was cut short (RUNNING with no children yet): a retry with its request_id
+        finishes the start instead of answering with a run that would never end."""
+        return parent.status == jobs_pb2.JOB_STATUS_RUNNING and parent.progress_total == 0
+
+    def _start_children(self, parent: jobs_pb2.Job, crawl: definitions_pb2.CrawlConfig) -> int:
+        if parent.status == jobs_pb2.JOB_STATUS_PENDING:
+            self.manager.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(
+                job_id=parent.id, status=jobs_pb2.JOB_STATUS_RUNNING))
         starts = [url for url in (normalise_url(u) for u in crawl.start_urls) if url]
         created = self.manager.jobs.BatchCreateChildJobs(jobs_pb2.BatchCreateChildJobsRequest(
             parent_id=parent.id, children=[child_spec(url, 0) for url in starts], max_children=crawl.max_pages))
         count = len(created.jobs)
-        if count == 0 and parent.progress_total == 0:
+        if count == 0 and created.duplicates == 0:
             # Nothing to fetch: a parent without children is complete at once.
             self.manager.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(
                 job_id=parent.id, status=jobs_pb2.JOB_STATUS_COMPLETED, result=dict_to_struct({"children": 0})))
-        log.info("event=execution_started parent_job_id=%s definition_id=%s children=%d metadata_persisted=%s",
-                 parent.id, definition.id, count, persisted)
-        return ExecutionStarted(parent.id, persisted, count)
+        return count
+
+    def _fail_start(self, parent_id: str, error: grpc.RpcError) -> None:
+        """The first children could not be created: the run ends FAILED with the reason, rather than stay
+        RUNNING 0/0. If even that cannot be written, a retry with the same request_id finishes the start."""
+        message = f"the run could not start: creating its first pages failed ({error.code().name}: {error.details()})"
+        log.warning("event=start_failed parent_job_id=%s code=%s", parent_id, error.code().name)
+        try:
+            self.manager.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(
+                job_id=parent_id, status=jobs_pb2.JOB_STATUS_FAILED, error=message, error_reason="START_FAILED"),
+                timeout=5)
+        except grpc.RpcError as second:
+            log.warning("event=start_failure_unrecorded parent_job_id=%s code=%s", parent_id, second.code().name)
 
     def _check_credentials_exist(self, auth_id: str) -> None:
         try:

@@ -32,6 +32,7 @@ max_depth = 6
 max_pages = 50
 same_site_only = false   # so the off-site link is fetched, and we can prove it got no cookie
 concurrency = 4
+allowed_networks = ["127.0.0.1/32"]   # the demo site runs on this machine; crawls reach only public addresses otherwise
 """
 
 

@@ -4,6 +4,7 @@ The bundled demo site, the tests and the benchmarks build their sites on it.
 """
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -31,9 +32,12 @@ class Request:
 @dataclass
 class Response:
     status: int = 200
-    body: str = ""
+    body: str | bytes = ""
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "text/html; charset=utf-8"
+    # Writes the whole answer itself (status line included) on the raw socket, then the connection is
+    # closed: for answers a well-behaved server would never send (tests of hostile sites).
+    raw: Callable[[socket.socket], None] | None = None
 
 
 Handler = Callable[[Request], Response]
@@ -42,7 +46,7 @@ Handler = Callable[[Request], Response]
 class SiteServer:
     """handler(request) -> Response for every GET; requests are recorded in order."""
 
-    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
         self.handler = handler
         self.requests: list[Request] = []
         self._lock = threading.Lock()
@@ -60,7 +64,14 @@ class SiteServer:
                 with site._lock:
                     site.requests.append(request)
                 response = site.handler(request)
-                body = response.body.encode()
+                if response.raw is not None:
+                    self.close_connection = True
+                    try:
+                        response.raw(self.connection)
+                    except OSError:
+                        pass  # the client gave up: that is often the point
+                    return
+                body = response.body.encode() if isinstance(response.body, str) else response.body
                 self.send_response(response.status)
                 self.send_header("Content-Type", response.content_type)
                 self.send_header("Content-Length", str(len(body)))
@@ -74,7 +85,14 @@ class SiteServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # quiet: tests read self.requests instead
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        class _Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a client that hung up (a crawler giving up on an answer) is not an error here
+
+        self.host = host
+        self.httpd = _Server((host, 0), _Handler)
         self.httpd.daemon_threads = True
         if tls:
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
