@@ -91,3 +91,26 @@ def harness(sqlite_manager: RunningManager) -> Iterator[Any]:
     running = CrawlHarness(sqlite_manager)
     yield running
     running.close()
+
+
+@pytest.fixture
+def db_harness(manager: RunningManager) -> Iterator[Any]:
+    """A crawl harness on each database (SQLite and PostgreSQL)."""
+    from tests.support.crawl import CrawlHarness
+
+    running = CrawlHarness(manager)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def tls_harness(sqlite_manager: RunningManager, tmp_path: Path) -> Iterator[Any]:
+    """A crawl harness whose executor trusts a certificate for the test hosts; `tls_context` serves it."""
+    from tests.support.crawl import CrawlHarness
+    from tests.support.tls import make_certificate, server_context
+
+    cert, key = make_certificate(tmp_path, ["app.site.test", "sub.app.site.test"])
+    running = CrawlHarness(sqlite_manager, ca_bundle=str(cert))
+    running.tls_context = server_context(cert, key)  # type: ignore[attr-defined]
+    yield running
+    running.close()

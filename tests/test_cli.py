@@ -63,7 +63,7 @@ def test_import_of_extension_json_stores_good_cookies_and_names_refused_ones_wit
     output = result.stdout
     assert "stored 2 cookies" in output and "auth_id app" in output
     for name, why in [("tracker", "public suffix"), ("__Host-broken", "__Host-"), ("__Secure-plain", "__Secure-"),
-                      ("inject", "';'"), ("crlf", "CR, LF"), ("elsewhere", "not part of")]:
+                      ("inject", "';'"), ("crlf", "control characters"), ("elsewhere", "not part of")]:
         line = next((line for line in output.splitlines() if f"'{name}'" in line), "")
         assert why in line, f"{name}: {line!r}"
     for n in range(1, 9):
@@ -139,7 +139,8 @@ def test_apply_run_and_inspect_a_crawl(harness: CrawlHarness, tmp_path: Path) ->
     assert quaero(harness, "auth", "import", str(cookies), "--site", APP).returncode == 0
     definition = tmp_path / "crawl.toml"
     definition.write_text(f'id = "cli-crawl"\nname = "CLI crawl"\nauth_id = "{APP}"\n'
-                          f'[crawl]\nstart_urls = ["http://{APP}:{site.port}/"]\nmax_depth = 2\n')
+                          f'[crawl]\nstart_urls = ["http://{APP}:{site.port}/"]\nmax_depth = 2\n'
+                          'allowed_networks = ["127.0.0.1/32"]\n')
     applied = quaero(harness, "definitions", "apply", str(definition))
     assert applied.returncode == 0 and "cli-crawl" in applied.stdout
     assert "cli-crawl" in quaero(harness, "definitions", "ls").stdout

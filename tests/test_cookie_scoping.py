@@ -3,15 +3,12 @@ sites): each stored cookie reaches exactly the requests a browser would send it 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from quaero.manager.v1 import jobs_pb2
 
 from executor_service.demo.site import Response
 from tests.support.crawl import CrawlHarness, cookie, html
-from tests.support.tls import make_certificate, server_context
 
 APP, SUB, SIBLING, PARENT = "app.site.test", "sub.app.site.test", "other.site.test", "site.test"
 LOOKALIKE_SUFFIX, LOOKALIKE_PREFIX = "app.site.test.evil.test", "notapp.site.test"
@@ -145,15 +142,6 @@ def test_cookies_a_site_sets_join_the_childs_jar_under_the_same_rules(harness: C
     # The next hop (a subdomain) gets the domain cookie the site just set, not its host-only one,
     # and cookies for another domain or a public suffix were never taken.
     assert names_sent_to(site, SUB, "/after") == {"fresh"}
-
-
-@pytest.fixture
-def tls_harness(sqlite_manager: Any, tmp_path: Path) -> Any:
-    cert, key = make_certificate(tmp_path, [APP, SUB])
-    running = CrawlHarness(sqlite_manager, ca_bundle=str(cert))
-    running.tls_context = server_context(cert, key)  # type: ignore[attr-defined]
-    yield running
-    running.close()
 
 
 def test_a_secure_cookie_goes_only_over_https_also_after_an_https_to_http_redirect(tls_harness: Any) -> None:

@@ -200,7 +200,7 @@ def test_no_cookie_value_leaks_into_logs_jobs_errors_or_the_database_file(
 def test_an_unreachable_host_fails_the_child_saying_so(harness: CrawlHarness) -> None:
     result = harness.crawl(["http://127.0.0.1:1/"], max_child_failures=1)
     child = result.children[0]
-    assert child.status == jobs_pb2.JOB_STATUS_FAILED and child.error_reason == "FETCH_FAILED"
+    assert child.status == jobs_pb2.JOB_STATUS_FAILED and child.error_reason == "CONNECT_FAILED"
     assert "cannot reach" in child.error
 
 
@@ -233,5 +233,5 @@ def test_a_link_to_an_unreachable_host_fails_only_its_own_child(harness: CrawlHa
     result = harness.crawl([f"http://{APP}:{site.port}/"], same_site_only=False, max_child_failures=1)
     assert [d.title for d in result.documents] == ["home"]
     failed = [c for c in result.children if c.status == jobs_pb2.JOB_STATUS_FAILED]
-    assert [c.name for c in failed] == ["http://127.0.0.1:1/nowhere"] and failed[0].error_reason == "FETCH_FAILED"
+    assert [c.name for c in failed] == ["http://127.0.0.1:1/nowhere"] and failed[0].error_reason == "CONNECT_FAILED"
     assert result.parent.status == jobs_pb2.JOB_STATUS_COMPLETED

@@ -13,7 +13,7 @@ from quaero.manager.v1 import definitions_pb2, documents_pb2, jobs_pb2
 from executor_service.demo.site import Request, Response, SiteServer
 from manager_service.client import ManagerClient
 from manager_service.grpc_common import open_channel
-from tests.support.crawl import RESOLVE, Routes, html
+from tests.support.crawl import LOCAL_SITES, RESOLVE, Routes, html
 from tests.support.processes import start_executor, start_manager
 
 APP = "app.site.test"
@@ -40,7 +40,7 @@ def slow_site(pages: int, delay: float) -> SiteServer:
 
 def start_run(executor_address: str, manager: ManagerClient, start_url: str, concurrency: int) -> str:
     definition = definitions_pb2.JobDefinition(id=f"proc-{time.monotonic_ns()}", crawl=definitions_pb2.CrawlConfig(
-        start_urls=[start_url], max_depth=1, concurrency=concurrency))
+        start_urls=[start_url], max_depth=1, concurrency=concurrency, allowed_networks=[LOCAL_SITES]))
     manager.definitions.CreateJobDefinition(definitions_pb2.CreateJobDefinitionRequest(job_definition=definition))
     channel = open_channel(executor_address, TOKEN)
     reply = executor_pb2_grpc.ExecutorStub(channel).ExecuteJobDefinition(

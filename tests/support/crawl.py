@@ -17,8 +17,11 @@ from manager_service.convert import to_timestamp
 from manager_service.grpc_common import open_channel
 
 HOSTS = ["app.site.test", "sub.app.site.test", "other.site.test", "site.test", "evil.test", "app.site.test.evil.test",
-         "notapp.site.test", "offsite.example.test"]
-RESOLVE = {host: "127.0.0.1" for host in HOSTS}
+         "notapp.site.test", "offsite.example.test", "app.site.test."]
+# rebind.site.test is the site's own name, pointing at another loopback address (as DNS rebinding would).
+RESOLVE = {**{host: "127.0.0.1" for host in HOSTS}, "rebind.site.test": "127.0.0.2"}
+# The sites run on loopback, which a crawl may reach only when its definition says so.
+LOCAL_SITES = "127.0.0.1/32"
 TERMINAL = {jobs_pb2.JOB_STATUS_COMPLETED, jobs_pb2.JOB_STATUS_FAILED, jobs_pb2.JOB_STATUS_CANCELLED}
 
 
@@ -81,8 +84,8 @@ class CrawlHarness:
         for site in self.sites:
             site.stop()
 
-    def site(self, routes: dict[tuple[str, str], Any], tls: Any = None) -> SiteServer:
-        server = SiteServer(Routes(routes), tls=tls).start()
+    def site(self, routes: dict[tuple[str, str], Any], tls: Any = None, host: str = "127.0.0.1") -> SiteServer:
+        server = SiteServer(Routes(routes), tls=tls, host=host).start()
         self.sites.append(server)
         return server
 
@@ -98,6 +101,8 @@ class CrawlHarness:
                                             **{k: v for k, v in options.items() if k in crawl_keys})
         if "max_depth" not in options:
             crawl.max_depth = 3
+        if "allowed_networks" not in options and "allow_private_networks" not in options:
+            crawl.allowed_networks.append(LOCAL_SITES)  # the test sites' address, and only that
         top = {k: v for k, v in options.items() if k not in crawl_keys}
         definition = definitions_pb2.JobDefinition(id=f"def-{time.monotonic_ns()}-{self._definitions}", name="test",
                                                    auth_id=auth_id, crawl=crawl, **top)

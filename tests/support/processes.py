@@ -77,8 +77,9 @@ def _start(name: str, args: list[str], env: dict[str, str], log_dir: Path | None
     return ServiceProcess(name, process, address, banner, log_path, env)
 
 
-def start_manager(env: dict[str, str], listen: str = "127.0.0.1:0", wait: bool = True) -> ServiceProcess:
-    return _start("manager", ["manager_service", "--listen", listen], env, wait=wait)
+def start_manager(env: dict[str, str], listen: str = "127.0.0.1:0", wait: bool = True,
+                  extra: list[str] | None = None) -> ServiceProcess:
+    return _start("manager", ["manager_service", "--listen", listen, *(extra or [])], env, wait=wait)
 
 
 def start_executor(env: dict[str, str], manager_address: str, listen: str = "127.0.0.1:0",
