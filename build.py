@@ -3,7 +3,7 @@
 
     python3 build.py demo     the main job: both services on SQLite + an authenticated crawl of a demo site
     python3 build.py test     everything CI checks: stubs current, lint, both services start, the test suite
-    python3 build.py gen      regenerate the gRPC stubs in gen/ from protos/
+    python3 build.py gen      regenerate the gRPC stubs in quaero/api/ from protos/
     python3 build.py verify   check that the stubs are current and that both services start (health SERVING)
     python3 build.py bench    run the benchmarks in bench/
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,8 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 VENV_PY = VENV / "bin" / "python"
-GEN = ROOT / "gen"
+GEN = ROOT / "quaero" / "api"  # generated: never edited by hand
 PROTOS = ROOT / "protos"
+# protoc writes `from quaero.api.manager.v1 import ...` (the proto package); the stubs live in quaero.api.
+_IMPORTS = re.compile(r"^(from|import) quaero\.(manager|executor)\b", re.MULTILINE)
+_MODULE_NAME = re.compile(r"(BuildTopDescriptorsAndMessages\(DESCRIPTOR, ')quaero\.(manager|executor)\.")
 
 
 def _in_venv() -> bool:
@@ -59,18 +63,28 @@ def generate(out: Path) -> None:
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     plugin_dir = Path(sys.executable).parent
     out.mkdir(parents=True, exist_ok=True)
-    args = [
-        sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTOS}", f"-I{well_known}",
-        f"--plugin=protoc-gen-mypy={plugin_dir / 'protoc-gen-mypy'}",
-        f"--plugin=protoc-gen-mypy_grpc={plugin_dir / 'protoc-gen-mypy_grpc'}",
-        f"--python_out={out}", f"--grpc_python_out={out}", f"--mypy_out={out}", f"--mypy_grpc_out={out}",
-        *sources,
-    ]
-    result = subprocess.run(args, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"build: protoc failed:\n{result.stderr}")
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [
+            sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTOS}", f"-I{well_known}",
+            f"--plugin=protoc-gen-mypy={plugin_dir / 'protoc-gen-mypy'}",
+            f"--plugin=protoc-gen-mypy_grpc={plugin_dir / 'protoc-gen-mypy_grpc'}",
+            f"--python_out={tmp}", f"--grpc_python_out={tmp}", f"--mypy_out={tmp}", f"--mypy_grpc_out={tmp}",
+            *sources,
+        ]
+        result = subprocess.run(args, capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.exit(f"build: protoc failed:\n{result.stderr}")
+        # Move quaero/<service>/v1 from protoc's output to out/<service>/v1, rewriting the imports of the
+        # generated modules (and the module names they register) to their place under quaero.api. The
+        # serialized descriptors are left alone: the proto package stays quaero.manager.v1 on the wire.
+        produced = Path(tmp) / "quaero"
+        for source in produced.rglob("*.py*"):
+            target = out / source.relative_to(produced)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            text = _MODULE_NAME.sub(r"\1quaero.api.\2.", _IMPORTS.sub(r"\1 quaero.api.\2", source.read_text()))
+            target.write_text(text)
     # Regular packages (not namespace packages) so that setuptools and mypy find them.
-    for directory in out.rglob("*"):
+    for directory in [out, *out.rglob("*")]:
         if directory.is_dir() and directory.name != "__pycache__":
             (directory / "__init__.py").touch()
 
@@ -89,8 +103,8 @@ def check_stubs_current() -> None:
             if path.is_file() and not (fresh / path.relative_to(GEN)).exists() and "__pycache__" not in path.parts:
                 stale.append(str(path.relative_to(GEN)))
         if stale:
-            sys.exit("build: gen/ is stale against protos/ (run `python3 build.py gen` and commit): " + ", ".join(stale))
-    print("build: stubs in gen/ are current with protos/", flush=True)
+            sys.exit("build: quaero/api/ is stale against protos/ (run `python3 build.py gen` and commit): " + ", ".join(stale))
+    print("build: stubs in quaero/api/ are current with protos/", flush=True)
 
 
 def lint() -> None:
@@ -151,7 +165,7 @@ def main() -> int:
         if GEN.exists():
             shutil.rmtree(GEN)
         generate(GEN)
-        print("build: generated gen/ from protos/")
+        print("build: generated quaero/api/ from protos/")
         return 0
     if command == "verify":
         check_stubs_current()

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import httpx
-from quaero.executor.v1 import executor_pb2, executor_pb2_grpc
-from quaero.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
+
+from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
+from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from manager_service.client import ManagerClient  # noqa: E402

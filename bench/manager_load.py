@@ -19,7 +19,8 @@ from typing import Any
 import psycopg
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from quaero.manager.v1 import jobs_pb2
+
+from quaero.api.manager.v1 import jobs_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from manager_service.client import ManagerClient  # noqa: E402

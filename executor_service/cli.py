@@ -20,8 +20,6 @@ from typing import Annotated, TypeVar
 import grpc
 import typer
 from google.protobuf import timestamp_pb2
-from quaero.executor.v1 import executor_pb2, executor_pb2_grpc
-from quaero.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
@@ -32,6 +30,8 @@ from manager_service.config import MissingToken, api_token, client_token, data_d
 from manager_service.convert import add_cookie, struct_to_dict
 from manager_service.cookies import canonical_site
 from manager_service.grpc_common import error_info, open_channel
+from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
+from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 
 from .cookie_import import CookieFileError, read_cookie_file
 

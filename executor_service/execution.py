@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from quaero.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 
 from manager_service.client import ManagerClient
 from manager_service.convert import dict_to_struct
 from manager_service.errors import FailedPrecondition
 from manager_service.urls import normalise_url
+from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 
 from .worker import child_spec
 

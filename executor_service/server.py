@@ -5,11 +5,11 @@ import logging
 import os
 
 import grpc
-from quaero.executor.v1 import executor_pb2_grpc
 
 from manager_service.client import ManagerClient
 from manager_service.config import client_token
 from manager_service.grpc_common import build_server, mark_serving, serve_until_signalled
+from quaero.api.executor.v1 import executor_pb2_grpc
 
 from .execution import Executions
 from .fetcher import Fetcher, parse_resolve

@@ -5,10 +5,10 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
-from quaero.executor.v1 import executor_pb2, executor_pb2_grpc
 
 from manager_service.errors import DomainError
 from manager_service.grpc_common import abort_for, error_info, status_of, without_client_retries
+from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
 
 from .execution import Executions
 

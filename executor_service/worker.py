@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
-from quaero.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 
 from manager_service.client import ManagerClient
 from manager_service.convert import cookie_from_proto, dict_to_struct, struct_to_dict
@@ -34,6 +33,7 @@ from manager_service.cookies import StoredCookie
 from manager_service.document_limits import MAX_TEXT_BYTES, truncate_utf8
 from manager_service.network_policy import NetworkPolicy, parse_networks
 from manager_service.patterns import compile_all
+from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 
 from .content import decode_text, is_text
 from .cookie_jar import CookieJar

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from quaero.manager.v1 import auth_pb2_grpc, definitions_pb2_grpc, documents_pb2_grpc, jobs_pb2_grpc
+
+from quaero.api.manager.v1 import auth_pb2_grpc, definitions_pb2_grpc, documents_pb2_grpc, jobs_pb2_grpc
 
 from .grpc_common import open_channel
 

@@ -5,7 +5,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
-from quaero.manager.v1 import auth_pb2
+
+from quaero.api.manager.v1 import auth_pb2
 
 from .cookies import StoredCookie
 

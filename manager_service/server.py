@@ -6,7 +6,8 @@ import os
 import threading
 
 import grpc
-from quaero.manager.v1 import auth_pb2_grpc, definitions_pb2_grpc, documents_pb2_grpc, jobs_pb2_grpc
+
+from quaero.api.manager.v1 import auth_pb2_grpc, definitions_pb2_grpc, documents_pb2_grpc, jobs_pb2_grpc
 
 from .auth_store import AuthStore
 from .config import ManagerSettings

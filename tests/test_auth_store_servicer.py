@@ -8,12 +8,12 @@ from typing import Any
 
 import grpc
 import pytest
-from quaero.manager.v1 import auth_pb2, auth_pb2_grpc
 
 from manager_service.auth_store import AuthStore
 from manager_service.db import connect, migrate
 from manager_service.secretbox import SecretBox
 from manager_service.servicers.auth import AuthStoreServicer
+from quaero.api.manager.v1 import auth_pb2, auth_pb2_grpc
 from tests.support.grpc_errors import expect_error
 
 KEY = bytes(range(32))

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from quaero.manager.v1 import auth_pb2
 
 from executor_service.demo.site import Request, Response
+from quaero.api.manager.v1 import auth_pb2
 from tests.support.crawl import CrawlHarness, html
 
 APP = "app.site.test"

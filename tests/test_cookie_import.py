@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from quaero.manager.v1 import auth_pb2
 
 from executor_service.cookie_import import CookieFileError, read_cookie_file
+from quaero.api.manager.v1 import auth_pb2
 from tests.support.crawl import CrawlHarness
 from tests.test_cli import one_line_error, quaero
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from quaero.manager.v1 import jobs_pb2
-
 from executor_service.demo.site import Response
+from quaero.api.manager.v1 import jobs_pb2
 from tests.support.crawl import CrawlHarness, cookie, html
 
 APP, SUB, SIBLING, PARENT = "app.site.test", "sub.app.site.test", "other.site.test", "site.test"

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from google.protobuf import struct_pb2
-from quaero.manager.v1 import jobs_pb2
 
 from executor_service.demo.site import Request, Response
+from quaero.api.manager.v1 import jobs_pb2
 from tests.conftest import start_in_process_manager
 from tests.support.crawl import CrawlHarness, cookie, html
 

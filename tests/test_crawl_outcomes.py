@@ -8,10 +8,10 @@ from typing import Any
 
 import grpc
 import pytest
-from quaero.executor.v1 import executor_pb2
-from quaero.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 
 from executor_service.demo.site import Response
+from quaero.api.executor.v1 import executor_pb2
+from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 from tests.support.crawl import CrawlHarness, cookie, html
 from tests.support.grpc_errors import expect_error
 
@@ -205,10 +205,9 @@ def test_an_unreachable_host_fails_the_child_saying_so(harness: CrawlHarness) ->
 
 
 def test_execute_with_the_manager_down_is_unavailable_with_a_reason(tmp_path: Path) -> None:
-    from quaero.executor.v1 import executor_pb2_grpc
-
     from executor_service.server import ExecutorServer
     from manager_service.grpc_common import error_info, open_channel
+    from quaero.api.executor.v1 import executor_pb2_grpc
 
     executor = ExecutorServer("127.0.0.1:0", "127.0.0.1:1", "token", workers=0)
     port = executor.start()

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from quaero.manager.v1 import jobs_pb2
-
 from executor_service.demo.site import Response
 from manager_service.convert import struct_to_dict
+from quaero.api.manager.v1 import jobs_pb2
 from tests.support.crawl import CrawlHarness, cookie, html
 
 APP, SUB = "app.site.test", "sub.app.site.test"

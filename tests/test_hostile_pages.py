@@ -8,9 +8,9 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from quaero.manager.v1 import jobs_pb2
 
 from executor_service.demo.site import Response
+from quaero.api.manager.v1 import jobs_pb2
 from tests.support.crawl import CrawlHarness, CrawlOutcome, html
 from tests.support.grpc_errors import expect_error
 from tests.support.hostile import Watch, gzip_bomb, raw, silent, slow_body, trickle
@@ -120,7 +120,7 @@ def test_cancel_stops_an_in_flight_fetch_within_a_second(harness: CrawlHarness) 
         time.sleep(0.02)
     assert watch.started, "the page was never requested"
     time.sleep(0.3)
-    from quaero.executor.v1 import executor_pb2
+    from quaero.api.executor.v1 import executor_pb2
 
     cancelled_at = time.monotonic()
     harness.executor_stub.CancelExecution(executor_pb2.CancelExecutionRequest(parent_job_id=started.parent_job_id))
@@ -161,7 +161,7 @@ def test_one_runs_delay_does_not_hold_up_another_run_on_the_same_host(harness: C
     quick = harness.crawl([f"http://{APP}:{site.port}/quick"])
     assert quick.parent.status == jobs_pb2.JOB_STATUS_COMPLETED and len(quick.documents) == 3
     assert time.monotonic() - started < 10
-    from quaero.executor.v1 import executor_pb2
+    from quaero.api.executor.v1 import executor_pb2
 
     harness.executor_stub.CancelExecution(executor_pb2.CancelExecutionRequest(parent_job_id=patient.parent_job_id))
     assert harness.wait(patient.parent_job_id, timeout=5).status == jobs_pb2.JOB_STATUS_CANCELLED

@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from quaero.manager.v1 import documents_pb2, jobs_pb2
 
 from executor_service.demo.site import Request, Response
+from quaero.api.manager.v1 import documents_pb2, jobs_pb2
 from tests.conftest import RunningManager, start_in_process_manager
 from tests.support.crawl import CrawlHarness, html
 

@@ -8,10 +8,10 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from quaero.manager.v1 import jobs_pb2
 
 from manager_service.convert import struct_to_dict
 from manager_service.jsonvalues import merge_patch
+from quaero.api.manager.v1 import jobs_pb2
 from tests.support.grpc_errors import expect_error
 
 MERGE, REPLACE = jobs_pb2.UPDATE_MODE_MERGE, jobs_pb2.UPDATE_MODE_REPLACE

@@ -7,8 +7,8 @@ from typing import Any
 
 import grpc
 import pytest
-from quaero.manager.v1 import jobs_pb2
 
+from quaero.api.manager.v1 import jobs_pb2
 from tests.support.grpc_errors import expect_error
 
 S = jobs_pb2

@@ -10,9 +10,9 @@ import grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from quaero.manager.v1 import jobs_pb2
 
 from manager_service.client import ManagerClient
+from quaero.api.manager.v1 import jobs_pb2
 from tests.support.processes import start_manager
 
 

@@ -8,9 +8,9 @@ import time
 
 import grpc
 import pytest
-from quaero.manager.v1 import jobs_pb2
 
 from executor_service.demo.site import Response
+from quaero.api.manager.v1 import jobs_pb2
 from tests.support.crawl import CrawlHarness, html
 from tests.support.grpc_errors import expect_error
 

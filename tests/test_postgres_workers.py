@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quaero.manager.v1 import jobs_pb2
-
 from executor_service.demo.site import Request, Response
+from quaero.api.manager.v1 import jobs_pb2
 from tests.conftest import start_in_process_manager
 from tests.support.crawl import CrawlHarness, cookie, html
 

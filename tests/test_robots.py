@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from quaero.manager.v1 import jobs_pb2
-
 from executor_service.demo.site import Request, Response
+from quaero.api.manager.v1 import jobs_pb2
 from tests.support.crawl import CrawlHarness, html
 from tests.support.hostile import gzip_bomb, silent
 
@@ -109,6 +108,6 @@ def test_a_slow_robots_txt_elsewhere_does_not_hold_up_the_page_that_links_there(
         time.sleep(0.05)
     assert home, "the home page did not finish"
     assert home[0].finish_time.ToDatetime().timestamp() - home[0].start_time.ToDatetime().timestamp() < 2
-    from quaero.executor.v1 import executor_pb2
+    from quaero.api.executor.v1 import executor_pb2
 
     harness.executor_stub.CancelExecution(executor_pb2.CancelExecutionRequest(parent_job_id=started.parent_job_id))

@@ -13,9 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from quaero.manager.v1 import documents_pb2, jobs_pb2
-
 from manager_service.client import ManagerClient
+from quaero.api.manager.v1 import documents_pb2, jobs_pb2
 
 from .demo_site import OFFSITE_HOST, SIGNED_IN, SITE_HOST, DemoSite
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
-from quaero.manager.v1 import auth_pb2, auth_pb2_grpc
+
+from quaero.api.manager.v1 import auth_pb2, auth_pb2_grpc
 
 from ..auth_store import AuthStore
 from ..convert import add_cookie, cookie_from_proto, to_timestamp

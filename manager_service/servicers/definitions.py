@@ -5,7 +5,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
-from quaero.manager.v1 import definitions_pb2, definitions_pb2_grpc
+
+from quaero.api.manager.v1 import definitions_pb2, definitions_pb2_grpc
 
 from ..convert import to_timestamp
 from ..definitions_store import DefinitionStore

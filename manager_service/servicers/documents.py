@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from quaero.manager.v1 import documents_pb2, documents_pb2_grpc
+
+from quaero.api.manager.v1 import documents_pb2, documents_pb2_grpc
 
 from ..convert import to_timestamp
 from ..documents_store import DocumentStore

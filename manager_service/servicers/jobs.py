@@ -7,7 +7,8 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
-from quaero.manager.v1 import documents_pb2, jobs_pb2, jobs_pb2_grpc
+
+from quaero.api.manager.v1 import documents_pb2, jobs_pb2, jobs_pb2_grpc
 
 from ..convert import dict_to_struct, struct_to_dict, to_timestamp
 from ..documents_store import DocumentInput

@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from quaero.executor.v1 import executor_pb2, executor_pb2_grpc
-from quaero.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
-
 from executor_service.demo.site import Request, Response, SiteServer
 from executor_service.server import ExecutorServer
 from manager_service.convert import to_timestamp
 from manager_service.grpc_common import open_channel
+from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
+from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 
 HOSTS = ["app.site.test", "sub.app.site.test", "other.site.test", "site.test", "evil.test", "app.site.test.evil.test",
          "notapp.site.test", "offsite.example.test", "app.site.test."]

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from quaero.manager.v1 import jobs_pb2 as quaero_dot_manager_dot_v1_dot_jobs__pb2
+from quaero.api.manager.v1 import jobs_pb2 as quaero_dot_manager_dot_v1_dot_jobs__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -5,7 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from quaero.manager.v1 import documents_pb2 as _documents_pb2
+from quaero.api.manager.v1 import documents_pb2 as _documents_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

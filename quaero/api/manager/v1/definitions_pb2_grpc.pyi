@@ -6,7 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
-from quaero.manager.v1 import definitions_pb2 as _definitions_pb2
+from quaero.api.manager.v1 import definitions_pb2 as _definitions_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -4,7 +4,7 @@ import grpc
 import warnings
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
-from quaero.manager.v1 import auth_pb2 as quaero_dot_manager_dot_v1_dot_auth__pb2
+from quaero.api.manager.v1 import auth_pb2 as quaero_dot_manager_dot_v1_dot_auth__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
