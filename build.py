@@ -108,9 +108,9 @@ def check_stubs_current() -> None:
 
 
 def lint() -> None:
-    subprocess.run([str(VENV_PY), "-m", "ruff", "check", "manager_service", "executor_service", "tests", "bench",
-                    "build.py"], check=True, cwd=ROOT)
-    subprocess.run([str(VENV_PY), "-m", "mypy", "manager_service", "executor_service"], check=True, cwd=ROOT)
+    subprocess.run([str(VENV_PY), "-m", "ruff", "check", "quaero", "manager_service", "executor_service", "tests",
+                    "bench", "build.py"], check=True, cwd=ROOT)
+    subprocess.run([str(VENV_PY), "-m", "mypy", "quaero", "manager_service", "executor_service"], check=True, cwd=ROOT)
     print("build: ruff and mypy clean", flush=True)
 
 
@@ -136,8 +136,7 @@ def buf_lint() -> None:
 
 def verify_services() -> None:
     """Start both services on a throwaway data directory and wait for health SERVING."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from support.processes import start_executor, start_manager  # type: ignore[import-not-found]
+    from quaero.testing.processes import start_executor, start_manager
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {"QUAERO_DATA_DIR": tmp, "QUAERO_API_TOKEN": "build-verify-token"}
@@ -179,7 +178,7 @@ def main() -> int:
         code = run_tests(sys.argv[2:])
         return code
     if command == "demo":
-        from executor_service.demo.run import main as demo_main
+        from quaero.demo.__main__ import main as demo_main
 
         return demo_main()
     if command == "bench":

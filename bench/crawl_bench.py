@@ -17,11 +17,9 @@ import httpx
 
 from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from manager_service.client import ManagerClient  # noqa: E402
-from manager_service.grpc_common import open_channel  # noqa: E402
-from tests.support.processes import start_executor, start_manager  # noqa: E402
+from quaero.client import ManagerClient
+from quaero.rpc.channel import open_channel
+from quaero.testing.processes import start_executor, start_manager
 
 HOST = "bench.site.test"
 TOKEN = "bench-" + secrets.token_hex(8)
@@ -33,8 +31,7 @@ def start_site(pages: int) -> tuple[subprocess.Popen[str], int]:
     """The site runs in its own process so that it does not share a GIL with either crawler."""
     code = f"""
 import sys
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from executor_service.demo.site import Response, SiteServer
+from quaero.testing.site import Response, SiteServer
 PAGES, SESSION = {pages}, {SESSION!r}
 def handle(request):
     if "session=" + SESSION not in request.cookie:

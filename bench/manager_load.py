@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,10 +20,8 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from quaero.api.manager.v1 import jobs_pb2
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from manager_service.client import ManagerClient  # noqa: E402
-from tests.support.processes import start_manager  # noqa: E402
+from quaero.client import ManagerClient
+from quaero.testing.processes import start_manager
 
 TOKEN = "bench-" + secrets.token_hex(8)
 

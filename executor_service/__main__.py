@@ -22,14 +22,16 @@ def main(argv: list[str] | None = None) -> int:
                              "return to pending this long after (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default %(default)s)")
     args = parser.parse_args(argv)
-    from manager_service.config import MissingToken
-    from manager_service.grpc_common import run_service
+    from quaero.config import MissingToken
+    from quaero.rpc.server import run_main
 
+    from .config import ExecutorSettings
     from .server import serve
 
-    return run_service("quaero-executor", args.log_level,
-                       lambda: serve(args.listen, args.manager, args.workers, args.lease_seconds),
-                       expected=(OSError, MissingToken))
+    return run_main("quaero-executor", args.log_level,
+                    lambda: serve(ExecutorSettings.from_env(args.listen, args.manager, args.workers, args.lease_seconds)),
+                    expected=(OSError, MissingToken, ValueError))
+
 
 if __name__ == "__main__":
     sys.exit(main())

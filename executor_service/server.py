@@ -1,58 +1,60 @@
-"""Assembles the executor: manager client, fetcher, workers and the Executor gRPC service."""
+"""Assembles the executor: manager client, fetcher, workers, runs and the Executor gRPC service."""
 from __future__ import annotations
 
 import logging
-import os
 
 import grpc
 
-from manager_service.client import ManagerClient
-from manager_service.config import client_token
-from manager_service.grpc_common import build_server, mark_serving, serve_until_signalled
 from quaero.api.executor.v1 import executor_pb2_grpc
+from quaero.client import ManagerClient
+from quaero.rpc.interceptors import ExceptionToStatus
+from quaero.rpc.pool import WorkerPool
+from quaero.rpc.server import banner, build_server, serve_until_signalled
 
-from .execution import Executions
-from .fetcher import Fetcher, parse_resolve
-from .servicer import ExecutorServicer
-from .transport import GuardedTransport
+from .config import ExecutorSettings
+from .crawl.fetcher import Fetcher
+from .crawl.transport import GuardedTransport
+from .runs import Runs
+from .servicer import ExecutorServicer, relayed_from_manager
 from .worker import Worker
 
 log = logging.getLogger("quaero.executor")
 SERVICE_NAMES = ("quaero.executor.v1.Executor",)
+RPC_WORKERS = 8
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD_BYTES = 256 * 1024
 
 
 class ExecutorServer:
-    def __init__(self, listen: str, manager_address: str, token: str, workers: int = 16,
-                 resolve: dict[str, str] | None = None, ca_bundle: str | None = None,
-                 lease_seconds: float = 30.0) -> None:
-        self.manager = ManagerClient.connect(manager_address, token)
-        self.fetcher = Fetcher(GuardedTransport(resolve=resolve, ca_bundle=ca_bundle))
-        self.worker = Worker(self.manager, self.fetcher, workers, lease_seconds=lease_seconds)
-        self.executions = executions = Executions(self.manager)
+    def __init__(self, settings: ExecutorSettings) -> None:
+        self.settings = settings
+        self.manager = ManagerClient.connect(settings.manager, settings.token, tls_ca=settings.manager_tls_ca)
+        self.fetcher = Fetcher(GuardedTransport(resolve=settings.resolve, ca_bundle=settings.ca_bundle))
+        self.worker = Worker(self.manager, self.fetcher, settings.workers, lease_seconds=settings.lease_seconds)
+        self.runs = runs = Runs(self.manager)
 
         def register(server: grpc.Server) -> tuple[str, ...]:
-            executor_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(executions), server)
+            executor_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(runs), server)
             return SERVICE_NAMES
 
-        self.server, self.health, self.port = build_server(register, token, listen, workers=8)
+        self.service = build_server(register, token=settings.token, listen=settings.listen, pool=WorkerPool(RPC_WORKERS),
+                                    errors=ExceptionToStatus(relay=relayed_from_manager), tls=settings.tls,
+                                    faults=settings.faults)
+        self.port = self.service.port
 
     def start(self) -> int:
-        self.server.start()
+        self.service.server.start()
         self.worker.start()
-        mark_serving(self.health, SERVICE_NAMES)
+        self.service.mark_serving()
         return self.port
 
     def stop(self, grace: float = 5.0) -> None:
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        self.service.health.enter_graceful_shutdown()
+        self.service.server.stop(grace).wait()
         self.worker.stop()
-        self.executions.close()
+        self.runs.close()
         self.fetcher.close()
         self.manager.close()
-
-
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD_BYTES = 256 * 1024
 
 
 def keep_large_buffers_out_of_the_heap() -> None:
@@ -68,12 +70,9 @@ def keep_large_buffers_out_of_the_heap() -> None:
         pass
 
 
-def serve(listen: str, manager_address: str, workers: int, lease_seconds: float = 30.0) -> None:
+def serve(settings: ExecutorSettings) -> None:
     keep_large_buffers_out_of_the_heap()
-    resolve = parse_resolve(os.environ.get("QUAERO_RESOLVE", ""))
-    executor = ExecutorServer(listen, manager_address, client_token(), workers, resolve,
-                              os.environ.get("QUAERO_CA_BUNDLE") or None, lease_seconds)
+    executor = ExecutorServer(settings)
     port = executor.start()
-    host = listen.rsplit(":", 1)[0]
-    serve_until_signalled(f"quaero-executor serving on {host}:{port} (manager: {manager_address}, workers: {workers})",
-                          executor.stop)
+    serve_until_signalled(banner("quaero-executor", settings.listen, port,
+                                 f"manager: {settings.manager}, workers: {settings.workers}"), executor.stop)

@@ -17,10 +17,11 @@ def main(argv: list[str] | None = None) -> int:
                         "one (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default %(default)s)")
     args = parser.parse_args(argv)
-    from .grpc_common import run_service
+    from quaero.rpc.server import run_main
+
     from .server import serve
 
-    return run_service("quaero-manager", args.log_level, lambda: serve(args.listen))
+    return run_main("quaero-manager", args.log_level, lambda: serve(args.listen))
 
 if __name__ == "__main__":
     sys.exit(main())

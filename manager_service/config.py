@@ -1,60 +1,11 @@
-"""Where the manager keeps its data and secrets, from the environment."""
+"""The manager's settings, read from the environment once (nothing else in the manager reads it)."""
 from __future__ import annotations
 
 import os
-import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-TOKEN_FILE = "api-token"
-KEY_FILE = "secret.key"
-
-
-def data_dir() -> Path:
-    path = Path(os.environ.get("QUAERO_DATA_DIR", ".quaero")).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def read_or_create_secret_file(path: Path, make: Callable[[], str]) -> str:
-    """Reads a secret file, creating it with mode 0600 on first use (O_EXCL: two starters agree)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, 0o600)
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        value = make()
-        handle.write(value + "\n")
-    return value
-
-
-def api_token(directory: Path | None = None) -> str:
-    """The bearer token every RPC but health needs: QUAERO_API_TOKEN, else the token file."""
-    token = os.environ.get("QUAERO_API_TOKEN", "").strip()
-    if token:
-        return token
-    return read_or_create_secret_file((directory or data_dir()) / TOKEN_FILE, lambda: secrets.token_urlsafe(32))
-
-
-class MissingToken(Exception):
-    pass
-
-
-def client_token() -> str:
-    """The token a client presents: QUAERO_API_TOKEN, else the manager's token file. Never creates one
-    (a new token would only be refused)."""
-    token = os.environ.get("QUAERO_API_TOKEN", "").strip()
-    if token:
-        return token
-    path = Path(os.environ.get("QUAERO_DATA_DIR", ".quaero")).expanduser().resolve() / TOKEN_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        raise MissingToken(f"no API token: {path} does not exist; set QUAERO_API_TOKEN, or QUAERO_DATA_DIR to the "
-                           "manager's data directory") from None
+from quaero.config import ServerTls, ensure_data_dir, ensure_token, fault_spec
 
 
 @dataclass(frozen=True)
@@ -62,9 +13,15 @@ class ManagerSettings:
     data_dir: Path
     database_url: str
     api_token: str
+    secret_key: str = ""  # QUAERO_SECRET_KEY; empty: the secret.key file in the data directory
+    tls: ServerTls | None = None
+    rpc_workers: int = 0  # 0: chosen by database (see server.py)
+    faults: str = ""
 
     @classmethod
     def from_env(cls) -> ManagerSettings:
-        directory = data_dir()
+        directory = ensure_data_dir()
         url = os.environ.get("QUAERO_DATABASE_URL", "").strip() or f"sqlite:///{directory / 'quaero.db'}"
-        return cls(data_dir=directory, database_url=url, api_token=api_token(directory))
+        return cls(data_dir=directory, database_url=url, api_token=ensure_token(directory),
+                   secret_key=os.environ.get("QUAERO_SECRET_KEY", "").strip(), tls=ServerTls.from_env(),
+                   rpc_workers=int(os.environ.get("QUAERO_RPC_WORKERS", "0") or 0), faults=fault_spec())

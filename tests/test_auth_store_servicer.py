@@ -9,11 +9,13 @@ from typing import Any
 import grpc
 import pytest
 
-from manager_service.auth_store import AuthStore
-from manager_service.db import connect, migrate
-from manager_service.secretbox import SecretBox
-from manager_service.servicers.auth import AuthStoreServicer
+from manager_service.servicers.credentials import AuthStoreServicer
+from manager_service.storage.clock import SYSTEM
+from manager_service.storage.credentials import CredentialStore
+from manager_service.storage.db import connect, migrate
+from manager_service.storage.secretbox import SecretBox
 from quaero.api.manager.v1 import auth_pb2, auth_pb2_grpc
+from quaero.rpc.interceptors import ExceptionToStatus
 from tests.support.grpc_errors import expect_error
 
 KEY = bytes(range(32))
@@ -25,6 +27,12 @@ def database_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def grpc_interceptors() -> list[Any]:
+    """The interceptor the manager installs: errors become status with ErrorInfo/BadRequest details."""
+    return [ExceptionToStatus()]
+
+
+@pytest.fixture(scope="module")
 def grpc_add_to_server() -> Any:
     return auth_pb2_grpc.add_AuthStoreServicer_to_server
 
@@ -33,7 +41,7 @@ def grpc_add_to_server() -> Any:
 def grpc_servicer(database_path: Path) -> Iterator[AuthStoreServicer]:
     db = connect(f"sqlite:///{database_path}")
     migrate(db)
-    yield AuthStoreServicer(AuthStore(db, SecretBox(KEY)))
+    yield AuthStoreServicer(CredentialStore(db, SecretBox(KEY), SYSTEM))
     db.dispose()
 
 
@@ -107,8 +115,8 @@ def test_a_different_key_cannot_read_the_values(database_path: Path, grpc_stub: 
     put(grpc_stub, auth_pb2.Cookie(name="sid", value="v", domain="app.example.com"), id="keyed")
     db = connect(f"sqlite:///{database_path}")
     try:
-        servicer_store = AuthStore(db, SecretBox(bytes(32)))
-        from manager_service.errors import FailedPrecondition
+        servicer_store = CredentialStore(db, SecretBox(bytes(32)), SYSTEM)
+        from quaero.errors import FailedPrecondition
 
         with pytest.raises(FailedPrecondition) as caught:
             servicer_store.get("keyed")

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from executor_service.demo.site import Request, Response
 from quaero.api.manager.v1 import auth_pb2
-from tests.support.crawl import CrawlHarness, html
+from quaero.testing.harness import CrawlHarness
+from quaero.testing.site import Request, Response, html
 
 APP = "app.site.test"
 
@@ -24,7 +24,7 @@ def quaero(harness: CrawlHarness | None, *args: str, token: str | None = None, c
     env = {**os.environ, "QUAERO_API_TOKEN": token if token is not None else (harness.manager.token if harness else ""),
            "QUAERO_MANAGER": manager or (harness.manager.address if harness else "127.0.0.1:1"),
            "QUAERO_EXECUTOR": harness.executor_address if harness else "127.0.0.1:1"}
-    return subprocess.run([sys.executable, "-m", "executor_service.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "quaero", *args], env=env, capture_output=True,
                           text=True, timeout=120, cwd=cwd)
 
 
@@ -167,10 +167,10 @@ def test_up_starts_both_services_and_stopping_it_stops_them(tmp_path: Path, stop
     import signal
     import socket
 
-    from tests.support.processes import wait_serving
+    from quaero.testing.processes import wait_serving
 
     env = {**os.environ, "QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": ""}
-    process = subprocess.Popen([sys.executable, "-m", "executor_service.cli", "up", "--manager-listen",
+    process = subprocess.Popen([sys.executable, "-m", "quaero", "up", "--manager-listen",
                                 "127.0.0.1:0", "--executor-listen", "127.0.0.1:0"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -220,7 +220,7 @@ def test_rm_commands_delete_credentials_and_definitions(harness: CrawlHarness, t
 
 
 def test_the_demo_main_job_passes(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "executor_service.demo.run"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "quaero.demo"], capture_output=True, text=True,
                             timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "pages authenticated: 9 of 9" in result.stdout

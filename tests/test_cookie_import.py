@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from executor_service.cookie_import import CookieFileError, read_cookie_file
 from quaero.api.manager.v1 import auth_pb2
-from tests.support.crawl import CrawlHarness
+from quaero.cookies.files import CookieFileError, read_cookie_file
+from quaero.testing.harness import CrawlHarness
 from tests.test_cli import one_line_error, quaero
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from executor_service.demo.site import Response
 from quaero.api.manager.v1 import jobs_pb2
-from tests.support.crawl import CrawlHarness, cookie, html
+from quaero.testing.harness import CrawlHarness, cookie
+from quaero.testing.site import Response, html
 
 APP, SUB, SIBLING, PARENT = "app.site.test", "sub.app.site.test", "other.site.test", "site.test"
 LOOKALIKE_SUFFIX, LOOKALIKE_PREFIX = "app.site.test.evil.test", "notapp.site.test"

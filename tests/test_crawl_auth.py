@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from google.protobuf import struct_pb2
 
-from executor_service.demo.site import Request, Response
 from quaero.api.manager.v1 import jobs_pb2
-from tests.conftest import start_in_process_manager
-from tests.support.crawl import CrawlHarness, cookie, html
+from quaero.testing.harness import CrawlHarness, cookie, start_manager
+from quaero.testing.site import Request, Response, html
+from tests.support.hosts import RESOLVE
 
 HOST = "app.site.test"
 
@@ -52,7 +52,7 @@ def test_every_protected_page_is_stored_and_the_parent_metadata_is_in_the_databa
 def test_children_use_the_credential_in_the_parents_metadata_when_they_run(sqlite_manager: Any) -> None:
     # An executor with no workers starts the run; the parent's auth_id is then changed in the
     # database; a second executor's workers run the children and must use the new credential.
-    control = CrawlHarness(sqlite_manager, workers=0)
+    control = CrawlHarness(sqlite_manager, workers=0, resolve=RESOLVE)
     try:
         site = protected_site(control, {"alice": "alice-secret-2", "bob": "bob-secret-2"}, pages=2)
         alice = control.credentials([cookie("session", "alice-secret-2", HOST)], "alice")
@@ -63,7 +63,7 @@ def test_children_use_the_credential_in_the_parents_metadata_when_they_run(sqlit
         sqlite_manager.client.jobs.UpdateJobMetadata(jobs_pb2.UpdateJobMetadataRequest(
             job_id=started.parent_job_id, metadata=patch))
         assert not site.requests, "no child may run before the workers start"
-        workers = CrawlHarness(sqlite_manager, workers=2)
+        workers = CrawlHarness(sqlite_manager, workers=2, resolve=RESOLVE)
         try:
             result = workers.outcome(started.parent_job_id)
         finally:
@@ -79,7 +79,7 @@ def test_an_auth_id_in_a_childs_own_config_is_ignored(harness: CrawlHarness) -> 
     site = protected_site(harness, {"alice": "alice-secret-3"}, pages=1)
     harness.credentials([cookie("session", "alice-secret-3", HOST)], "alice")
     harness.credentials([cookie("session", "mallory-secret-3", HOST)], "mallory")
-    control = CrawlHarness(harness.manager, workers=0)
+    control = CrawlHarness(harness.manager, workers=0, resolve=RESOLVE)
     try:
         started = control.start(control.definition([f"http://{HOST}:{site.port}/p/1"], "alice"))
         children = harness.client.jobs.ListJobs(jobs_pb2.ListJobsRequest(parent_id=started.parent_job_id)).jobs
@@ -96,17 +96,14 @@ def test_an_auth_id_in_a_childs_own_config_is_ignored(harness: CrawlHarness) -> 
 @pytest.fixture
 def failing_metadata_manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     # The fault is caused in the real manager for this run: its UpdateJobMetadata answers UNAVAILABLE.
-    monkeypatch.setenv("QUAERO_FAULT_INJECT", "UpdateJobMetadata=UNAVAILABLE")
-    running = start_in_process_manager(tmp_path / "data", f"sqlite:///{tmp_path / 'faulty.db'}")
-    monkeypatch.delenv("QUAERO_FAULT_INJECT")
+    running = start_manager(tmp_path / "data", faults="UpdateJobMetadata=UNAVAILABLE")
     yield running
-    running.client.close()
-    running.server.stop(grace=1)
+    running.close()
 
 
 def test_a_failed_metadata_write_is_a_warning_and_children_fall_back_to_the_definition(
         failing_metadata_manager: Any, caplog: pytest.LogCaptureFixture) -> None:
-    harness = CrawlHarness(failing_metadata_manager)
+    harness = CrawlHarness(failing_metadata_manager, resolve=RESOLVE)
     try:
         site = protected_site(harness, {"alice": "alice-secret-4"}, pages=3)
         auth_id = harness.credentials([cookie("session", "alice-secret-4", HOST)], "alice")
@@ -128,7 +125,7 @@ def test_a_failed_metadata_write_is_a_warning_and_children_fall_back_to_the_defi
 
 
 def test_without_metadata_or_definition_auth_children_crawl_logged_out_and_say_so(failing_metadata_manager: Any) -> None:
-    harness = CrawlHarness(failing_metadata_manager)
+    harness = CrawlHarness(failing_metadata_manager, resolve=RESOLVE)
     try:
         site = harness.site({(HOST, "/public"): html("Public page")})
         result = harness.crawl([f"http://{HOST}:{site.port}/public"])

@@ -9,10 +9,10 @@ from typing import Any
 import grpc
 import pytest
 
-from executor_service.demo.site import Response
 from quaero.api.executor.v1 import executor_pb2
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
-from tests.support.crawl import CrawlHarness, cookie, html
+from quaero.testing.harness import CrawlHarness, cookie
+from quaero.testing.site import Response, html
 from tests.support.grpc_errors import expect_error
 
 APP = "app.site.test"
@@ -205,11 +205,13 @@ def test_an_unreachable_host_fails_the_child_saying_so(harness: CrawlHarness) ->
 
 
 def test_execute_with_the_manager_down_is_unavailable_with_a_reason(tmp_path: Path) -> None:
+    from executor_service.config import ExecutorSettings
     from executor_service.server import ExecutorServer
-    from manager_service.grpc_common import error_info, open_channel
     from quaero.api.executor.v1 import executor_pb2_grpc
+    from quaero.rpc.channel import open_channel
+    from quaero.rpc.status import from_rpc_error
 
-    executor = ExecutorServer("127.0.0.1:0", "127.0.0.1:1", "token", workers=0)
+    executor = ExecutorServer(ExecutorSettings(listen="127.0.0.1:0", manager="127.0.0.1:1", token="token", workers=0))
     port = executor.start()
     channel = open_channel(f"127.0.0.1:{port}", "token", default_timeout=30)
     try:
@@ -218,7 +220,7 @@ def test_execute_with_the_manager_down_is_unavailable_with_a_reason(tmp_path: Pa
         with pytest.raises(grpc.RpcError) as caught:
             stub.ExecuteJobDefinition(executor_pb2.ExecuteJobDefinitionRequest(definition_id="any"))
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert error_info(caught.value)[0] == "MANAGER_UNAVAILABLE"
+        assert from_rpc_error(caught.value).reason == "MANAGER_UNAVAILABLE"
         assert "manager is not reachable" in caught.value.details()
         # The executor retried the manager; the caller does not retry that answer again.
         assert time.monotonic() - started < 5

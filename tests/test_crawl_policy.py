@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from executor_service.demo.site import Request, Response
 from quaero.api.manager.v1 import documents_pb2, jobs_pb2
-from tests.support.crawl import CrawlHarness, html
+from quaero.testing.harness import CrawlHarness
+from quaero.testing.site import Request, Response, html
 
 APP, OTHER_SITE = "app.site.test", "evil.test"
 

@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from executor_service.demo.site import Request, Response, SiteServer
-from manager_service.client import ManagerClient
-from manager_service.grpc_common import open_channel
 from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
 from quaero.api.manager.v1 import definitions_pb2, documents_pb2, jobs_pb2
-from tests.support.crawl import LOCAL_SITES, RESOLVE, Routes, html
-from tests.support.processes import start_executor, start_manager
+from quaero.client import ManagerClient
+from quaero.rpc.channel import open_channel
+from quaero.testing.harness import LOCAL_SITES
+from quaero.testing.processes import start_executor, start_manager
+from quaero.testing.site import Request, Response, Routes, SiteServer, html
+from tests.support.hosts import RESOLVE
 
 APP = "app.site.test"
 TOKEN = "process-test-token"

@@ -10,23 +10,17 @@ from typing import Any
 import httpx
 import pytest
 
-from executor_service.content import BadContentEncoding, BodyTooLarge, decode_text, read_body
-from executor_service.cookie_jar import CookieJar
-from executor_service.fetcher import (
-    DEFAULT_LOGGED_OUT_PATTERNS,
-    Fetcher,
-    FetchFailed,
-    FetchPolicy,
-    LoggedOut,
-    Verdict,
-    retry_after_seconds,
-)
-from executor_service.robots import RobotsRules
-from executor_service.transport import Control
-from manager_service.cookies import StoredCookie
-from manager_service.network_policy import NetworkPolicy, parse_networks
-from manager_service.patterns import compile_all
-from manager_service.urls import normalise_url
+from executor_service.crawl.content import BadContentEncoding, BodyTooLarge, decode_text, read_body
+from executor_service.crawl.control import Control
+from executor_service.crawl.cookie_jar import CookieJar
+from executor_service.crawl.fetcher import DEFAULT_LOGGED_OUT_PATTERNS, Fetcher, FetchPolicy
+from executor_service.crawl.politeness import retry_after_seconds
+from executor_service.crawl.robots import RobotsRules
+from executor_service.crawl.verdicts import FetchFailed, LoggedOut, Verdict
+from quaero.cookies import StoredCookie
+from quaero.network_policy import NetworkPolicy, parse_networks
+from quaero.patterns import compile_all
+from quaero.urls import normalise_url
 from tests.support.hostile import gzipped_zeros
 
 POLICY = FetchPolicy(obey_robots=False, logged_out=compile_all(DEFAULT_LOGGED_OUT_PATTERNS))
@@ -170,8 +164,8 @@ def test_robots_5xx_backs_off_longer_each_time_then_reads_the_rules() -> None:
     assert waits == [1.0, 2.0, 4.0] and len(seen) == 3
     assert fetcher.robots_allows("http://a.test/page", policy, Control())
     assert not fetcher.robots_allows("http://a.test/no", policy, Control())
-    assert fetcher.robots_cached("http://a.test/no", policy) is False and len(seen) == 4
-    assert fetcher.robots_cached("http://other.test/", policy) is None
+    assert fetcher.robots_cached("http://a.test/no") is False and len(seen) == 4
+    assert fetcher.robots_cached("http://other.test/") is None
 
 
 def test_robots_4xx_allows_all_and_robots_requests_carry_no_cookie() -> None:

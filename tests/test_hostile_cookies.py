@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from executor_service.demo.site import Response
-from manager_service.convert import struct_to_dict
 from quaero.api.manager.v1 import jobs_pb2
-from tests.support.crawl import CrawlHarness, cookie, html
+from quaero.convert import struct_to_dict
+from quaero.testing.harness import CrawlHarness, cookie
+from quaero.testing.site import Response, html
 
 APP, SUB = "app.site.test", "sub.app.site.test"
 

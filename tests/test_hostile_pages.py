@@ -9,9 +9,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from executor_service.demo.site import Response
 from quaero.api.manager.v1 import jobs_pb2
-from tests.support.crawl import CrawlHarness, CrawlOutcome, html
+from quaero.testing.harness import CrawlHarness, RunOutcome
+from quaero.testing.site import Response, html
 from tests.support.grpc_errors import expect_error
 from tests.support.hostile import Watch, gzip_bomb, raw, silent, slow_body, trickle
 
@@ -23,7 +23,7 @@ def seconds_spent(child: jobs_pb2.Job) -> float:
     return child.finish_time.ToDatetime().timestamp() - child.start_time.ToDatetime().timestamp()
 
 
-def crawl_with(harness: CrawlHarness, routes: dict[str, Any], **options: Any) -> tuple[Any, CrawlOutcome]:
+def crawl_with(harness: CrawlHarness, routes: dict[str, Any], **options: Any) -> tuple[Any, RunOutcome]:
     """A site whose home page links to each route (by path), crawled one level deep."""
     site = harness.site({})
     site.handler.routes[(APP, "/")] = html("home", *routes)
@@ -35,7 +35,7 @@ def crawl_with(harness: CrawlHarness, routes: dict[str, Any], **options: Any) ->
     return site, result
 
 
-def verdicts(result: CrawlOutcome) -> dict[str, str]:
+def verdicts(result: RunOutcome) -> dict[str, str]:
     return {c.name.rsplit("/", 1)[1]: c.error_reason for c in result.children if c.depth == 1}
 
 

@@ -7,14 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from executor_service.demo.site import Response, SiteServer
-from manager_service.client import ManagerClient
-from manager_service.grpc_common import open_channel
 from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
-from tests.support.crawl import LOCAL_SITES, RESOLVE, Routes, html
+from quaero.client import ManagerClient
+from quaero.rpc.channel import open_channel
+from quaero.testing.harness import LOCAL_SITES
+from quaero.testing.processes import ServiceProcess, start_executor, start_manager
+from quaero.testing.site import Response, Routes, SiteServer, html
 from tests.support.hostile import gzip_bomb, silent
-from tests.support.processes import ServiceProcess, start_executor, start_manager
+from tests.support.hosts import RESOLVE
 
 APP = "app.site.test"
 TOKEN = "hostile-process-token"

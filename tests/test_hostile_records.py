@@ -12,10 +12,10 @@ import grpc
 import psycopg
 import pytest
 
-from executor_service.demo.site import Request, Response
 from quaero.api.manager.v1 import documents_pb2, jobs_pb2
-from tests.conftest import RunningManager, start_in_process_manager
-from tests.support.crawl import CrawlHarness, html
+from quaero.testing.harness import CrawlHarness, start_manager
+from quaero.testing.site import Request, Response, html
+from tests.support.hosts import RESOLVE
 
 APP = "app.site.test"
 MiB = 1024 * 1024
@@ -58,7 +58,7 @@ def test_a_page_with_thousands_of_links_records_within_the_limits(db_harness: Cr
     result = db_harness.crawl([f"http://{APP}:{site.port}/"], max_depth=1, max_pages=10)
     [index] = [c for c in result.children if c.depth == 0]
     assert index.status == jobs_pb2.JOB_STATUS_COMPLETED
-    from manager_service.convert import struct_to_dict
+    from quaero.convert import struct_to_dict
 
     found = struct_to_dict(index.result)
     assert found["links_found"] == 5000 and found["links_dropped"] == 1000
@@ -68,17 +68,15 @@ def test_a_page_with_thousands_of_links_records_within_the_limits(db_harness: Cr
 @pytest.fixture
 def faulty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CrawlHarness]:
     """A harness whose manager can be told to fail chosen RPCs (QUAERO_FAULT_INJECT)."""
-    monkeypatch.setenv("QUAERO_FAULT_INJECT", "NoSuchMethod=INTERNAL")
-    manager = start_in_process_manager(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'faulty.db'}")
-    harness = CrawlHarness(manager)
+    manager = start_manager(tmp_path / "data", faults="NoSuchMethod=INTERNAL")
+    harness = CrawlHarness(manager, resolve=RESOLVE)
     yield harness
     harness.close()
-    manager.client.close()
-    manager.server.stop(grace=1)
+    manager.close()
 
 
 def inject(harness: CrawlHarness, spec: str) -> None:
-    harness.manager.server.server.fault_injector.configure(spec)
+    harness.manager.faults.configure(spec)
 
 
 def test_a_record_the_manager_refuses_fails_the_page_record_failed_at_once(faulty: CrawlHarness) -> None:
@@ -132,9 +130,9 @@ def test_a_start_cut_short_is_finished_by_the_retry_with_the_same_request_id(fau
     assert result.parent.status == jobs_pb2.JOB_STATUS_COMPLETED and len(result.documents) == 2
 
 
-def test_dropped_postgres_connections_cost_no_page(postgres_url: str, tmp_path: Path) -> None:
-    manager: RunningManager = start_in_process_manager(tmp_path / "data", postgres_url)
-    harness = CrawlHarness(manager)
+def test_dropped_postgres_connections_cost_no_page(postgres_url: str, admin_url: str, tmp_path: Path) -> None:
+    manager = start_manager(tmp_path / "data", postgres_url)
+    harness = CrawlHarness(manager, resolve=RESOLVE)
     try:
         def slow(request: Request) -> Response:
             time.sleep(0.05)
@@ -145,7 +143,6 @@ def test_dropped_postgres_connections_cost_no_page(postgres_url: str, tmp_path: 
         site = harness.site(routes)
         started = harness.start(harness.definition([f"http://{APP}:{site.port}/"], concurrency=4))
         database = postgres_url.rsplit("/", 1)[1]
-        admin_url = postgres_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/test"
         killed = 0
         with psycopg.connect(admin_url, autocommit=True) as admin:
             for _ in range(3):
@@ -160,5 +157,4 @@ def test_dropped_postgres_connections_cost_no_page(postgres_url: str, tmp_path: 
         assert len(result.documents) == 61
     finally:
         harness.close()
-        manager.client.close()
-        manager.server.stop(grace=1)
+        manager.close()

@@ -9,9 +9,9 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-from manager_service.convert import struct_to_dict
-from manager_service.jsonvalues import merge_patch
+from manager_service.storage.jsonvalues import merge_patch
 from quaero.api.manager.v1 import jobs_pb2
+from quaero.convert import struct_to_dict
 from tests.support.grpc_errors import expect_error
 
 MERGE, REPLACE = jobs_pb2.UPDATE_MODE_MERGE, jobs_pb2.UPDATE_MODE_REPLACE
@@ -171,17 +171,17 @@ def test_update_job_config_merges_like_metadata(manager: Any) -> None:
     assert struct_to_dict(updated.config) == {"a": {"b": 1, "c": 2}}
 
 
-def test_the_manager_recovers_when_postgresql_drops_its_connections(postgres_url: str, tmp_path: Any) -> None:
+def test_the_manager_recovers_when_postgresql_drops_its_connections(postgres_url: str, admin_url: str,
+                                                                   tmp_path: Any) -> None:
     import psycopg
 
-    from tests.conftest import start_in_process_manager
+    from quaero.testing.harness import start_manager
 
-    running = start_in_process_manager(tmp_path / "data", postgres_url)
+    running = start_manager(tmp_path / "data", postgres_url)
     try:
         job = new_job(running, a=1)
         update(running, job.id, {"b": 2})
         database = postgres_url.rsplit("/", 1)[1]
-        admin_url = postgres_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/test"
         with psycopg.connect(admin_url, autocommit=True) as admin:
             killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                    "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchone()
@@ -189,5 +189,4 @@ def test_the_manager_recovers_when_postgresql_drops_its_connections(postgres_url
         assert metadata_of(running, job.id) == {"a": 1, "b": 2}
         assert struct_to_dict(update(running, job.id, {"c": 3}).metadata) == {"a": 1, "b": 2, "c": 3}
     finally:
-        running.client.close()
-        running.server.stop(grace=1)
+        running.close()

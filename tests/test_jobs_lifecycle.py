@@ -199,7 +199,7 @@ def test_many_open_watch_streams_do_not_starve_other_calls(manager: Any) -> None
 def test_an_expired_lease_returns_the_job_to_pending_and_too_many_attempts_fail_it(manager: Any) -> None:
     from google.protobuf import duration_pb2
 
-    from manager_service.jobs_store import MAX_LEASE_ATTEMPTS
+    from manager_service.storage.leases import MAX_LEASE_ATTEMPTS
 
     parent = create(manager)
     set_status(manager, parent.id, S.JOB_STATUS_RUNNING)

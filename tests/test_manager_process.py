@@ -4,16 +4,15 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from manager_service.client import ManagerClient
 from quaero.api.manager.v1 import jobs_pb2
-from tests.support.processes import start_manager
+from quaero.client import ManagerClient
+from quaero.testing.processes import start_manager
 
 
 def test_first_start_creates_a_private_token_file_that_authorises_calls(tmp_path: Path) -> None:
@@ -97,8 +96,8 @@ def test_a_port_in_use_gives_one_readable_line(tmp_path: Path) -> None:
         first.stop()
 
 
-def test_tls_when_given_a_certificate(tmp_path: Path, monkeypatch: Any) -> None:
-    from tests.support.tls import make_certificate
+def test_tls_when_given_a_certificate(tmp_path: Path) -> None:
+    from quaero.testing.tls import make_certificate
 
     cert, key = make_certificate(tmp_path, ["localhost"])
     manager = start_manager({"QUAERO_DATA_DIR": str(tmp_path / "data"), "QUAERO_API_TOKEN": "tls-token",
@@ -110,8 +109,7 @@ def test_tls_when_given_a_certificate(tmp_path: Path, monkeypatch: Any) -> None:
                 raise AssertionError("a plaintext call reached the TLS server")
             except grpc.RpcError as error:
                 assert error.code() == grpc.StatusCode.UNAVAILABLE
-        monkeypatch.setenv("QUAERO_TLS_CA", str(cert))
-        client = ManagerClient.connect(manager.address, "tls-token")
+        client = ManagerClient.connect(manager.address, "tls-token", tls_ca=cert)
         assert client.jobs.CreateJob(jobs_pb2.CreateJobRequest(type="over-tls")).type == "over-tls"
         client.close()
     finally:

@@ -9,9 +9,9 @@ import time
 import grpc
 import pytest
 
-from executor_service.demo.site import Response
 from quaero.api.manager.v1 import jobs_pb2
-from tests.support.crawl import CrawlHarness, html
+from quaero.testing.harness import CrawlHarness
+from quaero.testing.site import Response, html
 from tests.support.grpc_errors import expect_error
 
 APP = "app.site.test"

@@ -7,17 +7,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from executor_service.demo.site import Request, Response
 from quaero.api.manager.v1 import jobs_pb2
-from tests.conftest import start_in_process_manager
-from tests.support.crawl import CrawlHarness, cookie, html
+from quaero.testing.harness import CrawlHarness, cookie, start_manager
+from quaero.testing.site import Request, Response, html
+from tests.support.hosts import RESOLVE
 
 APP = "app.site.test"
 
 
 def test_two_executors_share_a_run_on_postgres_without_fetching_a_page_twice(postgres_url: str, tmp_path: Path) -> None:
-    manager = start_in_process_manager(tmp_path / "data", postgres_url)
-    first, second = CrawlHarness(manager, workers=4), CrawlHarness(manager, workers=4)
+    manager = start_manager(tmp_path / "data", postgres_url)
+    first, second = CrawlHarness(manager, workers=4, resolve=RESOLVE), CrawlHarness(manager, workers=4, resolve=RESOLVE)
     try:
         def slow(request: Request) -> Response:
             time.sleep(0.02)
@@ -37,5 +37,4 @@ def test_two_executors_share_a_run_on_postgres_without_fetching_a_page_twice(pos
     finally:
         first.close()
         second.close()
-        manager.client.close()
-        manager.server.stop(grace=1)
+        manager.close()

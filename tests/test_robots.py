@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from executor_service.demo.site import Request, Response
 from quaero.api.manager.v1 import jobs_pb2
-from tests.support.crawl import CrawlHarness, html
+from quaero.testing.harness import CrawlHarness
+from quaero.testing.site import Request, Response, html
 from tests.support.hostile import gzip_bomb, silent
 
 APP = "app.site.test"

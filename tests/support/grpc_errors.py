@@ -1,4 +1,4 @@
-"""Reading the status code and ErrorInfo/BadRequest details of a failed call."""
+"""Asserting on a failed call: its status code, and the reason and field its details carry."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 import pytest
 
-from manager_service.grpc_common import error_info
+from quaero.rpc.status import from_rpc_error
 
 
 def expect_error(call: Callable[[], Any], code: grpc.StatusCode, reason: str | None = None,
@@ -16,10 +16,10 @@ def expect_error(call: Callable[[], Any], code: grpc.StatusCode, reason: str | N
         call()
     error = caught.value
     assert error.code() == code, f"expected {code}, got {error.code()}: {error.details()}"
-    got_reason, got_field = error_info(error)
+    details = from_rpc_error(error)
     if reason is not None:
-        assert got_reason == reason, f"expected reason {reason}, got {got_reason!r} ({error.details()})"
+        assert details.reason == reason, f"expected reason {reason}, got {details.reason!r} ({error.details()})"
     if field is not None:
-        assert got_field == field, f"expected field {field}, got {got_field!r}"
+        assert details.field == field, f"expected field {field}, got {details.field!r}"
     assert error.details(), "the error has no message for a person"
     return error

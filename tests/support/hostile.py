@@ -9,7 +9,7 @@ import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from executor_service.demo.site import Response
+from quaero.testing.site import Response
 
 
 @dataclass

@@ -1,0 +1,31 @@
+"""The executor's settings: the command line plus the environment, read once."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quaero.config import ServerTls, client_tls_ca, fault_spec, read_token
+
+from .crawl.fetcher import parse_resolve
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    listen: str
+    manager: str
+    token: str
+    workers: int = 16
+    lease_seconds: float = 30.0
+    resolve: dict[str, str] = field(default_factory=dict)  # QUAERO_RESOLVE: host -> address, like curl --resolve
+    ca_bundle: str | None = None  # QUAERO_CA_BUNDLE: extra CA certificates for https sites
+    tls: ServerTls | None = None  # serve TLS
+    manager_tls_ca: Path | None = None  # trust for the manager (QUAERO_TLS_CA)
+    faults: str = ""
+
+    @classmethod
+    def from_env(cls, listen: str, manager: str, workers: int, lease_seconds: float) -> ExecutorSettings:
+        return cls(listen=listen, manager=manager, token=read_token(), workers=workers, lease_seconds=lease_seconds,
+                   resolve=parse_resolve(os.environ.get("QUAERO_RESOLVE", "")),
+                   ca_bundle=os.environ.get("QUAERO_CA_BUNDLE") or None, tls=ServerTls.from_env(),
+                   manager_tls_ca=client_tls_ca(), faults=fault_spec())

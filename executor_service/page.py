@@ -1,0 +1,312 @@
+"""One leased page, start to verdict: find the credentials through the database (the parent's metadata,
+else the definition, else none), fetch, parse, discover links, and record it all in one call.
+
+Every page ends with a verdict, promptly: a document, a failure with a specific reason, or (for a
+transient refusal such as robots.txt answering 503) a retry later. Nothing a site sends can leave a
+lease to expire: that is left for executors that really died.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import grpc
+
+from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
+from quaero.client import ManagerClient
+from quaero.convert import cookie_from_proto, dict_to_struct, struct_to_dict
+from quaero.cookies import StoredCookie
+from quaero.crawl_spec import CrawlSpec
+from quaero.errors import Reason
+from quaero.limits import MAX_TEXT_BYTES, truncate_utf8
+from quaero.patterns import compile_all
+from quaero.rpc.channel import TRANSIENT, call_patiently
+
+from .crawl.content import decode_text, is_text
+from .crawl.control import Control, FetchAborted
+from .crawl.cookie_jar import CookieJar
+from .crawl.fetcher import DEFAULT_USER_AGENT, Fetcher, FetchPolicy, FetchResult
+from .crawl.links import LinkScope, ParsedPage, parse_html
+from .crawl.verdicts import Verdict
+
+log = logging.getLogger("quaero.executor.page")
+CHILD_TYPE = "crawl_page"
+CREDENTIALS_TTL_SECONDS = 2.0
+MAX_PAGE_ATTEMPTS = 4  # a page retried (ROBOTS_UNAVAILABLE, RATE_LIMITED...) fails after this many tries
+PARSE_THREADS = 1  # see PageRunner._read
+T = TypeVar("T")
+
+
+@dataclass
+class InFlight:
+    """A leased page this process works on: its lease, and the signal that stops its work."""
+    job_id: str
+    parent_id: str
+    token: str
+    lease_until: float  # monotonic; past it the manager may give the page to someone else
+    control: Control = field(default_factory=Control)
+
+
+@dataclass
+class AuthChoice:
+    auth_id: str
+    source: str  # "parent metadata", "job definition", or "none"
+
+
+@dataclass
+class Completion:
+    """How a page ends, as CompleteLeasedJob says it."""
+    status: jobs_pb2.JobStatus.ValueType
+    reason: str = ""
+    error: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+    document: documents_pb2.Document | None = None
+    children: list[jobs_pb2.ChildJobSpec] = field(default_factory=list)
+    max_children: int = 0
+    retry_after: float = 0.0
+
+
+class CredentialsCache:
+    """Credentials by auth_id, kept for a couple of seconds: the children of one run share them, and a
+    re-import is seen within CREDENTIALS_TTL_SECONDS. Which auth_id a child uses is still read from
+    its parent (GetJob) every time."""
+
+    def __init__(self, manager: ManagerClient) -> None:
+        self._manager = manager
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, auth_pb2.Credentials]] = {}
+
+    def get(self, auth_id: str, control: Control) -> auth_pb2.Credentials:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(auth_id)
+        if entry and now - entry[0] < CREDENTIALS_TTL_SECONDS:
+            return entry[1]
+        credentials = call_patiently(lambda: self._manager.auth.GetCredentials(
+            auth_pb2.GetCredentialsRequest(id=auth_id)), wait=control.wait)
+        with self._lock:
+            self._entries[auth_id] = (now, credentials)
+            for stale in [key for key, (at, _c) in self._entries.items() if now - at > CREDENTIALS_TTL_SECONDS]:
+                del self._entries[stale]
+        return credentials
+
+
+Gate = Callable[[str, int, Control], AbstractContextManager[bool]]
+
+
+class PageRunner:
+    def __init__(self, manager: ManagerClient, fetcher: Fetcher, gate: Gate) -> None:
+        self.manager = manager
+        self.fetcher = fetcher
+        self._gate = gate  # holds a run's concurrency slot (see Worker.run_slot)
+        self._credentials = CredentialsCache(manager)
+        self._parsers = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="parse")
+
+    def close(self) -> None:
+        self._parsers.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, job: jobs_pb2.Job, entry: InFlight) -> None:
+        """The page's verdict, recorded; FetchAborted when it was stopped from outside (nothing to record)."""
+        control = entry.control
+        parent = self._parent_of(job, control)
+        if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
+            return  # cancelled or finished meanwhile; the manager has settled this child already
+        spec = CrawlSpec.from_config(struct_to_dict(parent.config).get("crawl") or {})
+        with self._gate(parent.id, spec.concurrency, control) as waited:
+            if waited:  # the run may have been cancelled while this page waited for its turn
+                parent = self._parent_of(job, control)
+                if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
+                    return
+            completion = self._crawl(job, parent, spec, control)
+        self.record(job, entry, completion)
+
+    def _parent_of(self, job: jobs_pb2.Job, control: Control) -> jobs_pb2.Job:
+        return call_patiently(lambda: self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job.parent_id)),
+                              wait=control.wait)
+
+    def resolve_auth(self, parent: jobs_pb2.Job, control: Control) -> AuthChoice:
+        metadata = struct_to_dict(parent.metadata)
+        auth_id = metadata.get("auth_id")
+        if isinstance(auth_id, str) and auth_id:
+            return AuthChoice(auth_id, "parent metadata")
+        definition_id = metadata.get("job_definition_id") or struct_to_dict(parent.config).get("job_definition_id")
+        if definition_id:
+            try:
+                definition = call_patiently(lambda: self.manager.definitions.GetJobDefinition(
+                    definitions_pb2.GetJobDefinitionRequest(id=definition_id)), wait=control.wait)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                    raise
+            else:
+                if definition.auth_id:
+                    return AuthChoice(definition.auth_id, "job definition")
+        return AuthChoice("", "none")
+
+    def _log(self, job_id: str, level: jobs_pb2.LogLevel.ValueType, message: str) -> None:
+        try:
+            self.manager.jobs.AddJobLog(jobs_pb2.AddJobLogRequest(job_id=job_id, level=level, message=message),
+                                        timeout=5)
+        except grpc.RpcError as error:
+            log.warning("event=job_log_failed job_id=%s code=%s", job_id, error.code().name)  # type: ignore[attr-defined]
+
+    def _policy(self, run_id: str, spec: CrawlSpec, user_agent: str) -> FetchPolicy:
+        return FetchPolicy(user_agent=user_agent or DEFAULT_USER_AGENT, timeout=spec.request_timeout_seconds,
+                           per_host_delay=spec.per_host_delay_seconds, obey_robots=not spec.ignore_robots_txt,
+                           logged_out=compile_all(spec.logged_out_patterns), network=spec.network_policy(),
+                           run_id=run_id)
+
+    def _crawl(self, job: jobs_pb2.Job, parent: jobs_pb2.Job, spec: CrawlSpec, control: Control) -> Completion:
+        config = struct_to_dict(job.config)  # an auth_id in here is deliberately ignored
+        url = str(config.get("url", ""))
+        depth = int(config.get("depth", job.depth))
+        choice = self.resolve_auth(parent, control)
+        cookies: list[StoredCookie] = []
+        user_agent = spec.user_agent
+        if choice.source == "none":
+            self._log(job.id, jobs_pb2.LOG_LEVEL_WARNING, "no auth_id in the parent's metadata or its job "
+                      "definition: crawling without cookies (logged out)")
+        else:
+            if choice.source != "parent metadata":
+                self._log(job.id, jobs_pb2.LOG_LEVEL_WARNING, f"parent metadata has no auth_id; using auth_id "
+                          f"{choice.auth_id!r} from the {choice.source}")
+            try:
+                credentials = self._credentials.get(choice.auth_id, control)
+            except grpc.RpcError as error:
+                missing = error.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+                return Completion(jobs_pb2.JOB_STATUS_FAILED,
+                                  Reason.AUTH_NOT_FOUND if missing else Reason.CREDENTIALS_UNAVAILABLE,
+                                  f"cannot load credentials {choice.auth_id!r}: {error.details()}")  # type: ignore[attr-defined]
+            cookies = [cookie_from_proto(c) for c in credentials.cookies]
+            user_agent = user_agent or credentials.user_agent
+        policy = self._policy(parent.id, spec, user_agent)
+        jar = CookieJar(cookies)
+        if cookies and jar.all_expired_for(url):
+            return Completion(jobs_pb2.JOB_STATUS_FAILED, Reason.AUTH_EXPIRED,
+                              f"not authenticated: every stored cookie for {url} has expired; import fresh cookies")
+        try:
+            page = self.fetcher.fetch(url, jar, policy, control)
+        except Verdict as verdict:
+            return self._verdict(job, url, verdict)
+        log.debug("event=page_fetched job_id=%s status=%d hops=%d body_bytes=%d", job.id, page.status_code,
+                  len(page.hops), len(page.body))
+        return self._stored(job, url, depth, page, spec, policy, choice, bool(cookies))
+
+    @staticmethod
+    def _verdict(job: jobs_pb2.Job, url: str, verdict: Verdict) -> Completion:
+        if verdict.reason == Reason.ROBOTS_DISALLOWED:
+            # Obeying robots.txt is not a failure of the crawl: the page is skipped, and says so.
+            return Completion(jobs_pb2.JOB_STATUS_COMPLETED, result={"url": url, "skipped": str(verdict)})
+        if verdict.retry_after is not None:
+            if job.attempts < MAX_PAGE_ATTEMPTS:
+                return Completion(jobs_pb2.JOB_STATUS_PENDING, verdict.reason, f"{verdict} (attempt {job.attempts} "
+                                  f"of {MAX_PAGE_ATTEMPTS})", retry_after=verdict.retry_after)
+            return Completion(jobs_pb2.JOB_STATUS_FAILED, verdict.reason,
+                              f"{verdict}; gave up after {job.attempts} attempts")
+        return Completion(jobs_pb2.JOB_STATUS_FAILED, verdict.reason, str(verdict))
+
+    def _stored(self, job: jobs_pb2.Job, url: str, depth: int, page: FetchResult, spec: CrawlSpec,
+                policy: FetchPolicy, choice: AuthChoice, cookies_sent: bool) -> Completion:
+        content_hash = hashlib.sha256(page.body).hexdigest()
+        parsed, text, truncated = self._read(page)
+        document = documents_pb2.Document(
+            url=url, final_url=page.final_url, title=parsed.title if parsed else "", text=text,
+            text_truncated=truncated, content_hash=content_hash, status_code=page.status_code,
+            content_type=page.content_type)
+        children: list[jobs_pb2.ChildJobSpec] = []
+        dropped = parsed.links_dropped if parsed else 0
+        if parsed and depth < spec.max_depth:
+            scope = LinkScope(start_urls=list(spec.start_urls or (url,)), same_site_only=spec.same_site_only,
+                              include=list(spec.include_patterns), exclude=list(spec.exclude_patterns))
+            links, over = scope.follow(parsed.links, page.final_url)
+            dropped += over
+            for link in links:
+                # robots.txt as already known (no request here): a host not asked yet gets a child,
+                # which asks it itself; a slow robots.txt elsewhere must not hold up this page.
+                if not policy.obey_robots or self.fetcher.robots_cached(link) is not False:
+                    children.append(child_spec(link, depth + 1))
+        result: dict[str, Any] = {
+            "url": url, "final_url": page.final_url, "status_code": page.status_code, "links_found": len(children),
+            "authenticated_with": choice.source, "cookies_sent": cookies_sent}
+        if truncated:
+            result["text_truncated"] = True
+        if dropped:
+            result["links_dropped"] = dropped
+        if page.refused_cookies:
+            result["refused_cookies"] = [{"name": name, "reason": reason[:300]} for name, reason in page.refused_cookies]
+        return Completion(jobs_pb2.JOB_STATUS_COMPLETED, result=result, document=document, children=children,
+                          max_children=spec.max_pages)
+
+    def _read(self, page: FetchResult) -> tuple[ParsedPage | None, str, bool]:
+        """(parsed HTML or None, stored text, whether it was cut). Decoding and parsing take several
+        times a body's size in memory (libxml2's state for deeply nested tags: ~5x) and hold the GIL
+        anyway, so they run on a thread of their own rather than on every crawl thread: the C allocator
+        keeps what a thread freed for that thread, and 16 crawl threads each keeping a big page's worth
+        held 490 MiB; one parser thread holds at most one (README, "Limits")."""
+        if not is_text(page.content_type):
+            page.body = b""
+            return None, "", False
+        body, page.body = page.body, b""
+        return self._parsers.submit(_decode_and_parse, body, page.content_type).result()
+
+    def _complete(self, job: jobs_pb2.Job, entry: InFlight, completion: Completion) -> None:
+        request = jobs_pb2.CompleteLeasedJobRequest(
+            job_id=job.id, lease_token=entry.token, status=completion.status, error=completion.error,
+            error_reason=completion.reason, children=completion.children, max_children=completion.max_children)
+        dict_to_struct(completion.result, request.result)
+        if completion.document is not None:
+            request.document.CopyFrom(completion.document)
+        if completion.status == jobs_pb2.JOB_STATUS_PENDING:
+            request.retry_after.FromTimedelta(timedelta(seconds=min(max(completion.retry_after, 0.5), 3600)))
+        call_patiently(lambda: self.manager.jobs.CompleteLeasedJob(request, timeout=30), wait=entry.control.wait)
+
+    def record(self, job: jobs_pb2.Job, entry: InFlight, completion: Completion) -> None:
+        """CompleteLeasedJob; a transient manager error is retried with backoff. If the manager refuses
+        the page's record (a bug, or limits out of step), the page fails RECORD_FAILED at once rather
+        than being fetched again and again until its lease attempts run out."""
+        try:
+            self._complete(job, entry, completion)
+        except grpc.RpcError as failure:
+            code = failure.code()  # type: ignore[attr-defined]
+            if code == grpc.StatusCode.ABORTED or code in TRANSIENT:
+                # ABORTED: the lease was lost (cancelled, or expired and taken); transient: the manager is
+                # away for over a minute, so nothing can be recorded and the lease decides.
+                log.warning("event=complete_failed job_id=%s code=%s detail=%s", job.id, code.name,
+                            failure.details())  # type: ignore[attr-defined]
+                return
+            log.error("event=record_refused job_id=%s code=%s detail=%s", job.id, code.name,
+                      failure.details())  # type: ignore[attr-defined]
+            if completion.reason != Reason.RECORD_FAILED:  # (if even that is refused, there is nothing smaller)
+                self.record(job, entry, Completion(
+                    jobs_pb2.JOB_STATUS_FAILED, Reason.RECORD_FAILED,
+                    f"the manager refused this page's record ({code.name}: {failure.details()})"))  # type: ignore[attr-defined]
+            return
+        except FetchAborted:
+            return
+        if completion.status == jobs_pb2.JOB_STATUS_FAILED:
+            log.info("event=child_failed job_id=%s reason=%s", job.id, completion.reason)
+
+
+def _decode_and_parse(body: bytes | bytearray, content_type: str) -> tuple[ParsedPage | None, str, bool]:
+    text = decode_text(body, content_type)
+    del body
+    if "html" in content_type.lower():
+        parsed = parse_html(text)
+        return parsed, parsed.text, parsed.text_truncated
+    text, truncated = truncate_utf8(text, MAX_TEXT_BYTES)
+    return None, text, truncated
+
+
+def child_spec(url: str, depth: int) -> jobs_pb2.ChildJobSpec:
+    # The name is for people (cut when long); the manager stores a long dedup key as its hash.
+    name = url if len(url) <= 256 else url[:255] + "…"
+    spec = jobs_pb2.ChildJobSpec(type=CHILD_TYPE, name=name, dedup_key=url, depth=depth)
+    dict_to_struct({"url": url, "depth": depth}, spec.config)
+    return spec

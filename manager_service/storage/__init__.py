@@ -1,0 +1,41 @@
+"""The manager's storage: SQL only (SQLAlchemy), no gRPC and no generated code. Stores(db) is the bundle
+the server builds; each store is one concern."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..notifier import ChangeNotifier
+from .clock import SYSTEM, Clock
+from .credentials import CredentialStore
+from .db import Database
+from .definitions import DefinitionStore
+from .documents import DocumentStore
+from .job_rows import JobRows
+from .jobs import JobStore
+from .leases import LeaseQueue
+from .lifecycle import Lifecycle
+from .secretbox import SecretBox
+
+
+@dataclass
+class Stores:
+    db: Database
+    jobs: JobStore
+    leases: LeaseQueue
+    credentials: CredentialStore
+    definitions: DefinitionStore
+    documents: DocumentStore
+    notifier: ChangeNotifier
+    clock: Clock
+
+    @classmethod
+    def open(cls, db: Database, box: SecretBox, clock: Clock = SYSTEM) -> Stores:
+        notifier = ChangeNotifier()
+        rows = JobRows(clock)
+        lifecycle = Lifecycle(rows)
+        documents = DocumentStore(db)
+        credentials = CredentialStore(db, box, clock)
+        return cls(db=db, jobs=JobStore(db, rows, lifecycle, notifier),
+                   leases=LeaseQueue(db, rows, lifecycle, documents, notifier), credentials=credentials,
+                   definitions=DefinitionStore(db, credentials, clock), documents=documents, notifier=notifier,
+                   clock=clock)

@@ -1,0 +1,101 @@
+"""Engines and migrations.
+
+SQLite: WAL, a busy timeout, foreign keys on, and every write through ONE connection (a pool of one),
+which keeps write latency flat; reads use their own small pool, which WAL lets run beside the writer.
+PostgreSQL: one pooled engine for both.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Engine
+
+from quaero.errors import QuaeroError, Reason, Unavailable
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # NORMAL in WAL mode: a committed write survives the process being killed (it is in the WAL);
+    # only an OS crash or power loss can take the last transactions.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    # Checkpoints (which fsync) run in a background thread (Database.checkpoint), not in the commit
+    # of whichever request happened to cross the threshold: that was the p99 of a write.
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.close()
+
+
+@dataclass
+class Database:
+    write_engine: Engine
+    read_engine: Engine
+
+    @property
+    def dialect(self) -> str:
+        return self.write_engine.dialect.name
+
+    def checkpoint(self) -> None:
+        """Copies the SQLite WAL back into the database without blocking writers (no-op elsewhere)."""
+        if self.dialect == "sqlite":
+            with self.read_engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def dispose(self) -> None:
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()
+
+
+def _normalise_url(url: str) -> str:
+    # "postgresql://" means psycopg 3 here, the driver this project installs.
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def connect(url: str) -> Database:
+    url = _normalise_url(url)
+    if url.startswith("sqlite"):
+        args = {"check_same_thread": False, "timeout": 10}
+        # Every user of these pools ends its own transaction (commit, or rollback on error/close), so the
+        # pool's extra rollback on return is skipped: on the hot path it was one more SQLite call each.
+        writer = sa.create_engine(url, hide_parameters=True, pool_size=1, max_overflow=0, pool_timeout=60,
+                                  connect_args=args, pool_reset_on_return=None)
+        reader = sa.create_engine(url, hide_parameters=True, pool_size=8, max_overflow=8, connect_args=args,
+                                  pool_reset_on_return=None)
+        for engine in (writer, reader):
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return Database(writer, reader)
+    # No pre-ping: it doubled the round trips of every call; broken connections are invalidated on error.
+    engine = sa.create_engine(url, hide_parameters=True, pool_size=20, max_overflow=20, pool_recycle=600)
+    return Database(engine, engine)
+
+
+def migrate(db: Database) -> None:
+    """Brings the schema to the newest Alembic revision."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with db.write_engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def unavailable_for(error: Exception) -> QuaeroError | None:
+    """A database that dropped the connection, is unreachable or stayed locked is UNAVAILABLE (worth a
+    retry shortly), not INTERNAL. SQLAlchemy replaces broken connections, so the retry gets a new one."""
+    transient = (sa.exc.OperationalError, sa.exc.TimeoutError, psycopg.OperationalError, sqlite3.OperationalError)
+    if isinstance(error, transient) or (isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated):
+        return Unavailable(Reason.DATABASE_UNAVAILABLE, "the manager's database is not reachable right now "
+                           f"({type(error).__name__}); retry shortly")
+    return None

@@ -1,0 +1,79 @@
+"""Crawled documents: what a page's record may hold (written by LeaseQueue.complete in the same
+transaction as the child's end), and reads."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from quaero.errors import InvalidArgument, NotFound, Reason
+from quaero.limits import MAX_CONTENT_TYPE_CHARS, MAX_TEXT_BYTES, MAX_TITLE_CHARS, truncate_utf8, without_nul
+
+from .db import Database
+from .models import documents
+from .paging import Page
+from .records import Document, DocumentInput
+
+
+def url_hash(url: str) -> str:
+    return hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def document_values(document: DocumentInput, job_id: str, parent_job_id: str, stamp: datetime) -> dict[str, Any]:
+    """The row for a document, within the limits of quaero.limits (text cut and flagged, NULs removed)."""
+    text, cut = truncate_utf8(without_nul(document.text), MAX_TEXT_BYTES)
+    url = without_nul(document.url)
+    return {
+        "id": str(uuid.uuid4()), "url": url, "url_hash": url_hash(url), "final_url": without_nul(document.final_url),
+        "title": without_nul(document.title)[:MAX_TITLE_CHARS], "text": text,
+        "text_truncated": cut or document.text_truncated, "content_hash": without_nul(document.content_hash)[:64],
+        "content_type": without_nul(document.content_type)[:MAX_CONTENT_TYPE_CHARS],
+        "status_code": document.status_code, "job_id": job_id, "parent_job_id": parent_job_id, "fetched_at": stamp,
+    }
+
+
+class DocumentStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._upsert = self._upsert_statement(db.dialect)
+
+    @staticmethod
+    def _upsert_statement(dialect: str) -> Any:
+        """INSERT ... ON CONFLICT (url_hash) DO UPDATE: one statement, built once."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(documents)
+        columns = [c.name for c in documents.c if c.name not in ("id", "url", "url_hash")]
+        return insert.on_conflict_do_update(index_elements=[documents.c.url_hash],
+                                            set_={name: insert.excluded[name] for name in columns})
+
+    def upsert(self, conn: Connection, document: DocumentInput, job_id: str, parent_job_id: str,
+               stamp: datetime) -> None:
+        conn.execute(self._upsert, document_values(document, job_id, parent_job_id, stamp))
+
+    def get(self, document_id: str, url: str) -> Document:
+        if not document_id and not url:
+            raise InvalidArgument(Reason.MISSING_DOCUMENT_KEY, "give document_id or url", "document_id")
+        condition = documents.c.id == document_id if document_id else documents.c.url_hash == url_hash(url)
+        with self.db.read_engine.connect() as conn:
+            row = conn.execute(sa.select(documents).where(condition)).mappings().first()
+        if row is None:
+            shown = (document_id or url)[:200]
+            raise NotFound(Reason.DOCUMENT_NOT_FOUND, f"no document has {'id' if document_id else 'url'} "
+                           f"{shown!r}", "document_id" if document_id else "url")
+        return Document.from_row(row)
+
+    def list_page(self, parent_job_id: str, page_size: int, page_token: str, omit_text: bool) -> tuple[list[Document], str]:
+        page = Page.parse(page_size, page_token)
+        columns = [c for c in documents.c if not (omit_text and c.name == "text")]
+        query = sa.select(*columns)
+        if parent_job_id:
+            query = query.where(documents.c.parent_job_id == parent_job_id)
+        query = query.order_by(documents.c.fetched_at.desc(), documents.c.id).offset(page.after).limit(page.limit)
+        with self.db.read_engine.connect() as conn:
+            rows = [Document.from_row(row) for row in conn.execute(query).mappings()]
+        return page.cut(rows)

@@ -1,0 +1,141 @@
+"""Low-level job writes the stores share: new rows, the conditional UPDATE ... RETURNING (statements
+built once), the parent's lock and counters, and inserting deduplicated children."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from quaero.errors import Aborted, JobNotFound, Reason
+from quaero.job_status import JobStatus
+
+from .clock import Clock
+from .models import jobs
+from .records import MAX_NAME_CHARS, MAX_TYPE_CHARS, ChildSpec, CreatedChildren, Job, dedup_key_of, version_of
+
+# Built once and executed with parameters: building a Core statement per call cost more than running
+# it (measured at store level: a read 117 -> 57 us, an update 383 -> 99 us).
+SELECT_JOB_FOR_UPDATE = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id")).with_for_update()
+_DEFAULTS: dict[str, Any] = {column.name: None for column in jobs.c} | {
+    "progress_current": 0, "progress_total": 0, "children_failed": 0, "error": "", "error_reason": "", "attempts": 0}
+
+
+class JobRows:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._update_statements: dict[tuple[Any, ...], Any] = {}
+
+    @staticmethod
+    def new_row(parent_id: str | None, type: str, name: str, config: dict[str, Any], metadata: dict[str, Any],
+                depth: int, stamp: datetime) -> dict[str, Any]:
+        return {
+            "id": str(uuid.uuid4()), "parent_id": parent_id, "type": type, "name": name,
+            "status": JobStatus.PENDING.value, "config": config, "metadata": metadata, "result": {}, "depth": depth,
+            "version": 1, "created_at": stamp, "updated_at": stamp,
+        }
+
+    def select_for_update(self, conn: Connection, job_id: str) -> Job | None:
+        row = conn.execute(SELECT_JOB_FOR_UPDATE, {"job_id": job_id}).mappings().first()
+        return Job.from_row(row) if row is not None else None
+
+    def lock_parent(self, conn: Connection, parent_id: str) -> Job:
+        # FOR UPDATE serialises the children bookkeeping of one parent on PostgreSQL; SQLite has a
+        # single writer already.
+        parent = self.select_for_update(conn, parent_id)
+        if parent is None:
+            raise JobNotFound(parent_id, "parent_id", "parent job")
+        return parent
+
+    def _update_statement(self, columns: tuple[str, ...], with_etag: bool) -> Any:
+        key = (columns, with_etag)
+        statement = self._update_statements.get(key)
+        if statement is None:
+            values: dict[str, Any] = {name: sa.bindparam(f"set_{name}", type_=jobs.c[name].type) for name in columns}
+            values["version"] = jobs.c.version + 1
+            values["updated_at"] = sa.bindparam("set_updated_at", type_=jobs.c.updated_at.type)
+            statement = sa.update(jobs).where(jobs.c.id == sa.bindparam("where_id"))
+            if with_etag:
+                statement = statement.where(jobs.c.version == sa.bindparam("where_version"))
+            statement = statement.values(values).returning(*jobs.c)
+            self._update_statements[key] = statement
+        return statement
+
+    def conditional_update(self, conn: Connection, job_id: str, etag: str, values: Mapping[str, Any]) -> Job:
+        """UPDATE ... RETURNING in one statement, conditional on the etag when one is given."""
+        columns = tuple(sorted(values))
+        statement = self._update_statement(columns, bool(etag))
+        parameters: dict[str, Any] = {f"set_{name}": values[name] for name in columns}
+        parameters.update(where_id=job_id, set_updated_at=self.clock.now())
+        if etag:
+            version = version_of(etag)
+            parameters["where_version"] = version if version is not None else -1
+        row = conn.execute(statement, parameters).mappings().first()
+        if row is not None:
+            return Job.from_row(row)
+        raise_missing_or_stale(conn, job_id, etag)
+
+    def bump_parent(self, conn: Connection, parent_id: str, *, created: int = 0, finished: int = 0,
+                    failed: int = 0) -> Job:
+        # Counters move in the same transaction as the child's own change: no recount, no drift.
+        return Job.from_row(conn.execute(
+            sa.update(jobs).where(jobs.c.id == parent_id)
+            .values(progress_total=jobs.c.progress_total + created,
+                    progress_current=jobs.c.progress_current + finished,
+                    children_failed=jobs.c.children_failed + failed,
+                    version=jobs.c.version + 1, updated_at=self.clock.now())
+            .returning(*jobs.c)).mappings().one())
+
+    def insert_children(self, conn: Connection, parent: Job, specs: Iterable[ChildSpec], max_children: int,
+                        bump_parent: bool = True) -> CreatedChildren:
+        """Children not seen before under this parent (by dedup key), within max_children in all."""
+        result = CreatedChildren()
+        unique: dict[str, ChildSpec] = {}
+        for spec in specs:
+            key = dedup_key_of(spec.dedup_key)
+            if key in unique:
+                result.duplicates += 1
+            else:
+                unique[key] = spec
+        if not unique:
+            return result
+        known: set[str] = set()
+        keys = list(unique)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            known.update(conn.execute(sa.select(jobs.c.dedup_key).where(
+                jobs.c.parent_id == parent.id, jobs.c.dedup_key.in_(chunk))).scalars())
+        room = max_children - parent.progress_total if max_children > 0 else len(unique)
+        stamp = self.clock.now()
+        rows: list[dict[str, Any]] = []
+        for key, spec in unique.items():
+            if key in known:
+                result.duplicates += 1
+                continue
+            if len(rows) >= room:
+                result.over_limit += 1
+                continue
+            # A microsecond apart, so that children are leased in the order they were discovered.
+            created = stamp + timedelta(microseconds=len(rows))
+            name = spec.name if len(spec.name) <= MAX_NAME_CHARS else spec.name[:MAX_NAME_CHARS - 1] + "…"
+            row = self.new_row(parent.id, spec.type[:MAX_TYPE_CHARS], name, spec.config, {}, spec.depth, created)
+            row["dedup_key"] = key
+            rows.append(row)
+        if rows:
+            conn.execute(sa.insert(jobs), rows)
+            if bump_parent:
+                self.bump_parent(conn, parent.id, created=len(rows))
+            result.jobs = [Job.from_row(_DEFAULTS | row) for row in rows]
+        return result
+
+
+def raise_missing_or_stale(conn: Connection, job_id: str, etag: str) -> NoReturn:
+    """After a conditional write matched nothing: NOT_FOUND, or ABORTED for a stale etag."""
+    exists = conn.execute(sa.select(jobs.c.version).where(jobs.c.id == job_id)).first()
+    if exists is None:
+        raise JobNotFound(job_id)
+    raise Aborted(Reason.ETAG_MISMATCH, f"job {job_id} changed since etag {etag!r} was read (its etag is now "
+                  f"{exists[0]!s}); read it again and retry", "etag", {"job_id": job_id})

@@ -1,0 +1,208 @@
+"""Jobs and their logs: create (with deduplicated children), read, list, count, and the updates of
+metadata/config (merged inside the database), progress and status. Knows nothing of gRPC.
+
+Every write is one transaction on the writer engine. Metadata/config merges are single UPDATE
+statements whose merge runs inside the database (json_patch on SQLite, quaero_json_merge_patch on
+PostgreSQL), so concurrent merges never lose each other's keys.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from quaero.errors import FailedPrecondition, InvalidArgument, JobNotFound, Reason
+from quaero.job_status import JobStatus
+from quaero.limits import without_nul
+
+from ..notifier import ChangeNotifier
+from . import jsonvalues
+from .db import Database
+from .job_rows import JobRows, raise_missing_or_stale
+from .jobs_sql import JobsSql
+from .lifecycle import Lifecycle, check_transition
+from .models import job_logs, jobs
+from .paging import Page
+from .records import MAX_NAME_CHARS, MAX_TYPE_CHARS, ChildSpec, CreatedChildren, Job, JobLog, check_job_id, version_of
+
+LOG_LEVELS = {1: "debug", 2: "info", 3: "warning", 4: "error"}
+MAX_LOG_MESSAGE = 8 * 1024
+
+
+class JobStore:
+    def __init__(self, db: Database, rows: JobRows, lifecycle: Lifecycle, notifier: ChangeNotifier) -> None:
+        self.db = db
+        self.rows = rows
+        self.lifecycle = lifecycle
+        self.notifier = notifier
+        self._sql = JobsSql(db)
+
+    # ---- reads -------------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job:
+        job_id = check_job_id(job_id)
+        row = self._sql.get(job_id)
+        if row is None:
+            raise JobNotFound(job_id)
+        return Job.from_row(row)
+
+    def list_page(self, parent_id: str, status: JobStatus | None, page_size: int, page_token: str,
+                  all_levels: bool = False) -> tuple[list[Job], str]:
+        page = Page.parse(page_size, page_token)
+        query = sa.select(jobs)
+        if parent_id:
+            query = query.where(jobs.c.parent_id == check_job_id(parent_id, "parent_id"))
+        elif not all_levels:
+            query = query.where(jobs.c.parent_id.is_(None))
+        if status:
+            query = query.where(jobs.c.status == status.value)
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).offset(page.after).limit(page.limit)
+        with self.db.read_engine.connect() as conn:
+            rows = [Job.from_row(row) for row in conn.execute(query).mappings()]
+        return page.cut(rows)
+
+    def stats(self, job_id: str) -> dict[JobStatus, int]:
+        job = self.get(job_id)
+        counts = {status: 0 for status in JobStatus}
+        with self.db.read_engine.connect() as conn:
+            for status, count in conn.execute(sa.select(jobs.c.status, sa.func.count())
+                                              .where(jobs.c.parent_id == job.id).group_by(jobs.c.status)):
+                counts[JobStatus(status)] = count
+        return counts
+
+    def list_logs(self, job_id: str, page_size: int, page_token: str,
+                  include_children: bool = False) -> tuple[list[JobLog], str]:
+        job = self.get(job_id)
+        page = Page.parse(page_size, page_token, default=100)
+        query = sa.select(job_logs).where(job_logs.c.id > page.after)
+        if include_children:
+            children = sa.select(jobs.c.id).where(jobs.c.parent_id == job.id)
+            query = query.where(sa.or_(job_logs.c.job_id == job.id, job_logs.c.job_id.in_(children)))
+        else:
+            query = query.where(job_logs.c.job_id == job.id)
+        query = query.order_by(job_logs.c.id).limit(page.limit)
+        with self.db.read_engine.connect() as conn:
+            rows = [JobLog.from_row(row) for row in conn.execute(query).mappings()]
+        return page.cut(rows, position=lambda log: log.id)
+
+    # ---- creation ----------------------------------------------------------------------------
+    def create(self, *, parent_id: str, type: str, name: str, config: dict[str, Any],
+               metadata: dict[str, Any], request_id: str, depth: int = 0) -> Job:
+        jsonvalues.check_object(config, "config")
+        jsonvalues.check_object(metadata, "metadata")
+        jsonvalues.check_auth_id(metadata, "metadata")
+        if parent_id:
+            parent_id = check_job_id(parent_id, "parent_id")
+        if len(name) > MAX_NAME_CHARS:
+            raise InvalidArgument(Reason.NAME_TOO_LONG, f"name is {len(name)} characters; the limit is "
+                                  f"{MAX_NAME_CHARS}", "name")
+        if len(type) > MAX_TYPE_CHARS:
+            raise InvalidArgument(Reason.TYPE_TOO_LONG, f"type is {len(type)} characters; the limit is "
+                                  f"{MAX_TYPE_CHARS}", "type")
+        if len(request_id) > 128:
+            raise InvalidArgument(Reason.INVALID_REQUEST_ID, "request_id is longer than 128 characters", "request_id")
+        if request_id:
+            existing = self._by_request_id(request_id)
+            if existing is not None:
+                return existing
+        row = self.rows.new_row(parent_id or None, type, name, config, metadata, depth, self.rows.clock.now())
+        row["request_id"] = request_id or None
+        try:
+            with self.db.write_engine.begin() as conn:
+                if parent_id:
+                    self.rows.lock_parent(conn, parent_id)
+                conn.execute(sa.insert(jobs).values(row))
+                if parent_id:
+                    self.rows.bump_parent(conn, parent_id, created=1)
+        except sa.exc.IntegrityError:
+            # Two creates with one request_id raced: the first one won; return it.
+            existing = self._by_request_id(request_id) if request_id else None
+            if existing is None:
+                raise
+            return existing
+        self.notifier.notify()
+        return self.get(row["id"])
+
+    def create_children(self, parent_id: str, specs: Sequence[ChildSpec], max_children: int) -> CreatedChildren:
+        parent_id = check_job_id(parent_id, "parent_id")
+        for spec in specs:
+            jsonvalues.check_object(spec.config, "children.config")
+        with self.db.write_engine.begin() as conn:
+            parent = self.rows.lock_parent(conn, parent_id)
+            if parent.status.terminal:
+                raise FailedPrecondition(Reason.PARENT_TERMINAL, f"parent job {parent_id} is {parent.status}; it "
+                                         "takes no more children")
+            created = self.rows.insert_children(conn, parent, specs, max_children)
+        self.notifier.notify()
+        return created
+
+    def _by_request_id(self, request_id: str) -> Job | None:
+        with self.db.read_engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.request_id == request_id)).mappings().first()
+        return Job.from_row(row) if row is not None else None
+
+    # ---- updates -----------------------------------------------------------------------------
+    def update_json(self, job_id: str, column: str, value: dict[str, Any], replace: bool, etag: str) -> Job:
+        """Merges (RFC 7396) or replaces the metadata or config object in one UPDATE statement."""
+        job_id = check_job_id(job_id)
+        text = jsonvalues.check_object(value, column)
+        if column == "metadata":
+            jsonvalues.check_auth_id(value, column)
+        version = None
+        if etag:
+            parsed = version_of(etag)
+            version = parsed if parsed is not None else -1
+        outcome = self._sql.update_json(job_id, column, text, not replace, version, self.rows.clock.now())
+        if outcome is None:
+            with self.db.read_engine.connect() as conn:
+                raise_missing_or_stale(conn, job_id, etag)
+        assert outcome is not None
+        row, size = outcome
+        if size > jsonvalues.MAX_JSON_BYTES:
+            raise InvalidArgument(
+                Reason.METADATA_TOO_LARGE, f"{column} would be {size} bytes after the merge; the limit is "
+                f"{jsonvalues.MAX_JSON_BYTES} bytes (64 KiB); nothing was written", column)
+        self.notifier.notify()
+        return Job.from_row(row)
+
+    def update_progress(self, job_id: str, current: int, total: int) -> Job:
+        job_id = check_job_id(job_id)
+        if current < 0 or total < 0:
+            raise InvalidArgument(Reason.INVALID_PROGRESS, "progress counters cannot be negative", "progress_current")
+        with self.db.write_engine.begin() as conn:
+            job = self.rows.conditional_update(conn, job_id, "", {"progress_current": current,
+                                                                  "progress_total": total})
+        self.notifier.notify()
+        return job
+
+    def update_status(self, job_id: str, status: JobStatus, *, error: str = "", error_reason: str = "",
+                      result: dict[str, Any] | None = None, etag: str = "") -> Job:
+        job_id = check_job_id(job_id)
+        if result is not None:
+            jsonvalues.check_object(result, "result")
+        with self.db.write_engine.begin() as conn:
+            job = self.rows.select_for_update(conn, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            check_transition(job, status)
+            updated = self.lifecycle.set_status(conn, job, status, etag=etag, error=error, error_reason=error_reason,
+                                                result=result)
+        self.notifier.notify()
+        return updated
+
+    def add_log(self, job_id: str, level: int, message: str) -> JobLog:
+        job_id = check_job_id(job_id)
+        if level not in LOG_LEVELS:
+            level = 2
+        if not message.strip():
+            raise InvalidArgument(Reason.EMPTY_LOG_MESSAGE, "message is empty", "message")
+        message = without_nul(message)
+        if len(message) > MAX_LOG_MESSAGE:
+            message = message[:MAX_LOG_MESSAGE] + "…"
+        row = {"job_id": job_id, "level": level, "message": message, "created_at": self.rows.clock.now()}
+        try:
+            with self.db.write_engine.begin() as conn:
+                log_id = conn.execute(sa.insert(job_logs).values(row).returning(job_logs.c.id)).scalar_one()
+        except sa.exc.IntegrityError:
+            raise JobNotFound(job_id) from None
+        return JobLog.from_row({**row, "id": log_id})

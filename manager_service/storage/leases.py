@@ -1,0 +1,180 @@
+"""Leases: how executors claim pending children (FOR UPDATE SKIP LOCKED on PostgreSQL, the single writer
+on SQLite), keep them (renew), finish them (the page's document, its discovered children and the
+parent's counters in one transaction) or give them back for a retry, and how the pages of an executor
+that died return to pending. Knows nothing of gRPC."""
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from quaero.errors import InvalidArgument, JobNotFound, LeaseLost, Reason
+from quaero.job_status import JobStatus
+from quaero.limits import without_nul
+
+from ..notifier import ChangeNotifier
+from . import jsonvalues
+from .db import Database
+from .documents import DocumentStore
+from .job_rows import JobRows
+from .lifecycle import MAX_ERROR_CHARS, Lifecycle
+from .models import jobs
+from .records import ChildSpec, DocumentInput, Job, check_job_id
+
+MAX_LEASE_ATTEMPTS = 5
+MAX_LEASED_AT_ONCE = 100
+MAX_RETRY_AFTER = timedelta(hours=1)
+PENDING, RUNNING = JobStatus.PENDING.value, JobStatus.RUNNING.value
+
+
+class LeaseQueue:
+    def __init__(self, db: Database, rows: JobRows, lifecycle: Lifecycle, documents: DocumentStore,
+                 notifier: ChangeNotifier) -> None:
+        self.db = db
+        self.rows = rows
+        self.lifecycle = lifecycle
+        self.documents = documents
+        self.notifier = notifier
+
+    def lease(self, worker_id: str, max_jobs: int, duration: timedelta, type: str) -> tuple[list[Job], str]:
+        max_jobs = max(1, min(max_jobs or 1, MAX_LEASED_AT_ONCE))
+        seconds = duration.total_seconds() or 30.0
+        if not 1 <= seconds <= 600:
+            raise InvalidArgument(Reason.INVALID_LEASE_DURATION, "lease_duration must be between 1 s and 10 min",
+                                  "lease_duration")
+        token = secrets.token_hex(16)
+        stamp = self.rows.clock.now()
+        with self.db.write_engine.begin() as conn:
+            self._expire(conn, stamp)
+            candidates = sa.select(jobs.c.id).where(
+                jobs.c.status == PENDING, jobs.c.parent_id.is_not(None),
+                sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= stamp))
+            if type:
+                candidates = candidates.where(jobs.c.type == type)
+            candidates = candidates.order_by(jobs.c.created_at, jobs.c.id).limit(max_jobs).with_for_update(
+                skip_locked=True)
+            rows = [Job.from_row(row) for row in conn.execute(
+                sa.update(jobs).where(jobs.c.id.in_(candidates.scalar_subquery()))
+                .values(status=RUNNING, lease_token=token, lease_owner=worker_id[:128],
+                        lease_expires_at=stamp + timedelta(seconds=seconds),
+                        started_at=sa.func.coalesce(jobs.c.started_at, stamp), attempts=jobs.c.attempts + 1,
+                        not_before=None, version=jobs.c.version + 1, updated_at=stamp)
+                .returning(*jobs.c)).mappings()]
+        if rows:
+            self.notifier.notify()
+        return rows, token
+
+    def expire(self) -> int:
+        with self.db.write_engine.begin() as conn:
+            count = self._expire(conn, self.rows.clock.now())
+        if count:
+            self.notifier.notify()
+        return count
+
+    def _expire(self, conn: Connection, stamp: datetime) -> int:
+        # An executor that stopped renewing (killed, partitioned) gives its jobs back to pending; a job
+        # whose every attempt ended that way (it kills or hangs its executor) fails instead of
+        # cycling forever.
+        expired = conn.execute(
+            sa.select(jobs.c.id, jobs.c.attempts).where(jobs.c.status == RUNNING, jobs.c.lease_expires_at < stamp)
+            .with_for_update(skip_locked=True)).all()
+        retry = [job_id for job_id, attempts in expired if attempts < MAX_LEASE_ATTEMPTS]
+        if retry:
+            conn.execute(
+                sa.update(jobs).where(jobs.c.id.in_(retry))
+                .values(status=PENDING, lease_token=None, lease_owner=None, lease_expires_at=None,
+                        version=jobs.c.version + 1, updated_at=stamp))
+        for job_id, attempts in expired:
+            if attempts >= MAX_LEASE_ATTEMPTS:
+                job = self.rows.select_for_update(conn, job_id)
+                assert job is not None
+                self.lifecycle.set_status(
+                    conn, job, JobStatus.FAILED, error_reason=Reason.LEASE_ATTEMPTS_EXHAUSTED,
+                    error=f"gave up after {attempts} attempts: each time the lease expired before the job finished "
+                          "(its executor stopped or hung on it)")
+        return len(expired)
+
+    def renew(self, job_id: str, token: str, duration: timedelta) -> Job:
+        job_id = check_job_id(job_id)
+        seconds = min(max(duration.total_seconds() or 30.0, 1), 600)
+        with self.db.write_engine.begin() as conn:
+            row = conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == RUNNING)
+                .values(lease_expires_at=self.rows.clock.now() + timedelta(seconds=seconds))
+                .returning(*jobs.c)).mappings().first()
+        if row is None:
+            self._raise_lost(job_id, "it expired or the job was cancelled")
+        return Job.from_row(row)
+
+    def complete(self, job_id: str, token: str, status: JobStatus, *, result: dict[str, Any], error: str,
+                 error_reason: str, document: DocumentInput | None, children: Sequence[ChildSpec], max_children: int,
+                 retry_after: timedelta = timedelta(0)) -> Job:
+        """Finishes a leased child in one transaction: document, discovered children, status, parent.
+        PENDING gives it back instead, to be leased again after retry_after."""
+        job_id = check_job_id(job_id)
+        if status == PENDING:
+            return self._give_back(job_id, token, retry_after, error, error_reason)
+        if not status.terminal:
+            raise InvalidArgument(Reason.INVALID_STATUS, "a leased job completes as completed, failed or cancelled, "
+                                  "or goes back to pending for a retry", "status")
+        jsonvalues.check_object(result, "result")
+        with self.db.write_engine.begin() as conn:
+            job = self.rows.select_for_update(conn, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            if job.lease_token != token or not token:
+                raise LeaseLost(job_id, f"the job is {job.status}")
+            if job.status == status:
+                return job  # a retried completion: already done
+            if job.status != JobStatus.RUNNING:
+                raise LeaseLost(job_id, f"the job is {job.status}")
+            if document is not None:
+                self.documents.upsert(conn, document, job.id, job.parent_id or "", self.rows.clock.now())
+            created = 0
+            if children and status == JobStatus.COMPLETED and job.parent_id:
+                parent = self.rows.lock_parent(conn, job.parent_id)
+                if not parent.status.terminal:
+                    created = len(self.rows.insert_children(conn, parent, children, max_children,
+                                                            bump_parent=False).jobs)
+            # The parent's counters take the new children and this child's end in one UPDATE.
+            finished = self.lifecycle.set_status(conn, job, status, error=error, error_reason=error_reason,
+                                                 result=result, children_created=created)
+        self.notifier.notify()
+        return finished
+
+    def _give_back(self, job_id: str, token: str, retry_after: timedelta, error: str, error_reason: str) -> Job:
+        """A leased child goes back to pending, not to be leased before retry_after (the page failed in a
+        way worth another try, e.g. robots.txt answered 503). The parent's counters do not move."""
+        if retry_after < timedelta(0) or retry_after > MAX_RETRY_AFTER:
+            raise InvalidArgument(Reason.INVALID_RETRY_AFTER, "retry_after must be between 0 and 1 hour",
+                                  "retry_after")
+        stamp = self.rows.clock.now()
+        with self.db.write_engine.begin() as conn:
+            row = conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == RUNNING)
+                .values(status=PENDING, lease_token=None, lease_owner=None, lease_expires_at=None,
+                        not_before=stamp + (retry_after or timedelta(seconds=1)),
+                        error=without_nul(error)[:MAX_ERROR_CHARS], error_reason=error_reason[:64],
+                        version=jobs.c.version + 1, updated_at=stamp)
+                .returning(*jobs.c)).mappings().first()
+            if row is None:
+                self._raise_lost(job_id, "", conn)
+        self.notifier.notify()
+        return Job.from_row(row)
+
+    def _raise_lost(self, job_id: str, why: str, conn: Connection | None = None) -> NoReturn:
+        def status(connection: Connection) -> Any:
+            return connection.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+
+        if conn is not None:
+            current = status(conn)
+        else:
+            with self.db.read_engine.connect() as reader:
+                current = status(reader)
+        if current is None:
+            raise JobNotFound(job_id)
+        raise LeaseLost(job_id, why or f"the job is {current}")

@@ -1,0 +1,106 @@
+"""How a job's status moves, and what a child's end does to its parent: counters, completion, failure
+under the run's RunPolicy (max_child_failures, failure_action), and cancelling what is pending."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from quaero.crawl_spec import FailureAction, RunPolicy
+from quaero.errors import FailedPrecondition, InvalidArgument, Reason
+from quaero.job_status import TRANSITIONS, JobStatus
+from quaero.limits import without_nul
+
+from .job_rows import JobRows
+from .models import jobs
+from .records import Job
+
+MAX_ERROR_CHARS = 8192
+
+
+def check_transition(job: Job, status: JobStatus) -> None:
+    current = job.status
+    if status not in TRANSITIONS.get(current, frozenset()):
+        if current.terminal:
+            message = f"job {job.id} is {current}, a final state; it cannot become {status}"
+        else:
+            allowed = ", ".join(sorted(TRANSITIONS[current]))
+            message = f"job {job.id} is {current}; it can become {allowed}, not {status}"
+        raise FailedPrecondition(Reason.ILLEGAL_TRANSITION, message, "status",
+                                 {"job_id": job.id, "from": str(current), "to": str(status)})
+
+
+class Lifecycle:
+    def __init__(self, rows: JobRows) -> None:
+        self.rows = rows
+
+    def set_status(self, conn: Connection, job: Job, status: JobStatus, *, etag: str = "", error: str = "",
+                   error_reason: str = "", result: dict[str, Any] | None = None, children_created: int = 0) -> Job:
+        """Writes the status (and its times); a child's end settles its parent in the same transaction."""
+        stamp = self.rows.clock.now()
+        values: dict[str, Any] = {"status": status.value}
+        if status == JobStatus.RUNNING and job.started_at is None:
+            values["started_at"] = stamp
+        if status.terminal:
+            values.update(finished_at=stamp, lease_token=None, lease_expires_at=None)
+        if status == JobStatus.COMPLETED:
+            values.update(error="", error_reason="")  # what an earlier, retried attempt said no longer holds
+        if error:
+            values["error"] = without_nul(error)[:MAX_ERROR_CHARS]
+        if error_reason:
+            values["error_reason"] = error_reason[:64]
+        if result is not None:
+            values["result"] = result
+        updated = self.rows.conditional_update(conn, job.id, etag, values)
+        if status.terminal:
+            if job.parent_id:
+                self._on_child_finished(conn, job.parent_id, failed=status == JobStatus.FAILED,
+                                        created=children_created)
+            if status == JobStatus.CANCELLED:
+                self.cancel_children(conn, job.id, stamp)
+        return updated
+
+    def _on_child_finished(self, conn: Connection, parent_id: str, failed: bool, created: int = 0) -> None:
+        parent = self.rows.bump_parent(conn, parent_id, created=created, finished=1, failed=int(failed))
+        if parent.status != JobStatus.RUNNING:
+            return
+        policy = _run_policy(parent.config)
+        over = parent.children_failed > policy.max_child_failures
+        summary = {"children": parent.progress_total, "failed": parent.children_failed}
+        if over and policy.failure_action == FailureAction.STOP_ALL:
+            message = (f"{parent.children_failed} child jobs failed, more than the tolerance of "
+                       f"{policy.max_child_failures} (failure_action stop_all): pending children cancelled")
+            self.set_status(conn, parent, JobStatus.FAILED, error=message, error_reason=Reason.TOO_MANY_CHILD_FAILURES,
+                            result=summary)
+            self.cancel_children(conn, parent_id, self.rows.clock.now())
+        elif parent.progress_current >= parent.progress_total:
+            if over:
+                message = (f"{parent.children_failed} of {parent.progress_total} child jobs failed, more than the "
+                           f"tolerance of {policy.max_child_failures}")
+                self.set_status(conn, parent, JobStatus.FAILED, error=message,
+                                error_reason=Reason.TOO_MANY_CHILD_FAILURES, result=summary)
+            else:
+                self.set_status(conn, parent, JobStatus.COMPLETED, result=summary)
+
+    def cancel_children(self, conn: Connection, parent_id: str, stamp: datetime) -> int:
+        result = conn.execute(
+            sa.update(jobs).where(jobs.c.parent_id == parent_id,
+                                  jobs.c.status.in_((JobStatus.PENDING.value, JobStatus.RUNNING.value)))
+            .values(status=JobStatus.CANCELLED.value, finished_at=stamp, lease_token=None, lease_expires_at=None,
+                    error="cancelled with its parent", error_reason=Reason.PARENT_CANCELLED.value,
+                    version=jobs.c.version + 1, updated_at=stamp))
+        count = result.rowcount or 0
+        if count:
+            conn.execute(sa.update(jobs).where(jobs.c.id == parent_id).values(
+                progress_current=jobs.c.progress_current + count))
+        return count
+
+
+def _run_policy(config: dict[str, Any]) -> RunPolicy:
+    """The parent's policy, as its run wrote it; a config that does not say means the defaults."""
+    try:
+        return RunPolicy.from_mapping(config)
+    except InvalidArgument:  # a run created by hand (CreateJob) may hold anything here
+        return RunPolicy()

@@ -1,0 +1,159 @@
+"""What storage returns: typed records built from rows, and the small values stores take."""
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from quaero.errors import InvalidArgument, Reason
+from quaero.job_status import JobStatus
+
+JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+MAX_NAME_CHARS = 512
+MAX_TYPE_CHARS = 64
+MAX_DEDUP_KEY_CHARS = 256  # longer keys (long URLs) are stored as their SHA-256
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    parent_id: str | None
+    type: str
+    name: str
+    status: JobStatus
+    config: dict[str, Any]
+    metadata: dict[str, Any]
+    result: dict[str, Any]
+    error: str
+    error_reason: str
+    progress_current: int
+    progress_total: int
+    children_failed: int
+    depth: int
+    version: int
+    request_id: str | None
+    dedup_key: str | None
+    lease_token: str | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    attempts: int
+    not_before: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Job:
+        return cls(
+            id=row["id"], parent_id=row["parent_id"], type=row["type"], name=row["name"],
+            status=JobStatus(row["status"]), config=row["config"] or {}, metadata=row["metadata"] or {},
+            result=row["result"] or {}, error=row["error"] or "", error_reason=row["error_reason"] or "",
+            progress_current=row["progress_current"] or 0, progress_total=row["progress_total"] or 0,
+            children_failed=row["children_failed"] or 0, depth=row["depth"] or 0, version=row["version"],
+            request_id=row["request_id"], dedup_key=row["dedup_key"], lease_token=row["lease_token"],
+            lease_owner=row["lease_owner"], lease_expires_at=row["lease_expires_at"], attempts=row["attempts"] or 0,
+            not_before=row["not_before"], created_at=row["created_at"], started_at=row["started_at"],
+            finished_at=row["finished_at"], updated_at=row["updated_at"])
+
+    @property
+    def etag(self) -> str:
+        """Changes on every write of the job."""
+        return str(self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class JobLog:
+    id: int
+    job_id: str
+    level: int
+    message: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> JobLog:
+        return cls(row["id"], row["job_id"], row["level"], row["message"], row["created_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: str
+    url: str
+    final_url: str
+    title: str
+    text: str
+    text_truncated: bool
+    content_hash: str
+    content_type: str
+    status_code: int
+    job_id: str
+    parent_job_id: str
+    fetched_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Document:
+        return cls(row["id"], row["url"], row["final_url"], row["title"], row.get("text") or "",
+                   bool(row["text_truncated"]), row["content_hash"], row["content_type"], row["status_code"],
+                   row["job_id"], row["parent_job_id"], row["fetched_at"])
+
+
+@dataclass
+class ChildSpec:
+    type: str
+    name: str
+    config: dict[str, Any]
+    dedup_key: str
+    depth: int
+
+
+@dataclass
+class CreatedChildren:
+    jobs: list[Job] = field(default_factory=list)
+    duplicates: int = 0
+    over_limit: int = 0
+
+
+@dataclass
+class DocumentInput:
+    url: str
+    final_url: str
+    title: str
+    text: str
+    content_hash: str
+    content_type: str
+    status_code: int
+    text_truncated: bool = False
+
+
+def check_job_id(job_id: str, field: str = "job_id") -> str:
+    """The canonical (lower-case) form of a job id; InvalidArgument naming `field` if it is not one."""
+    lowered = job_id.lower()
+    if JOB_ID.fullmatch(lowered):
+        return lowered
+    try:
+        return str(uuid.UUID(job_id))
+    except (ValueError, AttributeError, TypeError):
+        shown = job_id if len(job_id) <= 64 else job_id[:64] + "…"
+        raise InvalidArgument(
+            Reason.INVALID_JOB_ID, f"{field} {shown!r} is not a job id (a UUID such as "
+            "'3f2b8c1e-0d4a-4c6b-9a51-2f7e8d9c0b1a')", field) from None
+
+
+def version_of(etag: str) -> int | None:
+    try:
+        return int(etag.strip().strip('"').removeprefix("W/").strip('"'))
+    except ValueError:
+        return None
+
+
+def dedup_key_of(key: str) -> str:
+    """The stored form of a child's dedup key: itself, or its SHA-256 when long (any URL fits)."""
+    if not key:
+        return str(uuid.uuid4())
+    if len(key) <= MAX_DEDUP_KEY_CHARS:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()

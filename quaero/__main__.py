@@ -1,0 +1,4 @@
+"""`python -m quaero`: the command line."""
+from quaero.cli import entry
+
+entry()

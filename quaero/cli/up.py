@@ -1,0 +1,38 @@
+"""`quaero up`: both services on this machine until Ctrl-C or SIGTERM."""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from ..config import TOKEN_FILE, data_dir
+from ..services import ServiceFailed, start_services, stop_services
+from .common import fail, out
+
+
+def up(
+    manager_listen: Annotated[str, typer.Option(help="Where the manager listens.")] = "127.0.0.1:50051",
+    executor_listen: Annotated[str, typer.Option(help="Where the executor listens.")] = "127.0.0.1:50052",
+    workers: Annotated[int, typer.Option(help="Pages the executor fetches at once.")] = 16,
+) -> None:
+    """Start the manager (embedded SQLite in QUAERO_DATA_DIR) and the executor; Ctrl-C stops both."""
+    try:
+        services = start_services(manager_listen, executor_listen, workers)
+    except ServiceFailed as error:
+        fail(str(error))
+    stopping = threading.Event()
+    # SIGTERM (e.g. from a process supervisor) stops both services too, not just this process.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
+    out.print(f"manager  {services[0].address}\nexecutor {services[1].address}\n"
+              f"token    {data_dir() / TOKEN_FILE} (or QUAERO_API_TOKEN)\nPress Ctrl-C to stop.")
+    try:
+        while all(service.process.poll() is None for service in services):
+            if stopping.wait(0.5):
+                return
+        fail("a service stopped unexpectedly; see its output above")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_services(services)

@@ -1,0 +1,178 @@
+"""Every proto <-> Python conversion: Struct <-> dict, Timestamp <-> datetime, cookies, job statuses,
+crawl specs and definitions."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
+
+from .cookies import StoredCookie
+from .crawl_spec import LIST_FIELDS, CrawlSpec, Definition, FailureAction
+from .errors import InvalidArgument, Reason
+from .job_status import JobStatus
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def value_to_python(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [value_to_python(item) for item in value.list_value.values]
+    if kind == "number_value":
+        number = value.number_value
+        # Struct has only doubles; keep integers integers so {"count": 3} round-trips as 3.
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {key: value_to_python(value) for key, value in struct.fields.items()}
+
+
+def _fill_value(target: struct_pb2.Value, value: Any) -> None:
+    kind = type(value)
+    if kind is str:
+        target.string_value = value
+    elif kind is bool:
+        target.bool_value = value
+    elif kind is int or kind is float:
+        target.number_value = value
+    elif value is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, dict):
+        target.struct_value.SetInParent()  # so that an empty object is still an object
+        _fill_struct(target.struct_value, value)
+    elif isinstance(value, (list, tuple)):
+        target.list_value.SetInParent()
+        values = target.list_value.values
+        for item in value:
+            _fill_value(values.add(), item)
+    else:
+        raise TypeError(f"cannot put a {kind.__name__} in a Struct")
+
+
+def _fill_struct(struct: struct_pb2.Struct, data: dict[str, Any]) -> None:
+    fields = struct.fields
+    for key, value in data.items():
+        _fill_value(fields[key], value)
+
+
+def dict_to_struct(data: dict[str, Any] | None, target: struct_pb2.Struct | None = None) -> struct_pb2.Struct:
+    """Like Struct.update, without its per-value dispatch (1.6x faster on job metadata)."""
+    struct = target if target is not None else struct_pb2.Struct()
+    if data:
+        _fill_struct(struct, data)
+    return struct
+
+
+def to_timestamp(moment: datetime | None, target: timestamp_pb2.Timestamp) -> None:
+    if moment is not None:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        # What Timestamp.FromDatetime does, without its generic conversions.
+        target.seconds = int((moment - EPOCH).total_seconds() // 1)
+        target.nanos = moment.microsecond * 1000
+
+
+def from_timestamp(stamp: timestamp_pb2.Timestamp) -> datetime | None:
+    if stamp.seconds == 0 and stamp.nanos == 0:
+        return None
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def cookie_from_proto(cookie: auth_pb2.Cookie) -> StoredCookie:
+    return StoredCookie(
+        name=cookie.name, value=cookie.value, domain=cookie.domain, host_only=cookie.host_only,
+        path=cookie.path or "/", secure=cookie.secure, http_only=cookie.http_only,
+        expires=from_timestamp(cookie.expire_time) if cookie.HasField("expire_time") else None,
+        same_site=cookie.same_site)
+
+
+def add_cookie(cookies: Any, cookie: StoredCookie) -> None:
+    """Appends `cookie` to a repeated Cookie field."""
+    item = cookies.add(name=cookie.name, value=cookie.value, domain=cookie.domain, host_only=cookie.host_only,
+                       path=cookie.path, secure=cookie.secure, http_only=cookie.http_only, same_site=cookie.same_site)
+    to_timestamp(cookie.expires, item.expire_time)
+
+
+# ---- job status ------------------------------------------------------------------------------------
+_STATUS_TO_PROTO = {status: jobs_pb2.JobStatus.Value("JOB_STATUS_" + status.name) for status in JobStatus}
+_STATUS_FROM_PROTO = {value: status for status, value in _STATUS_TO_PROTO.items()}
+
+
+def job_status_to_proto(status: str) -> jobs_pb2.JobStatus.ValueType:
+    return _STATUS_TO_PROTO[JobStatus(status)]
+
+
+def job_status(value: int) -> JobStatus:
+    """The JobStatus of a proto value; InvalidArgument for UNSPECIFIED and unknown numbers."""
+    try:
+        return _STATUS_FROM_PROTO[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgument(Reason.INVALID_STATUS, "status must be one of PENDING, RUNNING, COMPLETED, FAILED, "
+                              "CANCELLED", "status") from None
+
+
+def status_label(value: int) -> str:
+    """'completed' for JOB_STATUS_COMPLETED (and 'unspecified' for 0), for people."""
+    if value not in jobs_pb2.JobStatus.values():
+        return str(value)
+    return jobs_pb2.JobStatus.Name(value).removeprefix("JOB_STATUS_").lower()  # type: ignore[arg-type]
+
+
+# ---- definitions -----------------------------------------------------------------------------------
+_ACTION_TO_PROTO = {FailureAction.STOP_ALL: definitions_pb2.FAILURE_ACTION_STOP_ALL,
+                    FailureAction.CONTINUE: definitions_pb2.FAILURE_ACTION_CONTINUE}
+_ACTION_FROM_PROTO = {**{value: action for action, value in _ACTION_TO_PROTO.items()},
+                      definitions_pb2.FAILURE_ACTION_UNSPECIFIED: FailureAction.CONTINUE}
+_OPTIONAL = ("max_depth", "max_pages", "same_site_only", "concurrency", "per_host_delay_seconds",
+             "request_timeout_seconds")
+
+
+def crawl_mapping_from_proto(message: definitions_pb2.CrawlConfig) -> dict[str, Any]:
+    """The mapping CrawlSpec.from_mapping checks: unset optional fields are None (the default)."""
+    data: dict[str, Any] = {key: list(getattr(message, key)) for key in LIST_FIELDS}
+    for key in _OPTIONAL:
+        data[key] = getattr(message, key) if message.HasField(key) else None  # type: ignore[arg-type]
+    data["user_agent"] = message.user_agent
+    data["ignore_robots_txt"] = message.ignore_robots_txt
+    data["allow_private_networks"] = message.allow_private_networks
+    return data
+
+
+def crawl_spec_to_proto(spec: CrawlSpec, target: definitions_pb2.CrawlConfig | None = None) -> definitions_pb2.CrawlConfig:
+    message = target if target is not None else definitions_pb2.CrawlConfig()
+    for key, value in spec.to_mapping().items():
+        if isinstance(value, list):
+            getattr(message, key).extend(value)
+        else:
+            setattr(message, key, value)
+    return message
+
+
+def definition_mapping_from_proto(message: definitions_pb2.JobDefinition) -> dict[str, Any]:
+    action = _ACTION_FROM_PROTO.get(message.failure_action)
+    return {"id": message.id, "name": message.name, "type": message.type, "auth_id": message.auth_id,
+            "crawl": crawl_mapping_from_proto(message.crawl), "max_child_failures": message.max_child_failures,
+            "failure_action": str(action) if action else f"unknown value {message.failure_action}"}
+
+
+def definition_to_proto(definition: Definition, created: datetime | None = None,
+                        updated: datetime | None = None) -> definitions_pb2.JobDefinition:
+    message = definitions_pb2.JobDefinition(
+        id=definition.id, name=definition.name, type=definition.type, auth_id=definition.auth_id,
+        max_child_failures=definition.policy.max_child_failures,
+        failure_action=_ACTION_TO_PROTO[definition.policy.failure_action])
+    crawl_spec_to_proto(definition.spec, message.crawl)
+    to_timestamp(created, message.create_time)
+    to_timestamp(updated, message.update_time)
+    return message

@@ -1,0 +1,98 @@
+"""The client side of a Quaero service: a channel that adds the token and default deadlines, lets gRPC
+retry what is safe to retry, and call_patiently for the few calls worth waiting out an outage for."""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from ..limits import MAX_MESSAGE_BYTES
+
+T = TypeVar("T")
+TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+
+# Idempotent calls, or calls made safe by a request_id / dedup key / lease token, are retried on
+# UNAVAILABLE by gRPC itself (service-config retry policy) with exponential backoff.
+RETRYABLE = {
+    "quaero.manager.v1.JobManager": ["CreateJob", "BatchCreateChildJobs", "GetJob", "ListJobs", "UpdateJobProgress",
+                                      "UpdateJobConfig", "UpdateJobMetadata", "ListJobLogs", "GetJobStats",
+                                      "LeaseJobs", "RenewLease", "CompleteLeasedJob"],
+    "quaero.manager.v1.AuthStore": ["GetCredentials", "ListCredentials"],
+    "quaero.manager.v1.JobDefinitions": ["GetJobDefinition", "ListJobDefinitions"],
+    "quaero.manager.v1.Documents": ["GetDocument", "ListDocuments"],
+    "quaero.executor.v1.Executor": ["ExecuteJobDefinition", "CancelExecution"],
+}
+RETRY_POLICY = {"maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "2s", "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"]}
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, details: grpc.ClientCallDetails, metadata: list[tuple[str, str]],
+                 timeout: float | None) -> None:
+        self.method = details.method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+class TokenAndDeadline(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds the bearer token to every call and a deadline to every unary call that has none."""
+
+    def __init__(self, token: str, default_timeout: float) -> None:
+        self._token = token
+        self._timeout = default_timeout
+
+    def _details(self, details: grpc.ClientCallDetails, unary: bool) -> _CallDetails:
+        metadata = list(details.metadata or [])
+        if self._token:
+            metadata.append(("authorization", f"Bearer {self._token}"))
+        timeout = details.timeout if details.timeout is not None or not unary else self._timeout
+        return _CallDetails(details, metadata, timeout)
+
+    def intercept_unary_unary(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._details(details, True), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._details(details, False), request)
+
+
+def _service_config() -> str:
+    names = [{"service": service, "method": method} for service, methods in RETRYABLE.items() for method in methods]
+    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}]})
+
+
+def open_channel(address: str, token: str, default_timeout: float = 10.0, tls_ca: Path | None = None) -> grpc.Channel:
+    """A channel to a Quaero service: token on every call, default deadlines, gRPC's retries of
+    UNAVAILABLE for the calls in RETRYABLE. TLS when tls_ca names the certificate to trust."""
+    options = [("grpc.service_config", _service_config()), ("grpc.enable_retries", 1),
+               ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    if tls_ca is not None:
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(tls_ca.read_bytes()), options=options)
+    else:
+        channel = grpc.insecure_channel(address, options=options)
+    return grpc.intercept_channel(channel, TokenAndDeadline(token, default_timeout))
+
+
+def call_patiently(call: Callable[[], T], give_up_after: float = 60.0,
+                   wait: Callable[[float], None] = time.sleep) -> T:
+    """The one application-level retry, for calls worth waiting out a restart for (a page's record, its
+    parent): a transient failure (UNAVAILABLE, DEADLINE_EXCEEDED) is retried with backoff for up to
+    give_up_after seconds, on top of gRPC's own quick retries. `wait` may raise to stop early."""
+    deadline = time.monotonic() + give_up_after
+    pause = 0.2
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as error:
+            if error.code() not in TRANSIENT or time.monotonic() > deadline:  # type: ignore[attr-defined]
+                raise
+        wait(pause)
+        pause = min(pause * 2, 2.0)

@@ -1,0 +1,216 @@
+"""Server interceptors, each on one small base: errors to status, the bearer token, test faults.
+
+The base hides gRPC's four handler shapes (unary/stream in and out) behind one method,
+intercept(method, request, context, method_name), as grpc-interceptor does.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from ..errors import Internal, QuaeroError, Reason, Unauthenticated, error_for
+from .status import from_rpc_error, to_status
+
+log = logging.getLogger("quaero.grpc")
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+
+
+class ServerInterceptor(grpc.ServerInterceptor):
+    """Override intercept(); call method(request, context) to go on, or don't to answer yourself."""
+
+    def intercept(self, method: Behaviour, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+        return method(request, context)
+
+    def wraps(self, method_name: str) -> bool:
+        """Whether this interceptor has anything to do for the method (health checks pass untouched)."""
+        return True
+
+    def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(handler_call_details)
+        name = handler_call_details.method
+        if handler is None or not self.wraps(name):
+            return handler
+        return self._wrap(handler, name)
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, name: str) -> Any:
+        for kind, factory in (("unary_unary", grpc.unary_unary_rpc_method_handler),
+                              ("unary_stream", grpc.unary_stream_rpc_method_handler),
+                              ("stream_unary", grpc.stream_unary_rpc_method_handler),
+                              ("stream_stream", grpc.stream_stream_rpc_method_handler)):
+            inner = getattr(handler, kind)
+            if inner is not None:
+                def behaviour(request: Any, context: grpc.ServicerContext, inner: Behaviour = inner) -> Any:
+                    return self.intercept(inner, request, context, name)
+                return factory(behaviour, request_deserializer=handler.request_deserializer,
+                               response_serializer=handler.response_serializer)
+        return handler
+
+
+class ExceptionToStatus(ServerInterceptor):
+    """The one place where errors become status, for every method and every stream:
+    - a QuaeroError -> its code, with ErrorInfo (reason) and BadRequest (field) details;
+    - a grpc.RpcError from a call this server made downstream (the executor calling the manager) -> the
+      same status, relayed by `relay` (by default unchanged; UNAVAILABLE and DEADLINE_EXCEEDED without
+      client retries: this server retried already);
+    - an error a `translate` function recognises (e.g. a dropped database connection -> UNAVAILABLE);
+    - anything else -> INTERNAL with an incident id to quote; the details stay in the server's log."""
+
+    def __init__(self, translate: Callable[[Exception], QuaeroError | None] | None = None,
+                 relay: Callable[[QuaeroError], QuaeroError] | None = None) -> None:
+        self._translate = translate
+        self._relay = relay
+        self._cache: dict[str, Any] = {}
+
+    def wraps(self, method_name: str) -> bool:
+        return not method_name.startswith(HEALTH_PREFIX)
+
+    def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        # The innermost interceptor: the handler a method maps to never changes, so wrap it once.
+        name = handler_call_details.method
+        wrapped = self._cache.get(name)
+        if wrapped is None:
+            wrapped = super().intercept_service(continuation, handler_call_details)
+            if wrapped is not None:
+                self._cache[name] = wrapped
+        return wrapped
+
+    def intercept(self, method: Behaviour, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+        try:
+            result = method(request, context)
+        except Exception as error:
+            self._abort(context, method_name, error)
+            raise
+        if isinstance(result, Iterator):
+            return self._stream(result, context, method_name)
+        return result
+
+    def _stream(self, responses: Iterator[Any], context: grpc.ServicerContext, method_name: str) -> Iterator[Any]:
+        try:
+            yield from responses
+        except Exception as error:
+            self._abort(context, method_name, error)
+            raise
+
+    def _abort(self, context: grpc.ServicerContext, method_name: str, error: Exception) -> None:
+        if not context.is_active() or _already_aborted(context):
+            return  # the client left, or the handler answered with its own status
+        no_retry = False
+        if isinstance(error, grpc.RpcError):
+            relayed = from_rpc_error(error)
+            domain_error = self._relay(relayed) if self._relay else relayed
+            no_retry = domain_error.code_name in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+        elif isinstance(error, QuaeroError):
+            domain_error = error
+        else:
+            translated = self._translate(error) if self._translate else None
+            if translated is not None:
+                log.warning("event=rpc_failed method=%s reason=%s error=%s", method_name, translated.reason,
+                            type(error).__name__)
+                domain_error = translated
+            else:
+                incident = uuid.uuid4().hex[:12]
+                log.error("event=internal_error method=%s incident=%s error=%s", method_name, incident,
+                          type(error).__name__, exc_info=error)
+                short = method_name.rsplit("/", 1)[-1]
+                domain_error = Internal(Reason.INTERNAL, f"internal error in {short} (incident {incident}); "
+                                                         "see the server log")
+        context.abort_with_status(to_status(domain_error, no_retry=no_retry))
+
+
+def _already_aborted(context: grpc.ServicerContext) -> bool:
+    try:
+        code = context.code()  # type: ignore[attr-defined]
+    except AttributeError:
+        return False
+    return code is not None and code != grpc.StatusCode.OK
+
+
+class BearerToken(ServerInterceptor):
+    """Every RPC but health needs `authorization: Bearer <token>`, compared in constant time."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
+            return handler
+        presented = ""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                presented = value if isinstance(value, str) else value.decode()
+        if presented and hmac.compare_digest(presented.encode(), self._expected):
+            return handler
+        reason = Reason.TOKEN_INVALID if presented else Reason.TOKEN_MISSING
+        message = ("the bearer token is wrong" if presented else "no `authorization: Bearer <token>` header") + \
+            "; use QUAERO_API_TOKEN or the api-token file in the manager's data directory"
+        return _Refusal(Unauthenticated(reason, message))._wrap(handler, handler_call_details.method)
+
+
+class _Refusal(ServerInterceptor):
+    """Answers with an error instead of calling the method."""
+
+    def __init__(self, error: QuaeroError) -> None:
+        self._error = error
+
+    def intercept(self, method: Behaviour, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+        context.abort_with_status(to_status(self._error))
+
+
+class FaultInjection(ServerInterceptor):
+    """For failure tests only: QUAERO_FAULT_INJECT="UpdateJobMetadata=UNAVAILABLE" fails that method;
+    "Method=CODE*N" fails only its next N calls; "Method=CODE@N" lets N calls through, then fails.
+    Lets a test cause, in a real server process, a fault it could not otherwise time precisely."""
+
+    def __init__(self, spec: str) -> None:
+        self._lock = threading.Lock()
+        self._faults: dict[str, list[Any]] = {}
+        self.configure(spec)
+
+    def configure(self, spec: str) -> None:
+        faults: dict[str, list[Any]] = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            method, _, rule = item.partition("=")
+            code, times, passes = rule or "UNAVAILABLE", -1, 0
+            if "*" in code:
+                code, count = code.split("*", 1)
+                times = int(count)
+            elif "@" in code:
+                code, count = code.split("@", 1)
+                passes = int(count)
+            faults[method.strip()] = [code.strip(), times, passes]
+        with self._lock:
+            self._faults = faults
+
+    def _fault(self, name: str) -> str | None:
+        with self._lock:
+            fault = self._faults.get(name)
+            if fault is None:
+                return None
+            code, times, passes = fault
+            if passes > 0:
+                fault[2] -= 1
+                return None
+            if times == 0:
+                return None
+            if times > 0:
+                fault[1] -= 1
+            return str(code)
+
+    def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(handler_call_details)
+        name = handler_call_details.method.rsplit("/", 1)[-1]
+        if handler is None or name not in self._faults:
+            return handler
+        code = self._fault(name)
+        if code is None:
+            return handler
+        error = error_for(code, Reason.FAULT_INJECTED, f"{name} failed by fault injection")
+        return _Refusal(error)._wrap(handler, handler_call_details.method)
