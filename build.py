@@ -134,19 +134,63 @@ def buf_lint() -> None:
     print("build: buf lint clean", flush=True)
 
 
+def _quietly(command: list[str], what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"build: {what} failed:\n{result.stdout[-2000:]}{result.stderr[-4000:]}")
+
+
 def verify_services() -> None:
-    """Start both services on a throwaway data directory and wait for health SERVING."""
-    from quaero.testing.processes import start_executor, start_manager
+    """Build a wheel from a clean export of the tree (the files git tracks or would track), install it into
+    a fresh virtual environment, and start both services from its console scripts until health SERVING:
+    a file left out of the package, or an import that only works from the source tree, fails here."""
+    from quaero.rpc.server import parse_banner
+    from quaero.testing.processes import wait_serving
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {"QUAERO_DATA_DIR": tmp, "QUAERO_API_TOKEN": "build-verify-token"}
-        manager = start_manager(env)
+        work = Path(tmp)
+        export, dist, venv, data = work / "export", work / "dist", work / "venv", work / "data"
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                                check=True, capture_output=True).stdout.decode().split("\0")
+        for name in filter(None, listed):
+            source = ROOT / name
+            if source.is_file():
+                (export / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, export / name)
+        _quietly([str(VENV_PY), "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check", "-w",
+                  str(dist), str(export)], "building the wheel")
+        _quietly([sys.executable, "-m", "venv", str(venv)], "creating a virtual environment")
+        wheel = next(dist.glob("*.whl"))
+        _quietly([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                  str(wheel)], f"installing {wheel.name}")
+        env = {**os.environ, "QUAERO_DATA_DIR": str(data), "QUAERO_API_TOKEN": "build-verify-token",
+               "PYTHONUNBUFFERED": "1"}
+        started: list[subprocess.Popen[str]] = []
         try:
-            executor = start_executor(env, manager.address)
-            executor.stop()
+            manager = ""
+            for program, arguments in (("quaero-manager", []), ("quaero-executor", ["--workers", "1"])):
+                extra = ["--manager", manager] if manager else []
+                with open(work / f"{program}.log", "w") as log:  # the child keeps its own handle
+                    process = subprocess.Popen([str(venv / "bin" / program), "--listen", "127.0.0.1:0", *extra,
+                                                *arguments], cwd=work, env=env, stdout=subprocess.PIPE, stderr=log,
+                                               text=True)
+                started.append(process)
+                assert process.stdout is not None
+                address = parse_banner(process.stdout.readline().strip())
+                if not address:
+                    sys.exit(f"build: {program} from the wheel did not start (exit code {process.wait(10)}):\n"
+                             + (work / f"{program}.log").read_text()[-3000:])
+                wait_serving(address)
+                manager = manager or address
+            listed_jobs = subprocess.run([str(venv / "bin" / "quaero"), "--manager", manager, "jobs", "ls"], cwd=work,
+                                         env=env, capture_output=True, text=True)
+            if listed_jobs.returncode != 0:
+                sys.exit(f"build: `quaero jobs ls` from the wheel failed: {listed_jobs.stderr.strip()}")
         finally:
-            manager.stop()
-    print("build: manager and executor both start and report SERVING", flush=True)
+            for process in reversed(started):
+                process.terminate()
+                process.wait(15)
+    print(f"build: {wheel.name} installs into a fresh environment and both services start from it", flush=True)
 
 
 def run_tests(extra: list[str]) -> int:

@@ -18,7 +18,7 @@ from google.protobuf import duration_pb2
 
 from quaero.api.manager.v1 import jobs_pb2
 from quaero.client import ManagerClient
-from quaero.convert import status_label
+from quaero.convert import job_status, status_label
 from quaero.errors import Reason
 
 from .crawl.control import Control, FetchAborted
@@ -29,7 +29,6 @@ log = logging.getLogger("quaero.executor.worker")
 LEASE_SECONDS = 30
 MAX_TRACKED_RUNS = 256
 WATCH_SECONDS = 0.5  # how often running pages are checked against their run's status and their lease
-TERMINAL = {jobs_pb2.JOB_STATUS_COMPLETED, jobs_pb2.JOB_STATUS_FAILED, jobs_pb2.JOB_STATUS_CANCELLED}
 
 
 def lease_duration(seconds: float) -> duration_pb2.Duration:
@@ -171,7 +170,7 @@ class Worker:
                     continue  # the manager is busy or away: the lease rules still bound the page
                 except ValueError:
                     return
-                if parent.status in TERMINAL:
+                if job_status(parent.status).terminal:
                     for entry in held:
                         if entry.parent_id == parent_id:
                             entry.control.cancel(f"the run is {status_label(parent.status)}")

@@ -9,8 +9,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from manager_service.storage.clock import ManualClock
 from quaero.testing.harness import CrawlHarness, RunningManager, start_manager
 from quaero.testing.tls import make_certificate, server_context
+from tests.support.cli import Cli
 from tests.support.hosts import RESOLVE
 
 PG_ADMIN_URL = os.environ.get("QUAERO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -59,6 +61,14 @@ def manager(database_url: str, tmp_path: Path) -> Iterator[RunningManager]:
 
 
 @pytest.fixture
+def clocked_manager(database_url: str, tmp_path: Path) -> Iterator[RunningManager]:
+    """A manager whose clock the test moves (`clocked_manager.server.stores.clock.advance(seconds)`)."""
+    running = start_manager(tmp_path / "data", database_url, TOKEN, clock=ManualClock())
+    yield running
+    running.close()
+
+
+@pytest.fixture
 def sqlite_manager(tmp_path: Path) -> Iterator[RunningManager]:
     running = start_manager(tmp_path / "data", token=TOKEN)
     yield running
@@ -88,3 +98,21 @@ def tls_harness(sqlite_manager: RunningManager, tmp_path: Path) -> Iterator[Craw
     running.tls_context = server_context(cert, key)  # type: ignore[attr-defined]
     yield running
     running.close()
+
+
+@pytest.fixture
+def cli(harness: CrawlHarness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """The `quaero` command line, in this process, pointed at `harness`'s services."""
+    return Cli(harness, monkeypatch, capsys)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers from where a test lives and what it uses: `slow` for tests/process (real processes),
+    `postgres` for every test that needs the server (`-m "not slow"`, `-m "not postgres"` select)."""
+    for item in items:
+        if "process" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
+        fixtures = getattr(item, "fixturenames", ())
+        callspec = getattr(item, "callspec", None)
+        if "postgres_url" in fixtures or (callspec is not None and callspec.params.get("database_url") == "postgres"):
+            item.add_marker(pytest.mark.postgres)

@@ -24,39 +24,16 @@ from quaero.cookies import (
     StoredCookie,
     canonical_domain,
     clamp_expiry,
-    is_ip_address,
+    default_path,
+    domain_matches,
     is_public_suffix,
+    path_matches,
     registrable_domain,
     rejection_reason,
 )
 
 Key = tuple[str, str, str]  # (domain, path, name)
 EPOCH = datetime.fromtimestamp(0, UTC)
-
-
-def domain_matches(host: str, cookie: StoredCookie) -> bool:
-    host = host.lower()
-    domain = cookie.domain
-    if cookie.host_only:
-        return host == domain
-    if is_ip_address(host):
-        return False  # a domain cookie never goes to an IP address
-    return host == domain or host.endswith("." + domain)
-
-
-def path_matches(request_path: str, cookie_path: str) -> bool:
-    """'/app' covers '/app' and '/app/x', not '/apple'."""
-    if request_path == cookie_path:
-        return True
-    if request_path.startswith(cookie_path):
-        return cookie_path.endswith("/") or request_path[len(cookie_path)] == "/"
-    return False
-
-
-def default_path(request_path: str) -> str:
-    if not request_path.startswith("/") or request_path.count("/") <= 1:
-        return "/"
-    return request_path[: request_path.rfind("/")]
 
 
 class CookieJar:
@@ -121,7 +98,7 @@ class CookieJar:
     def _shadows_secure(self, cookie: StoredCookie) -> bool:
         for existing in self._cookies.values():
             if existing.secure and existing.name == cookie.name and path_matches(cookie.path, existing.path) and (
-                    domain_matches(cookie.domain, existing) or _domain_covers(cookie, existing.domain)):
+                    domain_matches(cookie.domain, existing) or domain_matches(existing.domain, cookie)):
                 return True
         return False
 
@@ -149,10 +126,6 @@ class CookieJar:
         keys.sort(key=lambda k: (not self._cookies[k].is_expired(now), self._last_used.get(k, -1)))
         for key in keys[:how_many]:
             self._remove(key)
-
-
-def _domain_covers(cookie: StoredCookie, host: str) -> bool:
-    return not cookie.host_only and (host == cookie.domain or host.endswith("." + cookie.domain))
 
 
 def _expiry(raw: str, now: datetime) -> datetime | None:
@@ -186,7 +159,7 @@ def parse_set_cookie(url: str, header: str, now: datetime) -> tuple[StoredCookie
                 return None, (name[:64], f"its Domain {domain[:100]!r} is a public suffix")
             if domain == host and is_public_suffix(domain):
                 continue
-            if not (host == domain or (host.endswith("." + domain) and not is_ip_address(host))):
+            if not domain_matches(host, StoredCookie("", "", domain, host_only=False)):
                 return None, None  # a site cannot set cookies for another domain: ignored
             cookie.domain, cookie.host_only = domain, False
         elif key == "path" and raw.startswith("/"):

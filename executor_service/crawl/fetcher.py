@@ -31,7 +31,6 @@ from .verdicts import FetchFailed, Verdict
 
 MAX_REDIRECTS = 10
 MAX_REFUSED_COOKIES = 20  # refused Set-Cookie headers reported per page
-DEFAULT_LOGGED_OUT_PATTERNS = [r"(?i)log[-_]?in", r"(?i)sign[-_]?in"]
 DEFAULT_USER_AGENT = "quaero/0.1 (+https://quaero.dev/bot)"
 
 

@@ -117,7 +117,7 @@ class RobotsRules:
 
 # ---- the cache of robots.txt per origin ------------------------------------------------------------
 ROBOTS_TTL_SECONDS = 3600.0  # robots.txt is read again after an hour, as crawlers commonly do
-BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # after 5xx/timeouts, before asking again
+BACKOFF_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # after 5xx/timeouts, before asking again
 MAX_REDIRECTS = 5  # RFC 9309 §2.3.1.2
 MAX_ORIGINS = 10_000
 

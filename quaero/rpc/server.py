@@ -2,6 +2,7 @@
 limits), the one ready line, signals, and a main that fails in one line instead of a traceback."""
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import sys
@@ -103,6 +104,8 @@ def run_main(program: str, log_level: str, serve: Callable[[], None],
                         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # `kill -USR1 <pid>` writes every thread's stack to the log: what a hung service is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         serve()
     except tuple(expected) as error:

@@ -138,7 +138,7 @@ def test_unknown_job_is_not_found_and_malformed_id_is_invalid(manager: Any) -> N
 
 def test_concurrent_merges_of_distinct_keys_lose_nothing(manager: Any) -> None:
     job = new_job(manager)
-    clients, per_client = 16, 200
+    clients, per_client = 8, 50  # through gRPC; tests/storage/test_merges.py puts more weight on the database
     errors: list[BaseException] = []
 
     def worker(index: int) -> None:
@@ -161,7 +161,7 @@ def test_concurrent_merges_of_distinct_keys_lose_nothing(manager: Any) -> None:
     metadata = metadata_of(manager, job.id)
     keys = sum(len(inner) for inner in metadata.values())
     assert keys == clients * per_client
-    assert metadata["c7"]["k199"] == 199
+    assert metadata["c7"]["k49"] == 49
 
 
 def test_update_job_config_merges_like_metadata(manager: Any) -> None:

@@ -46,7 +46,7 @@ def test_robots_txt_that_never_answers_fails_the_page_robots_unavailable_after_r
     assert child.status == jobs_pb2.JOB_STATUS_FAILED and child.error_reason == "ROBOTS_UNAVAILABLE"
     assert child.attempts == 4 and "gave up after 4 attempts" in child.error
     assert paths(site) == ["/robots.txt"] * 4, "the page itself must not be fetched"
-    assert time.monotonic() - started < 20  # backoff 1 + 2 + 4 s between the four attempts
+    assert time.monotonic() - started < 15  # backoff 0.5 + 1 + 2 s between the four attempts
 
 
 def test_a_silent_robots_txt_costs_the_timeout_and_is_retried(harness: CrawlHarness) -> None:

@@ -3,6 +3,7 @@ send, no cookie value reaches its log even at DEBUG, and SIGTERM stops it while 
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,18 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def test_executor_memory_stays_bounded_whatever_the_sites_send(tmp_path: Path) -> None:
+    # 16 workers at once on pages just under the 5 MiB body cap: deeply nested tag soup (the most memory
+    # per byte for a parser), plain text, tens of thousands of links, and gzip bombs; robots.txt a bomb too.
     soup = "<html><body>" + "<b>" * (int(4.8 * MiB) // 3) + "</body></html>"
+    text = "<html><body><p>" + "word " * (int(4.8 * MiB) // 5) + "</p></body></html>"
     links = "<html><body>" + "".join(f'<a href="/l/{n}/{"q" * 80}">{n}</a>' for n in range(45_000)) + "</body></html>"
     routes: dict[tuple[str, str], Any] = {(APP, "/robots.txt"): gzip_bomb(200 * MiB, "text/plain")}
-    pages = [f"/soup/{n}" for n in range(8)] + [f"/links/{n}" for n in range(4)] + [f"/bomb/{n}" for n in range(8)]
+    kinds = {"soup": 3, "text": 9, "links": 2, "bomb": 8}
+    pages = [f"/{kind}/{n}" for kind, count in kinds.items() for n in range(count)]
     routes[(APP, "/")] = html("index", *pages)
-    routes.update({(APP, p): Response(body=soup) for p in pages if p.startswith("/soup/")})
-    routes.update({(APP, p): Response(body=links) for p in pages if p.startswith("/links/")})
-    routes.update({(APP, p): gzip_bomb(200 * MiB) for p in pages if p.startswith("/bomb/")})
+    bodies = {"soup": Response(body=soup), "text": Response(body=text), "links": Response(body=links),
+              "bomb": gzip_bomb(200 * MiB)}
+    routes.update({(APP, p): bodies[p.split("/")[1]] for p in pages})
     site = SiteServer(Routes(routes)).start()
     env = environment(tmp_path)
     manager = start_manager(env)
@@ -77,7 +82,7 @@ def test_executor_memory_stays_bounded_whatever_the_sites_send(tmp_path: Path) -
         final = wait_terminal(client, parent_id, 120)
         peak = peak_rss_mib(executor.process.pid)
         children = client.jobs.ListJobs(jobs_pb2.ListJobsRequest(parent_id=parent_id, page_size=1000)).jobs
-        reasons = sorted({c.error_reason for c in children if c.name.rsplit("/", 2)[-2] in ("soup", "links", "bomb")})
+        reasons = sorted({c.error_reason for c in children if c.name.rsplit("/", 2)[-2] in kinds})
         assert final.status == jobs_pb2.JOB_STATUS_COMPLETED and reasons == ["", "BODY_TOO_LARGE"], reasons
         print(f"executor peak RSS {peak:.0f} MiB")
         assert peak < 300, f"the executor's peak RSS was {peak:.0f} MiB"
@@ -137,7 +142,12 @@ def test_sigterm_stops_the_executor_while_its_pages_wait_and_fetch(tmp_path: Pat
         assert stats.running >= 3, "pages did not start waiting"
         stopping = time.monotonic()
         executor.process.send_signal(signal.SIGTERM)
-        executor.process.wait(timeout=20)
+        try:
+            executor.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            executor.process.send_signal(signal.SIGUSR1)  # its threads' stacks, into its log
+            time.sleep(1)
+            raise AssertionError("the executor did not stop:\n" + executor.logs()[-6000:]) from None
         assert time.monotonic() - stopping < 8, "SIGTERM did not stop the executor promptly"
         assert executor.process.returncode == 0
     finally:

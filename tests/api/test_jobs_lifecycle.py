@@ -196,7 +196,8 @@ def test_many_open_watch_streams_do_not_starve_other_calls(manager: Any) -> None
             stream.cancel()
 
 
-def test_an_expired_lease_returns_the_job_to_pending_and_too_many_attempts_fail_it(manager: Any) -> None:
+def test_an_expired_lease_returns_the_job_to_pending_and_too_many_attempts_fail_it(clocked_manager: Any) -> None:
+    manager = clocked_manager
     from google.protobuf import duration_pb2
 
     from manager_service.storage.leases import MAX_LEASE_ATTEMPTS
@@ -212,7 +213,7 @@ def test_an_expired_lease_returns_the_job_to_pending_and_too_many_attempts_fail_
                                                                   lease_duration=one_second)).leased_jobs
         assert [j.job.id for j in leased] == [child.id], f"attempt {attempt}"
         tokens.append(leased[0].lease.lease_token)
-        time.sleep(1.1)
+        manager.server.stores.clock.advance(1.1)
         manager.client.jobs.LeaseJobs(S.LeaseJobsRequest(worker_id="w", type="nothing-of-this-type"))  # reaps
         state = manager.client.jobs.GetJob(S.GetJobRequest(job_id=child.id))
         if attempt < MAX_LEASE_ATTEMPTS:

@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from quaero.api.manager.v1 import auth_pb2
 from quaero.cookies.files import CookieFileError, read_cookie_file
-from quaero.testing.harness import CrawlHarness
-from tests.test_cli import one_line_error, quaero
 
 
 def write(tmp_path: Path, content: str | bytes, name: str = "cookies.json") -> Path:
@@ -57,16 +54,3 @@ def test_a_broken_file_is_one_readable_error(tmp_path: Path, content: str | byte
 def test_a_directory_is_not_a_cookie_file(tmp_path: Path) -> None:
     with pytest.raises(CookieFileError, match="is a directory"):
         read_cookie_file(tmp_path)
-
-
-def test_the_cli_says_where_a_file_is_broken_and_stores_secure_false_as_not_secure(harness: CrawlHarness,
-                                                                                  tmp_path: Path) -> None:
-    broken = write(tmp_path, '[{"name": "sid", "value": "secret-value-9", "expirationDate": "soon"}]')
-    line = one_line_error(quaero(harness, "auth", "import", str(broken), "--site", "app.site.test"))
-    assert "not a number of seconds" in line and "secret-value-9" not in line
-    good = write(tmp_path, json.dumps([{"name": "sid", "value": "v", "domain": "app.site.test", "secure": "false"}]),
-                 "good.json")
-    result = quaero(harness, "auth", "import", str(good), "--site", "app.site.test", "--id", "flags")
-    assert result.returncode == 0, result.stderr
-    [cookie] = harness.client.auth.GetCredentials(auth_pb2.GetCredentialsRequest(id="flags")).cookies
-    assert not cookie.secure
