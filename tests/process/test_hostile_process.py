@@ -66,7 +66,7 @@ def test_executor_memory_stays_bounded_whatever_the_sites_send(tmp_path: Path) -
     text = "<html><body><p>" + "word " * (int(4.8 * MiB) // 5) + "</p></body></html>"
     links = "<html><body>" + "".join(f'<a href="/l/{n}/{"q" * 80}">{n}</a>' for n in range(45_000)) + "</body></html>"
     routes: dict[tuple[str, str], Any] = {(APP, "/robots.txt"): gzip_bomb(200 * MiB, "text/plain")}
-    kinds = {"soup": 3, "text": 9, "links": 2, "bomb": 8}
+    kinds = {"soup": 2, "text": 10, "links": 2, "bomb": 8}
     pages = [f"/{kind}/{n}" for kind, count in kinds.items() for n in range(count)]
     routes[(APP, "/")] = html("index", *pages)
     bodies = {"soup": Response(body=soup), "text": Response(body=text), "links": Response(body=links),

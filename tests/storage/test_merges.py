@@ -8,7 +8,7 @@ from manager_service.storage import Stores
 
 def test_concurrent_merges_of_distinct_keys_lose_nothing(stores: Stores) -> None:
     job = stores.jobs.create(parent_id="", type="t", name="", config={}, metadata={"seed": 1}, request_id="")
-    writers, per_writer = 16, 100
+    writers, per_writer = 12, 80
     errors: list[BaseException] = []
 
     def write(index: int) -> None:
@@ -26,4 +26,4 @@ def test_concurrent_merges_of_distinct_keys_lose_nothing(stores: Stores) -> None
     assert not errors, errors[:3]
     metadata = stores.jobs.get(job.id).metadata
     assert sum(len(inner) for key, inner in metadata.items() if key != "seed") == writers * per_writer
-    assert metadata["seed"] == 1 and metadata["w7"]["k99"] == 99
+    assert metadata["seed"] == 1 and metadata["w7"]["k79"] == 79

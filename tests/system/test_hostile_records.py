@@ -93,7 +93,7 @@ def test_a_record_the_manager_refuses_fails_the_page_record_failed_at_once(fault
 
 def test_a_transient_manager_error_while_recording_is_retried(faulty: CrawlHarness) -> None:
     site = faulty.site({(APP, "/"): html("home", "/a"), (APP, "/a"): html("a")})
-    inject(faulty, "CompleteLeasedJob=UNAVAILABLE*7")  # more than gRPC's own 5 attempts
+    inject(faulty, "CompleteLeasedJob=UNAVAILABLE*6")  # more than gRPC's own 5 attempts
     result = faulty.crawl([f"http://{APP}:{site.port}/"])
     assert result.parent.status == jobs_pb2.JOB_STATUS_COMPLETED
     assert sorted(d.title for d in result.documents) == ["a", "home"]
