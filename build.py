@@ -110,7 +110,7 @@ def check_stubs_current() -> None:
 def lint() -> None:
     subprocess.run([str(VENV_PY), "-m", "ruff", "check", "quaero", "manager_service", "executor_service", "tests",
                     "bench", "build.py"], check=True, cwd=ROOT)
-    subprocess.run([str(VENV_PY), "-m", "mypy", "quaero", "manager_service", "executor_service"], check=True, cwd=ROOT)
+    subprocess.run([str(VENV_PY), "-m", "mypy", "quaero", "manager_service", "executor_service", "bench"], check=True, cwd=ROOT)
     print("build: ruff and mypy clean", flush=True)
 
 

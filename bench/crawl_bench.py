@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import secrets
 import subprocess
@@ -82,7 +83,7 @@ async def bare_crawl(start: str, port: int, concurrency: int, limit: int) -> int
     return fetched
 
 
-def full_system(port: int, pages: int, concurrency: int, work: Path) -> tuple[int, float, int]:
+def full_system(port: int, pages: int, concurrency: int, work: Path) -> tuple[int, float, int, dict[str, float]]:
     env = {"QUAERO_DATA_DIR": str(work), "QUAERO_API_TOKEN": TOKEN, "QUAERO_DATABASE_URL": "",
            "QUAERO_RESOLVE": f"{HOST}=127.0.0.1"}
     manager = start_manager(env)
@@ -111,14 +112,16 @@ def full_system(port: int, pages: int, concurrency: int, work: Path) -> tuple[in
             token = page.next_page_token
             if not token:
                 break
+        cpu_seconds: dict[str, float] = {}
         for name, pid in (("manager", manager.process.pid), ("executor", executor.process.pid)):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            print(f"{name} CPU: {(int(fields[11]) + int(fields[12])) / 100:.2f} s", flush=True)
+            cpu_seconds[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            print(f"{name} CPU: {cpu_seconds[name]:.2f} s", flush=True)
         status = Path(f"/proc/{executor.process.pid}/status").read_text()
         peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
         channel.close()
         client.close()
-        return stored, elapsed, peak_kib
+        return stored, elapsed, peak_kib, cpu_seconds
     finally:
         executor.stop()
         manager.stop()
@@ -135,18 +138,19 @@ def main() -> int:
         bare = asyncio.run(bare_crawl(f"http://{HOST}:{port}/", port, args.concurrency, args.pages))
         bare_seconds = time.perf_counter() - began
         with tempfile.TemporaryDirectory() as tmp:
-            stored, seconds, peak_kib = full_system(port, args.pages, args.concurrency, Path(tmp))
+            stored, seconds, peak_kib, cpu_seconds = full_system(port, args.pages, args.concurrency, Path(tmp))
     finally:
         site.terminate()
         site.wait()
     bare_rate, full_rate = bare / bare_seconds, stored / seconds
     print(f"bare httpx crawler: {bare} pages in {bare_seconds:.2f} s = {bare_rate:.0f} pages/s")
     print(f"full system:        {stored} pages in {seconds:.2f} s = {full_rate:.0f} pages/s")
-    print("\n| crawler | pages | seconds | pages/s | × bare | executor peak RSS |")
-    print("|---|---:|---:|---:|---:|---:|")
-    print(f"| bare async httpx (baseline) | {bare} | {bare_seconds:.2f} | {bare_rate:.0f} | 1.00 | - |")
+    per_page = ", ".join(f"{name} {1000 * cpu / max(stored, 1):.1f} ms" for name, cpu in cpu_seconds.items())
+    print("\n| crawler | pages | seconds | pages/s | × bare | CPU per page | executor peak RSS |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| bare async httpx (baseline) | {bare} | {bare_seconds:.2f} | {bare_rate:.0f} | 1.00 | - | - |")
     print(f"| Quaero (manager + executor, SQLite) | {stored} | {seconds:.2f} | {full_rate:.0f} | "
-          f"{full_rate / bare_rate:.2f} | {peak_kib / 1024:.0f} MiB |")
+          f"{full_rate / bare_rate:.2f} | {per_page} | {peak_kib / 1024:.0f} MiB |")
     return 0 if stored == bare == args.pages else 1
 
 
