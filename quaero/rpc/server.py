@@ -24,6 +24,7 @@ log = logging.getLogger("quaero.grpc")
 # The HTTP libraries log request and response headers (Cookie, Set-Cookie) at DEBUG: they stay at
 # WARNING whatever the service's level, so no cookie value reaches a log.
 QUIET_LOGGERS = ("alembic", "httpx", "httpcore", "h11", "hpack")
+SIGNAL_POLL_SECONDS = 0.2
 
 
 @dataclass
@@ -93,7 +94,10 @@ def serve_until_signalled(ready_line: str, stop: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(ready_line, flush=True)
-    done.wait()
+    # In slices: the kernel may deliver SIGTERM to any of gRPC's threads, and then only records it
+    # for the main thread; an untimed wait would never return to run the handler.
+    while not done.wait(SIGNAL_POLL_SECONDS):
+        pass
     stop()
 
 

@@ -1,7 +1,9 @@
 """The manager as a real process: start-up, token file, reflection, health, SIGTERM, kill -9."""
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import stat
 from pathlib import Path
 
@@ -114,3 +116,20 @@ def test_tls_when_given_a_certificate(tmp_path: Path) -> None:
         client.close()
     finally:
         manager.stop()
+
+
+def test_sigterm_stops_the_service_whichever_thread_the_kernel_gives_it_to(tmp_path: Path) -> None:
+    # A process-wide SIGTERM lands on any thread that does not block it; gRPC's threads do not. Sent
+    # to each of them in turn here (tgkill), which is what the kernel sometimes does on its own.
+    libc = ctypes.CDLL(None, use_errno=True)
+    for index in range(3):
+        manager = start_manager({"QUAERO_DATA_DIR": str(tmp_path / str(index)), "QUAERO_API_TOKEN": "t"})
+        pid = manager.process.pid
+        others = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+        assert len(others) > index, "the manager runs fewer threads than expected"
+        assert libc.tgkill(pid, others[index], signal.SIGTERM) == 0, os.strerror(ctypes.get_errno())
+        try:
+            assert manager.process.wait(timeout=5) == 0
+        finally:
+            manager.stop()
+        assert "event=shutdown" in manager.logs()
