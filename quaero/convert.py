@@ -2,6 +2,8 @@
 crawl specs and definitions."""
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,25 +19,66 @@ from .job_status import JobStatus
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def value_to_python(value: struct_pb2.Value) -> Any:
+class _BadValue(Exception):
+    """A Struct value with no JSON form; `path` is filled in on the way out (free when all is well)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+        self.path: list[str] = []
+
+
+def _python_of(value: struct_pb2.Value) -> Any:
     kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return struct_to_dict(value.struct_value)
-    if kind == "list_value":
-        return [value_to_python(item) for item in value.list_value.values]
-    if kind == "number_value":
-        number = value.number_value
-        # Struct has only doubles; keep integers integers so {"count": 3} round-trips as 3.
-        return int(number) if number.is_integer() and abs(number) < 2**53 else number
     if kind == "string_value":
         return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer():
+            # Struct has only doubles; keep integers integers so {"count": 3} round-trips as 3.
+            return int(number) if abs(number) < 2**53 else number
+        if not math.isfinite(number):
+            raise _BadValue("is not a finite number (JSON has no NaN or Infinity)")
+        return number
+    if kind == "struct_value":
+        return _dict_of(value.struct_value)
     if kind == "bool_value":
         return value.bool_value
-    return None
+    if kind == "list_value":
+        items = []
+        for index, item in enumerate(value.list_value.values):
+            try:
+                items.append(_python_of(item))
+            except _BadValue as error:
+                error.path.append(f"[{index}]")
+                raise
+        return items
+    if kind == "null_value":
+        return None
+    raise _BadValue("has no kind set (a google.protobuf.Value holds exactly one of null_value, number_value, "
+                    "string_value, bool_value, struct_value or list_value)")
 
 
-def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: value_to_python(value) for key, value in struct.fields.items()}
+def _dict_of(struct: struct_pb2.Struct) -> dict[str, Any]:
+    result = {}
+    for key, value in struct.fields.items():
+        try:
+            result[key] = _python_of(value)
+        except _BadValue as error:
+            error.path.append(f".{key}" if key.isidentifier() else f"[{json.dumps(key)}]")
+            raise
+    return result
+
+
+def struct_to_dict(struct: struct_pb2.Struct, field: str = "struct") -> dict[str, Any]:
+    """The JSON object a Struct holds. A value with no JSON form (a NaN or infinite number, a Value with
+    no kind set, which is what some clients send for a misspelt field) is INVALID_ARGUMENT naming its
+    path, e.g. `metadata.progress[2]`: never read as null, which a merge would take for "delete"."""
+    try:
+        return _dict_of(struct)
+    except _BadValue as error:
+        path = field + "".join(reversed(error.path))
+        raise InvalidArgument(Reason.INVALID_VALUE, f"{path} {error.why}", path) from None
 
 
 def _fill_value(target: struct_pb2.Value, value: Any) -> None:

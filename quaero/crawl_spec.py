@@ -14,12 +14,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import InvalidArgument, Reason
+from .ids import check_credentials_id, check_definition_id
 from .network_policy import MAX_ALLOWED_NETWORKS, NetworkPolicy, parse_networks
 from .patterns import MAX_PATTERNS, compile_pattern
 from .urls import MAX_URL_LENGTH, has_credentials, normalise_url
 
 DEFAULT_LOGGED_OUT_PATTERNS = (r"(?i)log[-_]?in", r"(?i)sign[-_]?in")
 MAX_START_URLS = 1000
+MAX_DEFINITION_NAME_CHARS = 512
 USER_AGENT = re.compile(r"[\x20-\x7e]{0,512}")  # it goes into a request header
 # (lowest, highest) for each number; a delay or timeout must also be finite.
 RANGES: dict[str, tuple[float, float]] = {
@@ -188,17 +190,24 @@ def _strings(value: Any, field: str) -> list[str]:
     return list(value)
 
 
+def _looks_absolute_http(url: str) -> bool:
+    try:
+        parts = urlsplit(url.strip())
+        return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+    except ValueError:  # e.g. "http://[::1" (an unclosed IPv6 bracket)
+        return True
+
+
 def _start_url(url: str, field: str, policy: NetworkPolicy) -> str:
     # Never echoed back: the URL may hold a password.
     _require(not has_credentials(url), field, f"{field} holds a user name or password (user:password@); the crawl "
              "never sends them: remove them and give the session as credentials (auth_id)")
-    parts = urlsplit(url.strip())
-    _require(parts.scheme.lower() in ("http", "https") and bool(parts.hostname), field,
-             f"start URL {url[:200]!r} is not an absolute http(s) URL")
     normal = normalise_url(url)
-    _require(normal is not None, field, f"start URL {url[:200]!r} cannot be crawled (a bad host or port, or longer "
-             f"than {MAX_URL_LENGTH} characters)")
-    assert normal is not None
+    if normal is None:
+        why = (f"cannot be crawled (a bad host or port, or longer than {MAX_URL_LENGTH} characters)"
+               if _looks_absolute_http(url) else "is not an absolute http(s) URL")
+        _require(False, field, f"start URL {url[:200]!r} {why}")
+        raise AssertionError("unreachable")
     refused = policy.host_refusal(urlsplit(normal).hostname or "")
     article = "an" if (refused or "")[:1] in "aeiou" else "a"
     _require(refused is None, field, f"start URL {normal[:200]!r} is on {article} {refused} address; a crawl reaches "
@@ -217,23 +226,26 @@ class Definition:
     auth_id: str = ""
     policy: RunPolicy = field(default_factory=RunPolicy)
 
-    ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Definition:
         """Checked, with InvalidArgument naming the field as `job_definition.<field>`."""
         kind = data.get("type") or "crawler"
         _require(kind == "crawler", "job_definition.type", f"type {kind!r} is not supported; the only type is 'crawler'")
         definition_id = data.get("id") or ""
-        _require(not definition_id or bool(cls.ID.fullmatch(definition_id)), "job_definition.id",
-                 "id may hold only letters, digits, '-' and '_' (at most 128), starting with a letter or digit")
+        if definition_id:
+            check_definition_id(definition_id, "job_definition.id")
+        auth_id = data.get("auth_id") or ""
+        if auth_id:
+            check_credentials_id(auth_id, "job_definition.auth_id")
+        name = data.get("name") or definition_id
+        _require(len(name) <= MAX_DEFINITION_NAME_CHARS and "\x00" not in name, "job_definition.name",
+                 f"name must be at most {MAX_DEFINITION_NAME_CHARS} characters, without NUL")
         try:
             policy = RunPolicy.from_mapping(data)
         except InvalidArgument as error:
             raise InvalidArgument(error.reason, error.message, f"job_definition.{error.field}") from None
         spec = CrawlSpec.from_mapping(data.get("crawl") or {}, prefix="job_definition.crawl")
-        return cls(id=definition_id, spec=spec, name=data.get("name") or definition_id, type=kind,
-                   auth_id=data.get("auth_id") or "", policy=policy)
+        return cls(id=definition_id, spec=spec, name=name, type=kind, auth_id=auth_id, policy=policy)
 
     def to_mapping(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "type": self.type, "auth_id": self.auth_id,

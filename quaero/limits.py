@@ -12,6 +12,10 @@ MAX_TEXT_BYTES = 1024 * 1024
 # (CompleteLeasedJob): at most 1 MiB of text, 5,000 links of at most 1 MiB in all, names and keys: well
 # under this (README, "Limits").
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# What the servers' transport takes in: requests between the two limits are answered REQUEST_TOO_LARGE
+# with the limit (by quaero.rpc.interceptors), not gRPC's bare RESOURCE_EXHAUSTED; past this one,
+# gRPC itself refuses them ("Received message larger than max").
+MAX_RECEIVE_BYTES = 4 * MAX_MESSAGE_BYTES
 MAX_TITLE_CHARS = 1024
 MAX_CONTENT_TYPE_CHARS = 255
 

@@ -46,8 +46,8 @@ def log_to_proto(log: JobLog) -> jobs_pb2.JobLog:
 
 
 def child_specs(children: Any) -> list[ChildSpec]:
-    return [ChildSpec(type=c.type, name=c.name, config=struct_to_dict(c.config), dedup_key=c.dedup_key,
-                      depth=c.depth) for c in children]
+    return [ChildSpec(type=c.type, name=c.name, config=struct_to_dict(c.config, f"children[{index}].config"),
+                      dedup_key=c.dedup_key, depth=c.depth) for index, c in enumerate(children)]
 
 
 def document_input(document: documents_pb2.Document) -> DocumentInput | None:
@@ -69,7 +69,7 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
     def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
         return job_to_proto(self.jobs.create(
             parent_id=request.parent_id, type=request.type, name=request.name,
-            config=struct_to_dict(request.config), metadata=struct_to_dict(request.metadata),
+            config=struct_to_dict(request.config, "config"), metadata=struct_to_dict(request.metadata, "metadata"),
             request_id=request.request_id, depth=request.depth))
 
     def BatchCreateChildJobs(self, request: jobs_pb2.BatchCreateChildJobsRequest,
@@ -89,7 +89,7 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
         return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(job) for job in jobs], next_page_token=token)
 
     def UpdateJobStatus(self, request: jobs_pb2.UpdateJobStatusRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
-        result = struct_to_dict(request.result) if request.HasField("result") else None
+        result = struct_to_dict(request.result, "result") if request.HasField("result") else None
         return job_to_proto(self.jobs.update_status(
             request.job_id, job_status(request.status), error=request.error, error_reason=request.error_reason,
             result=result, etag=request.etag))
@@ -101,7 +101,7 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
 
     def UpdateJobConfig(self, request: jobs_pb2.UpdateJobConfigRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
         return job_to_proto(self.jobs.update_json(
-            request.job_id, "config", struct_to_dict(request.config),
+            request.job_id, "config", struct_to_dict(request.config, "config"),
             request.mode == jobs_pb2.UPDATE_MODE_REPLACE, request.etag))
 
     def UpdateJobMetadata(self, request: jobs_pb2.UpdateJobMetadataRequest,
@@ -110,7 +110,7 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
                                 jobs_pb2.UPDATE_MODE_REPLACE):
             raise InvalidArgument(Reason.INVALID_MODE, "mode must be UPDATE_MODE_MERGE or UPDATE_MODE_REPLACE", "mode")
         return job_to_proto(self.jobs.update_json(
-            request.job_id, "metadata", struct_to_dict(request.metadata),
+            request.job_id, "metadata", struct_to_dict(request.metadata, "metadata"),
             request.mode == jobs_pb2.UPDATE_MODE_REPLACE, request.etag))
 
     def AddJobLog(self, request: jobs_pb2.AddJobLogRequest, context: grpc.ServicerContext) -> jobs_pb2.JobLog:
@@ -168,7 +168,7 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
                           context: grpc.ServicerContext) -> jobs_pb2.Job:
         document = document_input(request.document) if request.HasField("document") else None
         return job_to_proto(self.leases.complete(
-            request.job_id, request.lease_token, job_status(request.status), result=struct_to_dict(request.result),
+            request.job_id, request.lease_token, job_status(request.status), result=struct_to_dict(request.result, "result"),
             error=request.error, error_reason=request.error_reason, document=document,
             children=child_specs(request.children), max_children=request.max_children,
             retry_after=request.retry_after.ToTimedelta()))

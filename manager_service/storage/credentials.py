@@ -3,7 +3,6 @@ cookie rules (quaero.cookies) are applied here, for every client."""
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,14 +23,16 @@ from quaero.cookies import (
 )
 from quaero.crawl_spec import USER_AGENT
 from quaero.errors import InvalidArgument, NotFound, Reason
+from quaero.ids import check_credentials_id
 
 from .clock import Clock
 from .db import Database
 from .models import credentials
 from .paging import Page
+from .records import check_text
 from .secretbox import SecretBox
 
-CREDENTIALS_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_BASE_URL_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,9 @@ class CredentialStore:
         if is_public_suffix(site):
             raise InvalidArgument(Reason.INVALID_SITE_DOMAIN, f"site_domain {site!r} is a public suffix, shared by "
                                   "unrelated sites; give the site's own domain (e.g. example.com)", "site_domain")
-        if credentials_id and not CREDENTIALS_ID.fullmatch(credentials_id):
-            raise InvalidArgument(Reason.INVALID_CREDENTIALS_ID,
-                                  "id may hold only letters, digits, '.', '-' and '_' (at most 64)", "id")
+        if credentials_id:
+            check_credentials_id(credentials_id)
+        check_text(base_url, "base_url", MAX_BASE_URL_CHARS)
         if USER_AGENT.fullmatch(user_agent) is None:
             raise InvalidArgument(Reason.INVALID_USER_AGENT, "user_agent must be printable ASCII of at most 512 "
                                   "characters (it is sent as a header)", "user_agent")
@@ -118,7 +119,8 @@ class CredentialStore:
                 accepted.append(cookie)
         return accepted, rejected
 
-    def info(self, credentials_id: str) -> Credentials:
+    def info(self, credentials_id: str, field: str = "id") -> Credentials:
+        check_credentials_id(credentials_id, field)
         with self.db.read_engine.connect() as conn:
             row = conn.execute(sa.select(credentials).where(credentials.c.id == credentials_id)).mappings().first()
         if row is None:
@@ -126,12 +128,14 @@ class CredentialStore:
                            "(see `quaero auth ls`)", "id", {"auth_id": credentials_id})
         return Credentials.from_row(row)
 
-    def exists(self, credentials_id: str) -> bool:
+    def exists(self, credentials_id: str, field: str = "id") -> bool:
+        check_credentials_id(credentials_id, field)
         with self.db.read_engine.connect() as conn:
             return conn.execute(sa.select(credentials.c.id).where(credentials.c.id == credentials_id)).first() is not None
 
     def get(self, credentials_id: str) -> Credentials:
         """With the cookie values: the only read that decrypts them."""
+        check_credentials_id(credentials_id)
         with self.db.read_engine.connect() as conn:
             row = conn.execute(sa.select(credentials).where(credentials.c.id == credentials_id)).mappings().first()
         if row is None:
@@ -151,6 +155,7 @@ class CredentialStore:
         return page.cut(rows)
 
     def delete(self, credentials_id: str) -> None:
+        check_credentials_id(credentials_id)
         with self.db.write_engine.begin() as conn:
             deleted = conn.execute(sa.delete(credentials).where(credentials.c.id == credentials_id))
         if not deleted.rowcount:

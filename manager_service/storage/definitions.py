@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from quaero.crawl_spec import CrawlSpec, Definition, RunPolicy
 from quaero.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Reason
+from quaero.ids import check_definition_id
 
 from .clock import Clock
 from .credentials import CredentialStore
@@ -44,7 +45,7 @@ class DefinitionStore:
         self.clock = clock
 
     def _check_auth(self, definition: Definition) -> None:
-        if definition.auth_id and not self.credentials.exists(definition.auth_id):
+        if definition.auth_id and not self.credentials.exists(definition.auth_id, "job_definition.auth_id"):
             raise FailedPrecondition(Reason.AUTH_NOT_FOUND, f"auth_id {definition.auth_id!r} names no stored "
                                      "credentials; import them first (`quaero auth import`)",
                                      "job_definition.auth_id", {"auth_id": definition.auth_id})
@@ -82,6 +83,7 @@ class DefinitionStore:
         return self.get(definition.id)
 
     def get(self, definition_id: str) -> StoredDefinition:
+        check_definition_id(definition_id)
         with self.db.read_engine.connect() as conn:
             row = conn.execute(sa.select(job_definitions).where(job_definitions.c.id == definition_id)).mappings().first()
         if row is None:
@@ -98,6 +100,7 @@ class DefinitionStore:
         return page.cut(rows)
 
     def delete(self, definition_id: str) -> None:
+        check_definition_id(definition_id)
         with self.db.write_engine.begin() as conn:
             deleted = conn.execute(sa.delete(job_definitions).where(job_definitions.c.id == definition_id))
         if not deleted.rowcount:

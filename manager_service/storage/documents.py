@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from quaero.errors import InvalidArgument, NotFound, Reason
+from quaero.ids import check_document_id, check_job_id
 from quaero.limits import MAX_CONTENT_TYPE_CHARS, MAX_TEXT_BYTES, MAX_TITLE_CHARS, truncate_utf8, without_nul
 
 from .db import Database
@@ -58,6 +59,8 @@ class DocumentStore:
     def get(self, document_id: str, url: str) -> Document:
         if not document_id and not url:
             raise InvalidArgument(Reason.MISSING_DOCUMENT_KEY, "give document_id or url", "document_id")
+        if document_id:
+            document_id = check_document_id(document_id)
         condition = documents.c.id == document_id if document_id else documents.c.url_hash == url_hash(url)
         with self.db.read_engine.connect() as conn:
             row = conn.execute(sa.select(documents).where(condition)).mappings().first()
@@ -72,7 +75,7 @@ class DocumentStore:
         columns = [c for c in documents.c if not (omit_text and c.name == "text")]
         query = sa.select(*columns)
         if parent_job_id:
-            query = query.where(documents.c.parent_job_id == parent_job_id)
+            query = query.where(documents.c.parent_job_id == check_job_id(parent_job_id, "parent_job_id"))
         query = query.order_by(documents.c.fetched_at.desc(), documents.c.id).offset(page.after).limit(page.limit)
         with self.db.read_engine.connect() as conn:
             rows = [Document.from_row(row) for row in conn.execute(query).mappings()]

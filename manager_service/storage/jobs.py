@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from quaero.errors import FailedPrecondition, InvalidArgument, JobNotFound, Reason
+from quaero.ids import check_job_id, check_request_id
 from quaero.job_status import JobStatus
 from quaero.limits import without_nul
 
@@ -24,8 +25,19 @@ from .jobs_sql import JobsSql
 from .lifecycle import Lifecycle, check_transition
 from .models import job_logs, jobs
 from .paging import Page
-from .records import MAX_NAME_CHARS, MAX_TYPE_CHARS, ChildSpec, CreatedChildren, Job, JobLog, check_job_id, version_of
+from .records import (
+    MAX_NAME_CHARS,
+    MAX_TYPE_CHARS,
+    ChildSpec,
+    CreatedChildren,
+    Job,
+    JobLog,
+    check_children,
+    check_text,
+    version_of,
+)
 
+MAX_ERROR_REASON_CHARS = 64
 LOG_LEVELS = {1: "debug", 2: "info", 3: "warning", 4: "error"}
 MAX_LOG_MESSAGE = 8 * 1024
 
@@ -90,17 +102,12 @@ class JobStore:
                metadata: dict[str, Any], request_id: str, depth: int = 0) -> Job:
         jsonvalues.check_object(config, "config")
         jsonvalues.check_object(metadata, "metadata")
-        jsonvalues.check_auth_id(metadata, "metadata")
+        jsonvalues.check_auth_id(metadata, "metadata", merge=False)
         if parent_id:
             parent_id = check_job_id(parent_id, "parent_id")
-        if len(name) > MAX_NAME_CHARS:
-            raise InvalidArgument(Reason.NAME_TOO_LONG, f"name is {len(name)} characters; the limit is "
-                                  f"{MAX_NAME_CHARS}", "name")
-        if len(type) > MAX_TYPE_CHARS:
-            raise InvalidArgument(Reason.TYPE_TOO_LONG, f"type is {len(type)} characters; the limit is "
-                                  f"{MAX_TYPE_CHARS}", "type")
-        if len(request_id) > 128:
-            raise InvalidArgument(Reason.INVALID_REQUEST_ID, "request_id is longer than 128 characters", "request_id")
+        check_text(name, "name", MAX_NAME_CHARS, Reason.NAME_TOO_LONG)
+        check_text(type, "type", MAX_TYPE_CHARS, Reason.TYPE_TOO_LONG)
+        check_request_id(request_id)
         if request_id:
             existing = self._by_request_id(request_id)
             if existing is not None:
@@ -125,8 +132,9 @@ class JobStore:
 
     def create_children(self, parent_id: str, specs: Sequence[ChildSpec], max_children: int) -> CreatedChildren:
         parent_id = check_job_id(parent_id, "parent_id")
-        for spec in specs:
-            jsonvalues.check_object(spec.config, "children.config")
+        check_children(specs, "children")
+        for index, spec in enumerate(specs):
+            jsonvalues.check_object(spec.config, f"children[{index}].config")
         with self.db.write_engine.begin() as conn:
             parent = self.rows.lock_parent(conn, parent_id)
             if parent.status.terminal:
@@ -147,7 +155,7 @@ class JobStore:
         job_id = check_job_id(job_id)
         text = jsonvalues.check_object(value, column)
         if column == "metadata":
-            jsonvalues.check_auth_id(value, column)
+            jsonvalues.check_auth_id(value, column, merge=not replace)
         version = None
         if etag:
             parsed = version_of(etag)
@@ -178,6 +186,7 @@ class JobStore:
     def update_status(self, job_id: str, status: JobStatus, *, error: str = "", error_reason: str = "",
                       result: dict[str, Any] | None = None, etag: str = "") -> Job:
         job_id = check_job_id(job_id)
+        check_text(error_reason, "error_reason", MAX_ERROR_REASON_CHARS)
         if result is not None:
             jsonvalues.check_object(result, "result")
         with self.db.write_engine.begin() as conn:

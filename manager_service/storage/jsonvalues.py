@@ -12,7 +12,7 @@ MAX_JSON_DEPTH = 32
 
 def dumps(value: Any) -> str:
     """Compact, stable serialisation; the form whose size the 64 KiB limit counts."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True, allow_nan=False)
 
 
 def depth_of(value: Any) -> int:
@@ -41,7 +41,15 @@ def check_object(value: Any, field: str) -> str:
     if depth > MAX_JSON_DEPTH:
         raise InvalidArgument(Reason.METADATA_TOO_DEEP, f"{field} is nested {depth} levels deep; the limit is "
                               f"{MAX_JSON_DEPTH}", field)
-    text = dumps(value)
+    try:
+        text = dumps(value)
+    except ValueError:  # NaN or Infinity from a Python caller (gRPC callers are stopped in convert)
+        raise InvalidArgument(Reason.INVALID_VALUE, f"{field} holds a number that is not finite", field) from None
+    except TypeError as error:
+        raise InvalidArgument(Reason.INVALID_VALUE, f"{field} holds a value with no JSON form: {error}",
+                              field) from None
+    if "\\u0000" in text:  # the escape json.dumps writes for U+0000 (or a false alarm, checked below)
+        _check_no_nul(value, field)
     size = len(text.encode())
     if size > MAX_JSON_BYTES:
         raise InvalidArgument(Reason.METADATA_TOO_LARGE,
@@ -49,12 +57,31 @@ def check_object(value: Any, field: str) -> str:
     return text
 
 
-def check_auth_id(metadata: dict[str, Any], field: str) -> None:
-    """auth_id, when present in metadata, must be a non-empty string (None deletes it in a merge)."""
+def _check_no_nul(value: Any, path: str) -> None:
+    """U+0000 in a key or a string: PostgreSQL's jsonb cannot hold it, so neither database takes it."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidArgument(Reason.NUL_CHARACTER, f"{path} contains a NUL character (U+0000), which cannot "
+                                  "be stored", path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if key.isidentifier() else f"{path}[{json.dumps(key)}]"
+            if "\x00" in key:
+                raise InvalidArgument(Reason.NUL_CHARACTER, f"a key in {path} contains a NUL character (U+0000)",
+                                      path)
+            _check_no_nul(item, child)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_no_nul(item, f"{path}[{index}]")
+
+
+def check_auth_id(metadata: dict[str, Any], field: str, merge: bool) -> None:
+    """auth_id, when present after the write, is a non-empty string: in a merge patch null deletes it
+    (allowed); in a new or replacing object null would be stored, so it is refused."""
     if "auth_id" not in metadata:
         return
     auth_id = metadata["auth_id"]
-    if auth_id is None:
+    if auth_id is None and merge:
         return
     if not isinstance(auth_id, str) or not auth_id.strip():
         raise InvalidArgument(Reason.INVALID_AUTH_ID, f"{field}.auth_id must be a non-empty string", f"{field}.auth_id")

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from quaero.errors import InvalidArgument, JobNotFound, LeaseLost, Reason
+from quaero.ids import check_job_id
 from quaero.job_status import JobStatus
 from quaero.limits import without_nul
 
@@ -23,9 +24,12 @@ from .documents import DocumentStore
 from .job_rows import JobRows
 from .lifecycle import MAX_ERROR_CHARS, Lifecycle
 from .models import jobs
-from .records import ChildSpec, DocumentInput, Job, check_job_id
+from .records import MAX_TYPE_CHARS, ChildSpec, DocumentInput, Job, check_children, check_text
 
 MAX_LEASE_ATTEMPTS = 5
+MAX_WORKER_ID_CHARS = 128
+MAX_LEASE_TOKEN_CHARS = 64
+MAX_ERROR_REASON_CHARS = 64
 MAX_LEASED_AT_ONCE = 100
 MAX_RETRY_AFTER = timedelta(hours=1)
 PENDING, RUNNING = JobStatus.PENDING.value, JobStatus.RUNNING.value
@@ -41,6 +45,8 @@ class LeaseQueue:
         self.notifier = notifier
 
     def lease(self, worker_id: str, max_jobs: int, duration: timedelta, type: str) -> tuple[list[Job], str]:
+        check_text(worker_id, "worker_id", MAX_WORKER_ID_CHARS)
+        check_text(type, "type", MAX_TYPE_CHARS, Reason.TYPE_TOO_LONG)
         max_jobs = max(1, min(max_jobs or 1, MAX_LEASED_AT_ONCE))
         seconds = duration.total_seconds() or 30.0
         if not 1 <= seconds <= 600:
@@ -59,7 +65,7 @@ class LeaseQueue:
                 skip_locked=True)
             rows = [Job.from_row(row) for row in conn.execute(
                 sa.update(jobs).where(jobs.c.id.in_(candidates.scalar_subquery()))
-                .values(status=RUNNING, lease_token=token, lease_owner=worker_id[:128],
+                .values(status=RUNNING, lease_token=token, lease_owner=worker_id,
                         lease_expires_at=stamp + timedelta(seconds=seconds),
                         started_at=sa.func.coalesce(jobs.c.started_at, stamp), attempts=jobs.c.attempts + 1,
                         not_before=None, version=jobs.c.version + 1, updated_at=stamp)
@@ -100,6 +106,7 @@ class LeaseQueue:
 
     def renew(self, job_id: str, token: str, duration: timedelta) -> Job:
         job_id = check_job_id(job_id)
+        check_text(token, "lease_token", MAX_LEASE_TOKEN_CHARS)
         seconds = min(max(duration.total_seconds() or 30.0, 1), 600)
         with self.db.write_engine.begin() as conn:
             row = conn.execute(
@@ -116,12 +123,17 @@ class LeaseQueue:
         """Finishes a leased child in one transaction: document, discovered children, status, parent.
         PENDING gives it back instead, to be leased again after retry_after."""
         job_id = check_job_id(job_id)
+        check_text(token, "lease_token", MAX_LEASE_TOKEN_CHARS)
+        check_text(error_reason, "error_reason", MAX_ERROR_REASON_CHARS)
         if status == PENDING:
             return self._give_back(job_id, token, retry_after, error, error_reason)
         if not status.terminal:
             raise InvalidArgument(Reason.INVALID_STATUS, "a leased job completes as completed, failed or cancelled, "
                                   "or goes back to pending for a retry", "status")
         jsonvalues.check_object(result, "result")
+        check_children(children, "children")
+        for index, spec in enumerate(children):
+            jsonvalues.check_object(spec.config, f"children[{index}].config")
         with self.db.write_engine.begin() as conn:
             job = self.rows.select_for_update(conn, job_id)
             if job is None:
@@ -129,7 +141,7 @@ class LeaseQueue:
             if job.lease_token != token or not token:
                 raise LeaseLost(job_id, f"the job is {job.status}")
             if job.status == status:
-                return job  # a retried completion: already done
+                return job  # a retried completion whose first try committed: the job keeps its last token
             if job.status != JobStatus.RUNNING:
                 raise LeaseLost(job_id, f"the job is {job.status}")
             if document is not None:
@@ -156,11 +168,15 @@ class LeaseQueue:
         with self.db.write_engine.begin() as conn:
             row = conn.execute(
                 sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == RUNNING)
-                .values(status=PENDING, lease_token=None, lease_owner=None, lease_expires_at=None,
+                .values(status=PENDING, lease_expires_at=None,
                         not_before=stamp + (retry_after or timedelta(seconds=1)),
-                        error=without_nul(error)[:MAX_ERROR_CHARS], error_reason=error_reason[:64],
+                        error=without_nul(error)[:MAX_ERROR_CHARS], error_reason=error_reason,
                         version=jobs.c.version + 1, updated_at=stamp)
                 .returning(*jobs.c)).mappings().first()
+            if row is None:
+                # A retried give-back whose first try committed: still pending, still this token's.
+                row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id, jobs.c.lease_token == token,
+                                                         jobs.c.status == PENDING)).mappings().first()
             if row is None:
                 self._raise_lost(job_id, "", conn)
         self.notifier.notify()

@@ -44,7 +44,8 @@ class Lifecycle:
         if status == JobStatus.RUNNING and job.started_at is None:
             values["started_at"] = stamp
         if status.terminal:
-            values.update(finished_at=stamp, lease_token=None, lease_expires_at=None)
+            # The lease token stays: a retried completion that presents it is answered, not refused.
+            values.update(finished_at=stamp, lease_expires_at=None)
         if status == JobStatus.COMPLETED:
             values.update(error="", error_reason="")  # what an earlier, retried attempt said no longer holds
         if error:

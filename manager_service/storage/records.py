@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +11,6 @@ from typing import Any
 from quaero.errors import InvalidArgument, Reason
 from quaero.job_status import JobStatus
 
-JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MAX_NAME_CHARS = 512
 MAX_TYPE_CHARS = 64
 MAX_DEDUP_KEY_CHARS = 256  # longer keys (long URLs) are stored as their SHA-256
@@ -129,18 +127,24 @@ class DocumentInput:
     text_truncated: bool = False
 
 
-def check_job_id(job_id: str, field: str = "job_id") -> str:
-    """The canonical (lower-case) form of a job id; InvalidArgument naming `field` if it is not one."""
-    lowered = job_id.lower()
-    if JOB_ID.fullmatch(lowered):
-        return lowered
-    try:
-        return str(uuid.UUID(job_id))
-    except (ValueError, AttributeError, TypeError):
-        shown = job_id if len(job_id) <= 64 else job_id[:64] + "…"
-        raise InvalidArgument(
-            Reason.INVALID_JOB_ID, f"{field} {shown!r} is not a job id (a UUID such as "
-            "'3f2b8c1e-0d4a-4c6b-9a51-2f7e8d9c0b1a')", field) from None
+def check_text(value: str, field: str, max_chars: int, too_long: Reason = Reason.VALUE_TOO_LONG) -> str:
+    """A client's text for a bounded column: the same answer on both databases (PostgreSQL refuses NUL
+    and over-long values with an error of its own; SQLite would store them)."""
+    if len(value) > max_chars:
+        raise InvalidArgument(too_long, f"{field} is {len(value)} characters; the limit is {max_chars}", field)
+    if "\x00" in value:
+        raise InvalidArgument(Reason.NUL_CHARACTER, f"{field} contains a NUL character (U+0000), which cannot be "
+                              "stored", field)
+    return value
+
+
+def check_children(specs: Any, field: str) -> None:
+    """Children a client sends: type within its limit, no NUL anywhere (a long name is cut, not refused:
+    the crawler names children after their URLs)."""
+    for index, spec in enumerate(specs):
+        check_text(spec.type, f"{field}[{index}].type", MAX_TYPE_CHARS, Reason.TYPE_TOO_LONG)
+        check_text(spec.name, f"{field}[{index}].name", len(spec.name))
+        check_text(spec.dedup_key, f"{field}[{index}].dedup_key", len(spec.dedup_key))
 
 
 def version_of(etag: str) -> int | None:

@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from ..errors import Internal, QuaeroError, Reason, Unauthenticated, error_for
+from ..errors import Internal, InvalidArgument, QuaeroError, Reason, ResourceExhausted, Unauthenticated, error_for
+from ..limits import MAX_MESSAGE_BYTES
 from .status import from_rpc_error, to_status
 
 log = logging.getLogger("quaero.grpc")
@@ -48,9 +50,44 @@ class ServerInterceptor(grpc.ServerInterceptor):
             if inner is not None:
                 def behaviour(request: Any, context: grpc.ServicerContext, inner: Behaviour = inner) -> Any:
                     return self.intercept(inner, request, context, name)
-                return factory(behaviour, request_deserializer=handler.request_deserializer,
+                return factory(behaviour, request_deserializer=self.deserializer(handler.request_deserializer),
                                response_serializer=handler.response_serializer)
         return handler
+
+    def deserializer(self, deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        """The request deserializer to use (by default, the method's own)."""
+        return deserialize
+
+
+class Undecodable:
+    """A request whose bytes did not parse, or were too many: the error to answer with, instead of the
+    INTERNAL ("Exception deserializing request!") gRPC answers when a deserializer raises."""
+
+    def __init__(self, error: QuaeroError) -> None:
+        self.error = error
+
+
+def decoding_safely(deserialize: Callable[[bytes], Any], max_bytes: int) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        if len(data) > max_bytes:
+            return Undecodable(ResourceExhausted(
+                Reason.REQUEST_TOO_LARGE, f"the request is {len(data)} bytes; the limit is {max_bytes} bytes",
+                None, {"limit_bytes": str(max_bytes), "size_bytes": str(len(data))}))
+        try:
+            return deserialize(data)
+        except DecodeError as error:
+            text = str(error)
+            if "UTF-8" in text:
+                return Undecodable(InvalidArgument(
+                    Reason.INVALID_UTF8, "a string field of the request is not valid UTF-8 (protobuf strings must "
+                    "be; send bytes as base64 text)"))
+            if "MaxDepth" in text:
+                return Undecodable(InvalidArgument(
+                    Reason.MESSAGE_TOO_DEEP, "the request is nested deeper than the protobuf decoder accepts "
+                    "(100 levels; a Struct may nest at most 32 levels)"))
+            return Undecodable(InvalidArgument(Reason.MALFORMED_REQUEST, "the request is not a valid protobuf "
+                                               "message of the method's request type"))
+    return decode
 
 
 class ExceptionToStatus(ServerInterceptor):
@@ -60,10 +97,14 @@ class ExceptionToStatus(ServerInterceptor):
       same status, relayed by `relay` (by default unchanged; UNAVAILABLE and DEADLINE_EXCEEDED without
       client retries: this server retried already);
     - an error a `translate` function recognises (e.g. a dropped database connection -> UNAVAILABLE);
-    - anything else -> INTERNAL with an incident id to quote; the details stay in the server's log."""
+    - anything else -> INTERNAL with an incident id to quote; the details stay in the server's log.
+    Requests that do not parse (bad UTF-8, nested too deep) or are over the request limit are answered
+    here too, with a reason, instead of gRPC's own INTERNAL."""
 
     def __init__(self, translate: Callable[[Exception], QuaeroError | None] | None = None,
-                 relay: Callable[[QuaeroError], QuaeroError] | None = None) -> None:
+                 relay: Callable[[QuaeroError], QuaeroError] | None = None,
+                 max_request_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self._max_request_bytes = max_request_bytes
         self._translate = translate
         self._relay = relay
         self._cache: dict[str, Any] = {}
@@ -81,7 +122,13 @@ class ExceptionToStatus(ServerInterceptor):
                 self._cache[name] = wrapped
         return wrapped
 
+    def deserializer(self, deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        return decoding_safely(deserialize, self._max_request_bytes) if deserialize is not None else None
+
     def intercept(self, method: Behaviour, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+        if type(request) is Undecodable:
+            self._abort(context, method_name, request.error)
+            return None
         try:
             result = method(request, context)
         except Exception as error:

@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..config import ServerTls
-from ..limits import MAX_MESSAGE_BYTES
+from ..limits import MAX_MESSAGE_BYTES, MAX_RECEIVE_BYTES
 from .interceptors import BearerToken, ExceptionToStatus, FaultInjection
 from .pool import WorkerPool
 
@@ -54,7 +54,7 @@ def build_server(register: Callable[[grpc.Server], Iterable[str]], *, token: str
         interceptors.append(injector)
     interceptors.append(errors)  # innermost: it sees what the handler raised
     server = grpc.server(pool, interceptors=interceptors,
-                         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     names = tuple(register(server))
     health_servicer = health.HealthServicer()
