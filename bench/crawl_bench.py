@@ -91,7 +91,7 @@ def full_system(port: int, pages: int, concurrency: int, work: Path) -> tuple[in
     try:
         client = ManagerClient.connect(manager.address, TOKEN)
         client.auth.PutCredentials(auth_pb2.PutCredentialsRequest(id="bench", site_domain=HOST, cookies=[
-            auth_pb2.Cookie(name="session", value=SESSION, domain=HOST, host_only=True, path="/")]))
+            auth_pb2.Cookie(name="session", value=SESSION, domain=HOST, path="/")]))
         definition = definitions_pb2.JobDefinition(id="bench", auth_id="bench", crawl=definitions_pb2.CrawlConfig(
             start_urls=[f"http://{HOST}:{port}/"], max_depth=30, max_pages=pages, concurrency=concurrency,
             ignore_robots_txt=True, allowed_networks=["127.0.0.1/32"]))

@@ -10,7 +10,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="quaero-executor",
         description="Run Quaero job definitions: create parent jobs, lease child jobs from the manager and crawl "
                     "them with the stored cookies.",
-        epilog="Environment: QUAERO_API_TOKEN (else the api-token file in QUAERO_DATA_DIR, default ./.quaero), "
+        epilog="Environment: QUAERO_API_TOKEN (the operator token this executor's callers present; else the "
+               "api-token file in QUAERO_DATA_DIR, default ./.quaero), QUAERO_EXECUTOR_TOKEN (the token it presents "
+               "to the manager; else the executor-token file there), QUAERO_EXECUTOR_ID (its worker id, stable "
+               "across restarts; else kept in the executor-id file there), "
                "QUAERO_RESOLVE (HOST=ADDRESS,... like curl --resolve), QUAERO_CA_BUNDLE (extra CA certificates "
                "for https sites), QUAERO_TLS_CERT/QUAERO_TLS_KEY (serve TLS), QUAERO_TLS_CA (trust for the manager).")
     parser.add_argument("--listen", default="127.0.0.1:50052", help="HOST:PORT to serve on (default %(default)s)")

@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quaero.config import ServerTls, client_tls_ca, fault_spec, read_token
+from quaero.config import ServerTls, client_tls_ca, fault_spec, read_executor_token, read_token
 
 from .crawl.fetcher import parse_resolve
 
@@ -14,7 +14,8 @@ from .crawl.fetcher import parse_resolve
 class ExecutorSettings:
     listen: str
     manager: str
-    token: str
+    token: str  # the operator token, which callers of this executor present
+    manager_token: str  # the executor token, which this executor presents to the manager
     workers: int = 16
     lease_seconds: float = 30.0
     resolve: dict[str, str] = field(default_factory=dict)  # QUAERO_RESOLVE: host -> address, like curl --resolve
@@ -25,7 +26,8 @@ class ExecutorSettings:
 
     @classmethod
     def from_env(cls, listen: str, manager: str, workers: int, lease_seconds: float) -> ExecutorSettings:
-        return cls(listen=listen, manager=manager, token=read_token(), workers=workers, lease_seconds=lease_seconds,
+        return cls(listen=listen, manager=manager, token=read_token(), manager_token=read_executor_token(),
+                   workers=workers, lease_seconds=lease_seconds,
                    resolve=parse_resolve(os.environ.get("QUAERO_RESOLVE", "")),
                    ca_bundle=os.environ.get("QUAERO_CA_BUNDLE") or None, tls=ServerTls.from_env(),
                    manager_tls_ca=client_tls_ca(), faults=fault_spec())

@@ -16,7 +16,7 @@ import grpc
 
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 from quaero.client import ManagerClient
-from quaero.convert import crawl_mapping_from_proto, definition_mapping_from_proto, dict_to_struct, status_label
+from quaero.convert import crawl_mapping_from_proto, definition_mapping_from_proto, dict_to_struct
 from quaero.crawl_spec import CrawlSpec, RunPolicy
 from quaero.errors import FailedPrecondition, InvalidArgument, Reason
 from quaero.urls import normalise_url
@@ -156,7 +156,8 @@ class Runs:
             return
         log.warning("event=metadata_persist_gave_up job_id=%s", request.job_id)
 
-    def cancel(self, parent_job_id: str) -> tuple[str, int]:
+    def cancel(self, parent_job_id: str) -> tuple[int, int]:
+        """(the parent's status after cancelling, as the JobStatus enum value; children cancelled now)."""
         before = self.manager.jobs.GetJobStats(jobs_pb2.GetJobStatsRequest(job_id=parent_job_id))
         parent = self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=parent_job_id))
         if parent.status in (jobs_pb2.JOB_STATUS_PENDING, jobs_pb2.JOB_STATUS_RUNNING):
@@ -169,4 +170,4 @@ class Runs:
                     raise
                 parent = self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=parent_job_id))
         after = self.manager.jobs.GetJobStats(jobs_pb2.GetJobStatsRequest(job_id=parent_job_id))
-        return status_label(parent.status), int(after.cancelled - before.cancelled)
+        return parent.status, int(after.cancelled - before.cancelled)

@@ -9,6 +9,7 @@ from quaero.api.executor.v1 import executor_pb2_grpc
 from quaero.client import ManagerClient
 from quaero.rpc.interceptors import ExceptionToStatus
 from quaero.rpc.pool import WorkerPool
+from quaero.rpc.roles import Role
 from quaero.rpc.server import banner, build_server, serve_until_signalled
 
 from .config import ExecutorSettings
@@ -28,7 +29,7 @@ MMAP_THRESHOLD_BYTES = 256 * 1024
 class ExecutorServer:
     def __init__(self, settings: ExecutorSettings) -> None:
         self.settings = settings
-        self.manager = ManagerClient.connect(settings.manager, settings.token, tls_ca=settings.manager_tls_ca)
+        self.manager = ManagerClient.connect(settings.manager, settings.manager_token, tls_ca=settings.manager_tls_ca)
         self.fetcher = Fetcher(GuardedTransport(resolve=settings.resolve, ca_bundle=settings.ca_bundle))
         self.worker = Worker(self.manager, self.fetcher, settings.workers, lease_seconds=settings.lease_seconds)
         self.runs = runs = Runs(self.manager)
@@ -37,7 +38,8 @@ class ExecutorServer:
             executor_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(runs), server)
             return SERVICE_NAMES
 
-        self.service = build_server(register, token=settings.token, listen=settings.listen, pool=WorkerPool(RPC_WORKERS),
+        self.service = build_server(register, tokens={settings.token: Role.OPERATOR}, listen=settings.listen,
+                                    pool=WorkerPool(RPC_WORKERS),
                                     errors=ExceptionToStatus(relay=relayed_from_manager), tls=settings.tls,
                                     faults=settings.faults)
         self.port = self.service.port

@@ -33,4 +33,5 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
     def CancelExecution(self, request: executor_pb2.CancelExecutionRequest,
                         context: grpc.ServicerContext) -> executor_pb2.CancelExecutionResponse:
         status, cancelled = self.runs.cancel(request.parent_job_id)
-        return executor_pb2.CancelExecutionResponse(parent_status=status, children_cancelled=cancelled)
+        return executor_pb2.CancelExecutionResponse(parent_status=status,  # type: ignore[arg-type]
+                                                    children_cancelled=cancelled)

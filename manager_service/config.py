@@ -5,14 +5,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from quaero.config import ServerTls, ensure_data_dir, ensure_token, fault_spec
+from quaero.config import ServerTls, Tokens, ensure_data_dir, ensure_tokens, fault_spec
 
 
 @dataclass(frozen=True)
 class ManagerSettings:
     data_dir: Path
     database_url: str
-    api_token: str
+    tokens: Tokens
     secret_key: str = ""  # QUAERO_SECRET_KEY; empty: the secret.key file in the data directory
     tls: ServerTls | None = None
     rpc_workers: int = 0  # 0: chosen by database (see server.py)
@@ -22,6 +22,6 @@ class ManagerSettings:
     def from_env(cls) -> ManagerSettings:
         directory = ensure_data_dir()
         url = os.environ.get("QUAERO_DATABASE_URL", "").strip() or f"sqlite:///{directory / 'quaero.db'}"
-        return cls(data_dir=directory, database_url=url, api_token=ensure_token(directory),
+        return cls(data_dir=directory, database_url=url, tokens=ensure_tokens(directory),
                    secret_key=os.environ.get("QUAERO_SECRET_KEY", "").strip(), tls=ServerTls.from_env(),
                    rpc_workers=int(os.environ.get("QUAERO_RPC_WORKERS", "0") or 0), faults=fault_spec())

@@ -9,8 +9,10 @@ import grpc
 from quaero.api.manager.v1 import auth_pb2_grpc, definitions_pb2_grpc, documents_pb2_grpc, jobs_pb2_grpc
 from quaero.rpc.interceptors import ExceptionToStatus
 from quaero.rpc.pool import WorkerPool
+from quaero.rpc.roles import Role
 from quaero.rpc.server import banner, build_server, serve_until_signalled
 
+from .access import MANAGER_ACCESS
 from .config import ManagerSettings
 from .servicers.credentials import AuthStoreServicer
 from .servicers.definitions import JobDefinitionsServicer
@@ -48,7 +50,11 @@ class ManagerServer:
             return SERVICE_NAMES
 
         # A database that dropped the connection is UNAVAILABLE (retry), not INTERNAL.
-        self.service = build_server(register, token=settings.api_token, listen=listen, pool=pool,
+        if settings.tokens.operator == settings.tokens.executor:
+            raise ValueError("the operator token and the executor token are the same; give them different values "
+                             "(QUAERO_API_TOKEN, QUAERO_EXECUTOR_TOKEN)")
+        tokens = {settings.tokens.operator: Role.OPERATOR, settings.tokens.executor: Role.EXECUTOR}
+        self.service = build_server(register, tokens=tokens, access=MANAGER_ACCESS, listen=listen, pool=pool,
                                     errors=ExceptionToStatus(translate=unavailable_for), tls=settings.tls,
                                     faults=settings.faults)
         self.port = self.service.port

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import grpc
 
@@ -61,6 +62,12 @@ class ManagerClient:
     def close(self) -> None:
         self.channel.close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
 
 @dataclass
 class ExecutorClient:
@@ -76,3 +83,9 @@ class ExecutorClient:
 
     def close(self) -> None:
         self.channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

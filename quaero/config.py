@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-TOKEN_FILE = "api-token"
+TOKEN_FILE = "api-token"  # the operator token
+EXECUTOR_TOKEN_FILE = "executor-token"
 KEY_FILE = "secret.key"
 DEFAULT_MANAGER = "127.0.0.1:50051"
 DEFAULT_EXECUTOR = "127.0.0.1:50052"
@@ -43,27 +44,45 @@ def read_or_create_secret_file(path: Path, make: Callable[[], str]) -> str:
     return value
 
 
-def ensure_token(directory: Path | None = None) -> str:
-    """The token the services require: QUAERO_API_TOKEN, else the token file, created on first use."""
-    token = os.environ.get("QUAERO_API_TOKEN", "").strip()
-    if token:
-        return token
-    return read_or_create_secret_file((directory or ensure_data_dir()) / TOKEN_FILE,
-                                      lambda: secrets.token_urlsafe(32))
+@dataclass(frozen=True)
+class Tokens:
+    """The two bearer tokens (README, "Roles"): the operator's (people, the CLI, other services: everything
+    but cookie values and leases) and the executor's (leases and cookie values, and the job calls a crawl
+    makes)."""
+    operator: str
+    executor: str
 
 
-def read_token() -> str:
-    """The token a client presents: QUAERO_API_TOKEN, else the manager's token file. Never creates one
-    (a new token would only be refused)."""
-    token = os.environ.get("QUAERO_API_TOKEN", "").strip()
+def _token(variable: str, path: Path, create: bool, what: str = "API token") -> str:
+    token = os.environ.get(variable, "").strip()
     if token:
         return token
-    path = data_dir() / TOKEN_FILE
+    if create:
+        return read_or_create_secret_file(path, lambda: secrets.token_urlsafe(32))
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        raise MissingToken(f"no API token: {path} does not exist; set QUAERO_API_TOKEN, or QUAERO_DATA_DIR to the "
-                           "manager's data directory") from None
+        raise MissingToken(f"no {what}: {path} does not exist; set {variable}, or QUAERO_DATA_DIR to the manager's "
+                           "data directory") from None
+
+
+def ensure_tokens(directory: Path | None = None) -> Tokens:
+    """The tokens the manager accepts: QUAERO_API_TOKEN and QUAERO_EXECUTOR_TOKEN, else the token files in
+    the data directory, created (0600) on first use."""
+    directory = directory or ensure_data_dir()
+    return Tokens(_token("QUAERO_API_TOKEN", directory / TOKEN_FILE, create=True),
+                  _token("QUAERO_EXECUTOR_TOKEN", directory / EXECUTOR_TOKEN_FILE, create=True))
+
+
+def read_token() -> str:
+    """The operator token a client presents: QUAERO_API_TOKEN, else the manager's token file. Never creates
+    one (a new token would only be refused)."""
+    return _token("QUAERO_API_TOKEN", data_dir() / TOKEN_FILE, create=False)
+
+
+def read_executor_token() -> str:
+    """The token an executor presents to the manager: QUAERO_EXECUTOR_TOKEN, else the executor-token file."""
+    return _token("QUAERO_EXECUTOR_TOKEN", data_dir() / EXECUTOR_TOKEN_FILE, create=False, what="executor token")
 
 
 @dataclass(frozen=True)

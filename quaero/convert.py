@@ -134,7 +134,7 @@ def from_timestamp(stamp: timestamp_pb2.Timestamp) -> datetime | None:
 
 def cookie_from_proto(cookie: auth_pb2.Cookie) -> StoredCookie:
     return StoredCookie(
-        name=cookie.name, value=cookie.value, domain=cookie.domain, host_only=cookie.host_only,
+        name=cookie.name, value=cookie.value, domain=cookie.domain, host_only=not cookie.include_subdomains,
         path=cookie.path or "/", secure=cookie.secure, http_only=cookie.http_only,
         expires=from_timestamp(cookie.expire_time) if cookie.HasField("expire_time") else None,
         same_site=cookie.same_site)
@@ -142,8 +142,9 @@ def cookie_from_proto(cookie: auth_pb2.Cookie) -> StoredCookie:
 
 def add_cookie(cookies: Any, cookie: StoredCookie) -> None:
     """Appends `cookie` to a repeated Cookie field."""
-    item = cookies.add(name=cookie.name, value=cookie.value, domain=cookie.domain, host_only=cookie.host_only,
-                       path=cookie.path, secure=cookie.secure, http_only=cookie.http_only, same_site=cookie.same_site)
+    item = cookies.add(name=cookie.name, value=cookie.value, domain=cookie.domain,
+                       include_subdomains=not cookie.host_only, path=cookie.path, secure=cookie.secure,
+                       http_only=cookie.http_only, same_site=cookie.same_site)
     to_timestamp(cookie.expires, item.expire_time)
 
 

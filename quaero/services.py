@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ensure_token
+from .config import ensure_tokens
 from .rpc.server import parse_banner
 
 
@@ -30,7 +30,7 @@ def start_services(manager_listen: str, executor_listen: str, workers: int, env:
     """Starts the manager and the executor; returns them once both serve. Their logs go to this
     terminal, or to manager.log and executor.log in log_dir. ServiceFailed names what did not start."""
     environment = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    ensure_token()  # create the token file before either service reads it
+    ensure_tokens()  # create the token files before either service reads them
     started: list[ServiceProcess] = []
     try:
         manager = _spawn("manager", ["manager_service", "--listen", manager_listen], environment, log_dir)

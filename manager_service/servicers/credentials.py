@@ -16,7 +16,8 @@ def info_to_proto(credentials: Credentials) -> auth_pb2.CredentialsInfo:
     info = auth_pb2.CredentialsInfo(id=credentials.id, site_domain=credentials.site_domain,
                                     base_url=credentials.base_url, user_agent=credentials.user_agent)
     for entry in credentials.index:
-        described = info.cookies.add(name=entry["name"], domain=entry["domain"], host_only=entry["host_only"],
+        described = info.cookies.add(name=entry["name"], domain=entry["domain"],
+                                     include_subdomains=not entry["host_only"],
                                      path=entry["path"], secure=entry["secure"])
         if entry.get("expires"):
             to_timestamp(datetime.fromisoformat(entry["expires"]), described.expire_time)

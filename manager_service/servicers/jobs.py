@@ -168,7 +168,12 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
                           context: grpc.ServicerContext) -> jobs_pb2.Job:
         document = document_input(request.document) if request.HasField("document") else None
         return job_to_proto(self.leases.complete(
-            request.job_id, request.lease_token, job_status(request.status), result=struct_to_dict(request.result, "result"),
+            request.job_id, request.lease_token, job_status(request.status),
+            result=struct_to_dict(request.result, "result"),
             error=request.error, error_reason=request.error_reason, document=document,
             children=child_specs(request.children), max_children=request.max_children,
             retry_after=request.retry_after.ToTimedelta()))
+
+    def ReleaseLeases(self, request: jobs_pb2.ReleaseLeasesRequest,
+                      context: grpc.ServicerContext) -> jobs_pb2.ReleaseLeasesResponse:
+        return jobs_pb2.ReleaseLeasesResponse(released=self.leases.release(request.worker_id))

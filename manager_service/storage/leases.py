@@ -74,6 +74,24 @@ class LeaseQueue:
             self.notifier.notify()
         return rows, token
 
+    def release(self, worker_id: str) -> int:
+        """Every job leased to worker_id back to pending now (its restart or its shutdown), the attempt not
+        counted; the old tokens stop holding."""
+        check_text(worker_id, "worker_id", MAX_WORKER_ID_CHARS)
+        if not worker_id:
+            raise InvalidArgument(Reason.INVALID_WORKER_ID, "worker_id is required", "worker_id")
+        stamp = self.rows.clock.now()
+        with self.db.write_engine.begin() as conn:
+            released = conn.execute(
+                sa.update(jobs).where(jobs.c.status == RUNNING, jobs.c.lease_owner == worker_id)
+                .values(status=PENDING, lease_token=None, lease_owner=None, lease_expires_at=None,
+                        attempts=sa.func.greatest(jobs.c.attempts - 1, 0) if self.db.dialect == "postgresql"
+                        else sa.func.max(jobs.c.attempts - 1, 0),
+                        version=jobs.c.version + 1, updated_at=stamp)).rowcount or 0
+        if released:
+            self.notifier.notify()
+        return released
+
     def expire(self) -> int:
         with self.db.write_engine.begin() as conn:
             count = self._expire(conn, self.rows.clock.now())

@@ -9,14 +9,24 @@ import hmac
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from ..errors import Internal, InvalidArgument, QuaeroError, Reason, ResourceExhausted, Unauthenticated, error_for
+from ..errors import (
+    Internal,
+    InvalidArgument,
+    PermissionDenied,
+    QuaeroError,
+    Reason,
+    ResourceExhausted,
+    Unauthenticated,
+    error_for,
+)
 from ..limits import MAX_MESSAGE_BYTES
+from .roles import TOKEN_SOURCES, AccessPolicy, Role
 from .status import from_rpc_error, to_status
 
 log = logging.getLogger("quaero.grpc")
@@ -180,25 +190,57 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
 
 
 class BearerToken(ServerInterceptor):
-    """Every RPC but health needs `authorization: Bearer <token>`, compared in constant time."""
+    """Every RPC but health needs `authorization: Bearer <token>` (the scheme in any case, RFC 9110), the
+    token compared in constant time with each role's; the method must be open to that role."""
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, tokens: Mapping[str, Role], access: AccessPolicy | None = None) -> None:
+        self._tokens = [(token.encode(), role) for token, role in tokens.items() if token]
+        self._access = access or AccessPolicy()
+
+    def role_of(self, metadata: Iterable[tuple[str, Any]] | None) -> Role | None:
+        """The role whose token the call carries; None for a missing or wrong token."""
+        presented = _bearer(metadata)
+        if not presented:
+            return None
+        found = None
+        for token, role in self._tokens:  # all of them, whichever matches: no timing hint
+            if hmac.compare_digest(presented, token):
+                found = role
+        return found
 
     def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
+        method = handler_call_details.method
+        if handler is None or method.startswith(HEALTH_PREFIX):
             return handler
-        presented = ""
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == "authorization":
-                presented = value if isinstance(value, str) else value.decode()
-        if presented and hmac.compare_digest(presented.encode(), self._expected):
-            return handler
-        reason = Reason.TOKEN_INVALID if presented else Reason.TOKEN_MISSING
-        message = ("the bearer token is wrong" if presented else "no `authorization: Bearer <token>` header") + \
-            "; use QUAERO_API_TOKEN or the api-token file in the manager's data directory"
-        return _Refusal(Unauthenticated(reason, message))._wrap(handler, handler_call_details.method)
+        metadata = handler_call_details.invocation_metadata
+        role = self.role_of(metadata)
+        if role is not None:
+            if self._access.allows(method, role):
+                return handler
+            needed = " or ".join(f"the {r} token ({TOKEN_SOURCES[r]})" for r in sorted(self._access.only[method]))
+            error: QuaeroError = PermissionDenied(
+                Reason.ROLE_NOT_ALLOWED, f"{method.rsplit('/', 1)[-1]} is not open to the {role} token; it needs "
+                f"{needed}", None, {"role": str(role), "method": method})
+        elif _bearer(metadata):
+            error = Unauthenticated(Reason.TOKEN_INVALID, "the bearer token is wrong; use QUAERO_API_TOKEN or the "
+                                    "api-token file in the manager's data directory")
+        else:
+            error = Unauthenticated(Reason.TOKEN_MISSING, "no `authorization: Bearer <token>` header; use "
+                                    "QUAERO_API_TOKEN or the api-token file in the manager's data directory")
+        return _Refusal(error)._wrap(handler, method)
+
+
+def _bearer(metadata: Iterable[tuple[str, Any]] | None) -> bytes:
+    """The token of an `authorization: Bearer <token>` header (b"" when there is none)."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value if isinstance(value, str) else value.decode("latin-1")
+            scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip().encode()
+            return b""
+    return b""
 
 
 class _Refusal(ServerInterceptor):

@@ -7,18 +7,19 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from ..config import ServerTls
 from ..limits import MAX_MESSAGE_BYTES, MAX_RECEIVE_BYTES
 from .interceptors import BearerToken, ExceptionToStatus, FaultInjection
 from .pool import WorkerPool
+from .reflection import enable_reflection
+from .roles import AccessPolicy, Role
 
 log = logging.getLogger("quaero.grpc")
 # The HTTP libraries log request and response headers (Cookie, Set-Cookie) at DEBUG: they stay at
@@ -34,19 +35,21 @@ class Service:
     port: int
     names: tuple[str, ...]
     faults: FaultInjection | None  # set only when fault injection is on (tests reconfigure it)
+    auth: BearerToken  # role_of(context.invocation_metadata()): the caller's role
 
     def mark_serving(self) -> None:
         for name in [*self.names, ""]:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
 
-def build_server(register: Callable[[grpc.Server], Iterable[str]], *, token: str, listen: str,
-                 errors: ExceptionToStatus, pool: WorkerPool, tls: ServerTls | None = None,
-                 faults: str = "") -> Service:
+def build_server(register: Callable[[grpc.Server], Iterable[str]], *, tokens: Mapping[str, Role], listen: str,
+                 errors: ExceptionToStatus, pool: WorkerPool, access: AccessPolicy | None = None,
+                 tls: ServerTls | None = None, faults: str = "") -> Service:
     """A thread-pool server whose every RPC but health needs the bearer token and whose errors all become
     status in `errors`; with health (NOT_SERVING until mark_serving) and reflection. `register` adds the
     servicers and returns their full service names."""
-    interceptors: list[grpc.ServerInterceptor] = [BearerToken(token)]
+    auth = BearerToken(tokens, access)
+    interceptors: list[grpc.ServerInterceptor] = [auth]
     injector = None
     if faults:
         log.warning("event=fault_injection_enabled spec=%s", faults)
@@ -59,7 +62,7 @@ def build_server(register: Callable[[grpc.Server], Iterable[str]], *, token: str
     names = tuple(register(server))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    enable_reflection([*names, health.SERVICE_NAME], server)
     if tls is not None:
         port = server.add_secure_port(listen, grpc.ssl_server_credentials([(tls.key.read_bytes(), tls.cert.read_bytes())]))
     else:
@@ -68,7 +71,7 @@ def build_server(register: Callable[[grpc.Server], Iterable[str]], *, token: str
         raise OSError(f"cannot listen on {listen}")
     for name in [*names, ""]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    return Service(server, health_servicer, port, names, injector)
+    return Service(server, health_servicer, port, names, injector, auth)
 
 
 def banner(program: str, listen: str, port: int, details: str) -> str:

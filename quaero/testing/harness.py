@@ -28,12 +28,17 @@ LOCAL_SITES = "127.0.0.1/32"
 class RunningManager:
     server: Any  # manager_service.server.ManagerServer
     address: str
-    token: str
-    client: ManagerClient
+    token: str  # the operator token
+    client: ManagerClient  # with the operator token
     data_dir: Path
+    executor_token: str = ""
 
     def connect(self, token: str | None = None) -> ManagerClient:
         return ManagerClient.connect(self.address, token if token is not None else self.token)
+
+    def connect_as_executor(self) -> ManagerClient:
+        """A client with the executor token: leases, cookie values (close it when done)."""
+        return ManagerClient.connect(self.address, self.executor_token)
 
     @property
     def faults(self) -> Any:
@@ -46,19 +51,22 @@ class RunningManager:
 
 
 def start_manager(data_dir: Path, database_url: str | None = None, token: str | None = None,
-                  clock: Any = None, faults: str = "") -> RunningManager:
-    """A manager in this process on a free loopback port; SQLite in data_dir unless database_url says."""
+                  clock: Any = None, faults: str = "", executor_token: str | None = None) -> RunningManager:
+    """A manager in this process on a free loopback port; SQLite in data_dir unless database_url says.
+    `token` is the operator token, `executor_token` the executor's (both made up when not given)."""
     from manager_service.config import ManagerSettings
     from manager_service.server import ManagerServer
     from manager_service.storage.clock import SYSTEM
+    from quaero.config import Tokens
 
     data_dir.mkdir(parents=True, exist_ok=True)
     token = token or "test-" + secrets.token_hex(8)
+    executor_token = executor_token or "test-executor-" + secrets.token_hex(8)
     settings = ManagerSettings(data_dir=data_dir, database_url=database_url or f"sqlite:///{data_dir / 'quaero.db'}",
-                               api_token=token, faults=faults)
+                               tokens=Tokens(token, executor_token), faults=faults)
     server = ManagerServer(settings, "127.0.0.1:0", clock=clock or SYSTEM)
     address = f"127.0.0.1:{server.start()}"
-    return RunningManager(server, address, token, ManagerClient.connect(address, token), data_dir)
+    return RunningManager(server, address, token, ManagerClient.connect(address, token), data_dir, executor_token)
 
 
 @dataclass
@@ -75,9 +83,10 @@ class RunOutcome:
         return next(c for c in self.children if c.name == url)
 
 
-def cookie(name: str, value: str, domain: str, *, host_only: bool = True, path: str = "/", secure: bool = False,
-           expires: datetime | None = None) -> auth_pb2.Cookie:
-    message = auth_pb2.Cookie(name=name, value=value, domain=domain, host_only=host_only, path=path, secure=secure)
+def cookie(name: str, value: str, domain: str, *, include_subdomains: bool = False, path: str = "/",
+           secure: bool = False, expires: datetime | None = None) -> auth_pb2.Cookie:
+    message = auth_pb2.Cookie(name=name, value=value, domain=domain, include_subdomains=include_subdomains, path=path,
+                              secure=secure)
     to_timestamp(expires, message.expire_time)
     return message
 
@@ -94,16 +103,20 @@ class CrawlHarness:
         self.manager = manager
         self.client = manager.client
         self.executor = ExecutorServer(ExecutorSettings(
-            listen="127.0.0.1:0", manager=manager.address, token=manager.token, workers=workers,
+            listen="127.0.0.1:0", manager=manager.address, token=manager.token,
+            manager_token=manager.executor_token, workers=workers,
             lease_seconds=lease_seconds, resolve=dict(resolve or {}), ca_bundle=ca_bundle))
         self.executor_address = f"127.0.0.1:{self.executor.start()}"
         self.executor_client = ExecutorClient.connect(self.executor_address, manager.token)
         self.executor_stub = self.executor_client.executor
+        # The manager as the executor sees it (executor token): leases, cookie values.
+        self.as_executor = manager.connect_as_executor()
         self.sites: list[SiteServer] = []
         self._definitions = 0
 
     def close(self) -> None:
         self.executor_client.close()
+        self.as_executor.close()
         self.executor.stop(grace=0)
         for site in self.sites:
             site.stop()

@@ -55,12 +55,12 @@ def put(stub: Any, *cookies: auth_pb2.Cookie, id: str = "", site: str = "app.exa
 
 
 def test_put_returns_no_values_and_get_returns_them(grpc_stub: Any) -> None:
-    info = put(grpc_stub, auth_pb2.Cookie(name="sid", value="value-1", domain="app.example.com", host_only=True),
+    info = put(grpc_stub, auth_pb2.Cookie(name="sid", value="value-1", domain="app.example.com"),
                id="round-trip")
     assert info.id == "round-trip" and [c.name for c in info.cookies] == ["sid"]
     assert "value-1" not in str(info)
     got = grpc_stub.GetCredentials(auth_pb2.GetCredentialsRequest(id="round-trip"))
-    assert [(c.name, c.value, c.host_only, c.path) for c in got.cookies] == [("sid", "value-1", True, "/")]
+    assert [(c.name, c.value, c.include_subdomains, c.path) for c in got.cookies] == [("sid", "value-1", False, "/")]
     assert "value-1" not in str(grpc_stub.ListCredentials(auth_pb2.ListCredentialsRequest()))
 
 
@@ -72,11 +72,11 @@ def test_values_are_encrypted_at_rest(grpc_stub: Any, database_path: Path) -> No
 
 
 @pytest.mark.parametrize("bad,why", [
-    (auth_pb2.Cookie(name="sid", value="v", domain="com", host_only=False), "public suffix"),
-    (auth_pb2.Cookie(name="sid", value="v", domain="co.uk", host_only=False), "public suffix"),
-    (auth_pb2.Cookie(name="sid", value="v", domain="github.io", host_only=False), "public suffix"),
-    (auth_pb2.Cookie(name="__Host-x", value="v", domain="app.example.com", host_only=True, secure=False), "__Host-"),
-    (auth_pb2.Cookie(name="__Host-x", value="v", domain="example.com", host_only=False, secure=True), "__Host-"),
+    (auth_pb2.Cookie(name="sid", value="v", domain="com", include_subdomains=True), "public suffix"),
+    (auth_pb2.Cookie(name="sid", value="v", domain="co.uk", include_subdomains=True), "public suffix"),
+    (auth_pb2.Cookie(name="sid", value="v", domain="github.io", include_subdomains=True), "public suffix"),
+    (auth_pb2.Cookie(name="__Host-x", value="v", domain="app.example.com", secure=False), "__Host-"),
+    (auth_pb2.Cookie(name="__Host-x", value="v", domain="example.com", include_subdomains=True, secure=True), "__Host-"),
     (auth_pb2.Cookie(name="__Secure-x", value="v", domain="app.example.com", secure=False), "__Secure-"),
     (auth_pb2.Cookie(name="sid", value="a;b", domain="app.example.com"), "';'"),
     (auth_pb2.Cookie(name="sid", value="a\nb", domain="app.example.com"), "control characters"),
@@ -89,7 +89,7 @@ def test_values_are_encrypted_at_rest(grpc_stub: Any, database_path: Path) -> No
     (auth_pb2.Cookie(name="sid", value="v", domain="evil.test"), "not part of app.example.com"),
     (auth_pb2.Cookie(name="sid", value="v", domain="notexample.com"), "not part of app.example.com"),
     (auth_pb2.Cookie(name="sid", value="x" * 5000, domain="app.example.com"), "4096"),
-    (auth_pb2.Cookie(name="sid", value="v", domain="10.0.0.1", host_only=False), "IP address"),
+    (auth_pb2.Cookie(name="sid", value="v", domain="10.0.0.1", include_subdomains=True), "IP address"),
 ])
 def test_cookies_that_break_the_rules_are_refused_by_name_never_by_value(grpc_stub: Any, bad: auth_pb2.Cookie,
                                                                          why: str) -> None:
@@ -131,7 +131,7 @@ def test_a_quoted_value_of_cookie_octets_is_kept(grpc_stub: Any) -> None:
 
 
 def test_a_parent_domain_cookie_and_a_subdomain_cookie_belong_to_the_site(grpc_stub: Any) -> None:
-    info = put(grpc_stub, auth_pb2.Cookie(name="d", value="1", domain="example.com", host_only=False),
+    info = put(grpc_stub, auth_pb2.Cookie(name="d", value="1", domain="example.com", include_subdomains=True),
                auth_pb2.Cookie(name="s", value="2", domain="eu.app.example.com"), id="family")
     assert sorted(c.name for c in info.cookies) == ["d", "s"] and not info.rejected_cookies
 

@@ -11,7 +11,9 @@ import grpc
 from google.protobuf import descriptor, struct_pb2
 from google.protobuf.message import Message
 
+from manager_service.access import MANAGER_ACCESS
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
+from quaero.rpc.roles import Role
 from quaero.testing.harness import RunningManager
 
 STRINGS = ["x" * 5000, "\x00", "a\x00b", "line\n", " ", "../../etc/passwd", "{3F2B8C1E-0D4A-4C6B-9A51-2F7E8D9C0B1A}",
@@ -55,7 +57,8 @@ def mutations(message: Message, prefix: str = "", depth: int = 0) -> Iterator[tu
                     getattr(copy, field.name).CopyFrom(value)
                     yield path, copy
                 continue
-            if field.message_type.full_name.startswith("google.protobuf.") or depth >= 2 or field.message_type.GetOptions().map_entry:
+            if (field.message_type.full_name.startswith("google.protobuf.") or depth >= 2
+                    or field.message_type.GetOptions().map_entry):
                 continue
             inner = field.message_type._concrete_class()
             if not repeated and message.HasField(field.name):
@@ -91,16 +94,18 @@ def mutations(message: Message, prefix: str = "", depth: int = 0) -> Iterator[tu
 def seed(manager: RunningManager) -> dict[str, str]:
     """Real rows for the ids of the baseline requests."""
     client = manager.connect()
+    executor = manager.connect_as_executor()
     parent = client.jobs.CreateJob(jobs_pb2.CreateJobRequest(type="crawl", name="p"))
     child = client.jobs.BatchCreateChildJobs(jobs_pb2.BatchCreateChildJobsRequest(
         parent_id=parent.id, children=[jobs_pb2.ChildJobSpec(type="crawl_page", name="c", dedup_key="k")])).jobs[0]
-    lease = client.jobs.LeaseJobs(jobs_pb2.LeaseJobsRequest(worker_id="w", max_jobs=1)).leased_jobs[0].lease
+    lease = executor.jobs.LeaseJobs(jobs_pb2.LeaseJobsRequest(worker_id="w", max_jobs=1)).leased_jobs[0].lease
     credentials = client.auth.PutCredentials(auth_pb2.PutCredentialsRequest(
         id="cred", site_domain="example.com", cookies=[auth_pb2.Cookie(name="sid", value="v", domain="example.com")]))
     definition = client.definitions.CreateJobDefinition(definitions_pb2.CreateJobDefinitionRequest(
         job_definition=definitions_pb2.JobDefinition(id="def", name="d", type="crawler", auth_id="cred",
                                                      crawl=definitions_pb2.CrawlConfig(start_urls=["https://example.com/"]))))
     client.close()
+    executor.close()
     return {"job": parent.id, "child": child.id, "lease": lease.lease_token, "cred": credentials.id,
             "definition": definition.id}
 
@@ -126,7 +131,9 @@ def baseline(method: descriptor.MethodDescriptor, ids: dict[str, str]) -> Messag
     return request
 
 
-def call(manager: RunningManager, client: Any, method: descriptor.MethodDescriptor, request: Message) -> None:
+def call(clients: dict[Role, Any], method: descriptor.MethodDescriptor, request: Message) -> None:
+    full_name = f"/{method.containing_service.full_name}/{method.name}"
+    client = clients[Role.OPERATOR if MANAGER_ACCESS.allows(full_name, Role.OPERATOR) else Role.EXECUTOR]
     stub = {"JobManager": client.jobs, "AuthStore": client.auth, "JobDefinitions": client.definitions,
             "Documents": client.documents}[method.containing_service.name]
     rpc = getattr(stub, method.name)
@@ -139,7 +146,7 @@ def call(manager: RunningManager, client: Any, method: descriptor.MethodDescript
 
 def test_no_request_field_can_make_a_manager_rpc_answer_internal(manager: RunningManager) -> None:
     ids = seed(manager)
-    client = manager.connect()
+    clients = {Role.OPERATOR: manager.connect(), Role.EXECUTOR: manager.connect_as_executor()}
     failures: list[str] = []
     calls = 0
     try:
@@ -151,13 +158,14 @@ def test_no_request_field_can_make_a_manager_rpc_answer_internal(manager: Runnin
                 for path, request in [("(baseline)", base), *mutations(base)]:
                     calls += 1
                     try:
-                        call(manager, client, method, request)
+                        call(clients, method, request)
                     except grpc.RpcError as error:
                         if error.code() in REFUSED:
                             failures.append(f"{method.name} {path}={_shown(request, path)}: {error.code().name} "
                                             f"{error.details()}")
     finally:
-        client.close()
+        for client in clients.values():
+            client.close()
     assert calls > 1000
     assert not failures, f"{len(failures)} of {calls} calls answered INTERNAL/UNKNOWN:\n" + "\n".join(failures[:40])
 

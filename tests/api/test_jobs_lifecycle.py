@@ -207,21 +207,23 @@ def test_an_expired_lease_returns_the_job_to_pending_and_too_many_attempts_fail_
     kind = f"lease-test-{time.monotonic_ns()}"
     child = create(manager, parent_id=parent.id, type=kind)
     one_second = duration_pb2.Duration(seconds=1)
+    executor = manager.connect_as_executor()
     tokens = []
     for attempt in range(1, MAX_LEASE_ATTEMPTS + 1):
-        leased = manager.client.jobs.LeaseJobs(S.LeaseJobsRequest(worker_id="w", max_jobs=5, type=kind,
-                                                                  lease_duration=one_second)).leased_jobs
+        leased = executor.jobs.LeaseJobs(S.LeaseJobsRequest(worker_id="w", max_jobs=5, type=kind,
+                                                           lease_duration=one_second)).leased_jobs
         assert [j.job.id for j in leased] == [child.id], f"attempt {attempt}"
         tokens.append(leased[0].lease.lease_token)
         manager.server.stores.clock.advance(1.1)
-        manager.client.jobs.LeaseJobs(S.LeaseJobsRequest(worker_id="w", type="nothing-of-this-type"))  # reaps
+        executor.jobs.LeaseJobs(S.LeaseJobsRequest(worker_id="w", type="nothing-of-this-type"))  # reaps
         state = manager.client.jobs.GetJob(S.GetJobRequest(job_id=child.id))
         if attempt < MAX_LEASE_ATTEMPTS:
             assert state.status == S.JOB_STATUS_PENDING
     assert state.status == S.JOB_STATUS_FAILED and state.error_reason == "LEASE_ATTEMPTS_EXHAUSTED"
     assert len(set(tokens)) == MAX_LEASE_ATTEMPTS
     # The holder of an old lease cannot write over the job any more.
-    expect_error(lambda: manager.client.jobs.CompleteLeasedJob(S.CompleteLeasedJobRequest(
+    expect_error(lambda: executor.jobs.CompleteLeasedJob(S.CompleteLeasedJobRequest(
         job_id=child.id, lease_token=tokens[0], status=S.JOB_STATUS_COMPLETED)), grpc.StatusCode.ABORTED, "LEASE_LOST")
     settled = manager.client.jobs.GetJob(S.GetJobRequest(job_id=parent.id))
     assert settled.status == S.JOB_STATUS_FAILED and settled.children_failed == 1
+    executor.close()

@@ -8,43 +8,67 @@ import stat
 from pathlib import Path
 
 import grpc
-from google.protobuf import struct_pb2
+import pytest
+from google.protobuf import descriptor_pb2, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from quaero.api.manager.v1 import jobs_pb2
 from quaero.client import ManagerClient
 from quaero.testing.processes import start_manager
 
 
-def test_first_start_creates_a_private_token_file_that_authorises_calls(tmp_path: Path) -> None:
-    env = {"QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": ""}
+def test_first_start_creates_private_token_files_one_per_role(tmp_path: Path) -> None:
+    env = {"QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": "", "QUAERO_EXECUTOR_TOKEN": ""}
     manager = start_manager(env)
     try:
-        token_file = tmp_path / "api-token"
-        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-        token = token_file.read_text().strip()
-        assert len(token) >= 32
-        client = ManagerClient.connect(manager.address, token)
-        job = client.jobs.CreateJob(jobs_pb2.CreateJobRequest(type="t"))
-        assert job.id
-        client.close()
-        assert token not in manager.logs()
+        tokens = {}
+        for name in ("api-token", "executor-token"):
+            token_file = tmp_path / name
+            assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+            tokens[name] = token_file.read_text().strip()
+            assert len(tokens[name]) >= 32
+            assert tokens[name] not in manager.logs()
+        assert tokens["api-token"] != tokens["executor-token"]
+        with ManagerClient.connect(manager.address, tokens["api-token"]) as operator:
+            assert operator.jobs.CreateJob(jobs_pb2.CreateJobRequest(type="t")).id
+        with ManagerClient.connect(manager.address, tokens["executor-token"]) as executor:
+            assert not executor.jobs.LeaseJobs(jobs_pb2.LeaseJobsRequest(worker_id="w")).leased_jobs
     finally:
         manager.stop()
 
 
-def test_reflection_lists_the_services_grpcurl_needs(tmp_path: Path) -> None:
+def test_one_token_for_both_roles_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = {"QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": "same", "QUAERO_EXECUTOR_TOKEN": "same"}
+    with pytest.raises(RuntimeError) as failed:
+        start_manager(env)
+    assert "operator token and the executor token are the same" in str(failed.value)
+    assert "Traceback" not in str(failed.value)
+
+
+@pytest.mark.parametrize("version", ["v1alpha", "v1"])
+def test_reflection_lists_and_describes_the_services_in_both_versions(tmp_path: Path, version: str) -> None:
     manager = start_manager({"QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": "reflect-token"})
     try:
         with grpc.insecure_channel(manager.address) as channel:
-            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-            request = reflection_pb2.ServerReflectionRequest(list_services="")
-            responses = stub.ServerReflectionInfo(iter([request]), metadata=[("authorization", "Bearer reflect-token")],
-                                                  timeout=10)
-            names = {service.name for r in responses for service in r.list_services_response.service}
+            # v1 has the same messages as v1alpha under another package: the same classes encode it.
+            call = channel.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                                         request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                         response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+            requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                        reflection_pb2.ServerReflectionRequest(file_containing_symbol="quaero.manager.v1.JobManager"),
+                        reflection_pb2.ServerReflectionRequest(
+                            file_containing_symbol=f"grpc.reflection.{version}.ServerReflection")]
+            responses = list(call(iter(requests), metadata=[("authorization", "Bearer reflect-token")], timeout=10))
+        names = {service.name for service in responses[0].list_services_response.service}
         assert {"quaero.manager.v1.JobManager", "quaero.manager.v1.AuthStore", "quaero.manager.v1.JobDefinitions",
-                "quaero.manager.v1.Documents", "grpc.health.v1.Health"} <= names
+                "quaero.manager.v1.Documents", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection"} <= names
+        for response in responses[1:]:
+            assert response.WhichOneof("message_response") == "file_descriptor_response", response
+            files = [descriptor_pb2.FileDescriptorProto.FromString(raw)
+                     for raw in response.file_descriptor_response.file_descriptor_proto]
+            assert files and files[0].service
     finally:
         manager.stop()
 

@@ -46,10 +46,10 @@ def test_import_of_extension_json_stores_good_cookies_and_names_refused_ones_wit
         assert why in line, f"{name}: {line!r}"
     for n in range(1, 9):
         assert f"value-{n}" not in output + result.stderr
-    stored = harness.client.auth.GetCredentials(auth_pb2.GetCredentialsRequest(id="app"))
+    stored = harness.as_executor.auth.GetCredentials(auth_pb2.GetCredentialsRequest(id="app"))
     by_name = {c.name: c for c in stored.cookies}
-    assert by_name["sid"].host_only and by_name["sid"].HasField("expire_time")
-    assert not by_name["wide"].host_only and by_name["wide"].domain == "site.test"
+    assert not by_name["sid"].include_subdomains and by_name["sid"].HasField("expire_time")
+    assert by_name["wide"].include_subdomains and by_name["wide"].domain == "site.test"
     assert not by_name["wide"].HasField("expire_time")
     listed = cli("auth", "ls")
     assert "app" in listed.stdout and "good-value" not in listed.stdout
@@ -63,10 +63,10 @@ def test_import_of_netscape_cookies_txt_and_playwright_storage_state(harness: Cr
                         f"#HttpOnly_.site.test\tTRUE\t/app\tTRUE\t0\twide\tn2\n")
     result = cli("auth", "import", str(netscape), "--site", "site.test", "--id", "netscape")
     assert result.returncode == 0 and "stored 2 cookies" in result.stdout and "Netscape" in result.stdout
-    cookies = {c.name: c for c in harness.client.auth.GetCredentials(
+    cookies = {c.name: c for c in harness.as_executor.auth.GetCredentials(
         auth_pb2.GetCredentialsRequest(id="netscape")).cookies}
-    assert cookies["sid"].host_only and cookies["sid"].expire_time.seconds == expiry
-    assert not cookies["wide"].host_only and cookies["wide"].path == "/app" and cookies["wide"].http_only
+    assert not cookies["sid"].include_subdomains and cookies["sid"].expire_time.seconds == expiry
+    assert cookies["wide"].include_subdomains and cookies["wide"].path == "/app" and cookies["wide"].http_only
     assert not cookies["wide"].HasField("expire_time")
 
     state = tmp_path / "state.json"
@@ -75,8 +75,8 @@ def test_import_of_netscape_cookies_txt_and_playwright_storage_state(harness: Cr
          "secure": False, "sameSite": "Lax"}], "origins": []}))
     result = cli("auth", "import", str(state), "--site", "app.site.test", "--id", "pw")
     assert result.returncode == 0 and "storageState" in result.stdout
-    cookie = harness.client.auth.GetCredentials(auth_pb2.GetCredentialsRequest(id="pw")).cookies[0]
-    assert cookie.host_only and not cookie.HasField("expire_time") and cookie.same_site == "lax"
+    cookie = harness.as_executor.auth.GetCredentials(auth_pb2.GetCredentialsRequest(id="pw")).cookies[0]
+    assert not cookie.include_subdomains and not cookie.HasField("expire_time") and cookie.same_site == "lax"
 
 
 def test_bad_input_and_unreachable_services_give_one_readable_line(harness: CrawlHarness, cli: Cli, tmp_path: Path) -> None:
@@ -166,5 +166,5 @@ def test_the_cli_says_where_a_file_is_broken_and_stores_secure_false_as_not_secu
     good.write_text(json.dumps([{"name": "sid", "value": "v", "domain": "app.site.test", "secure": "false"}]))
     result = cli("auth", "import", str(good), "--site", "app.site.test", "--id", "flags")
     assert result.returncode == 0, result.stderr
-    [cookie] = harness.client.auth.GetCredentials(auth_pb2.GetCredentialsRequest(id="flags")).cookies
+    [cookie] = harness.as_executor.auth.GetCredentials(auth_pb2.GetCredentialsRequest(id="flags")).cookies
     assert not cookie.secure

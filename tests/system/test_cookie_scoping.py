@@ -59,7 +59,7 @@ def test_look_alike_hosts_get_nothing(harness: CrawlHarness) -> None:
     site.handler.routes.update({
         (APP, "/"): page_linking(f"http://{LOOKALIKE_SUFFIX}:{port}/", f"http://{LOOKALIKE_PREFIX}:{port}/"),
         (LOOKALIKE_SUFFIX, "/"): html("suffix look-alike"), (LOOKALIKE_PREFIX, "/"): html("prefix look-alike")})
-    auth = harness.credentials([cookie("host", "v3", APP), cookie("dom", "v3d", APP, host_only=False)])
+    auth = harness.credentials([cookie("host", "v3", APP), cookie("dom", "v3d", APP, include_subdomains=True)])
     harness.crawl([f"http://{APP}:{port}/"], auth, same_site_only=False)
     assert names_sent_to(site, APP) == {"host", "dom"}
     assert site.requests_to(LOOKALIKE_SUFFIX) and names_sent_to(site, LOOKALIKE_SUFFIX) == set()
@@ -72,7 +72,7 @@ def test_a_host_only_cookie_is_not_sent_to_a_subdomain_and_a_domain_cookie_is(ha
     site.handler.routes.update({(APP, "/"): page_linking(f"http://{SUB}:{port}/", f"http://{SIBLING}:{port}/",
                                                          f"http://{PARENT}:{port}/"),
                                 (SUB, "/"): html("sub"), (SIBLING, "/"): html("sibling"), (PARENT, "/"): html("parent")})
-    auth = harness.credentials([cookie("hostonly", "v4", APP), cookie("domain", "v4d", APP, host_only=False)])
+    auth = harness.credentials([cookie("hostonly", "v4", APP), cookie("domain", "v4d", APP, include_subdomains=True)])
     harness.crawl([f"http://{APP}:{port}/"], auth)
     assert names_sent_to(site, APP) == {"hostonly", "domain"}
     assert names_sent_to(site, SUB) == {"domain"}

@@ -95,7 +95,7 @@ def test_cancel_execution_cancels_the_parent_and_its_pending_children(harness: C
         time.sleep(0.02)
     reply = harness.executor_stub.CancelExecution(executor_pb2.CancelExecutionRequest(
         parent_job_id=started.parent_job_id))
-    assert reply.parent_status == "cancelled" and reply.children_cancelled > 0
+    assert reply.parent_status == jobs_pb2.JOB_STATUS_CANCELLED and reply.children_cancelled > 0
     result = harness.outcome(started.parent_job_id)
     assert result.parent.status == jobs_pb2.JOB_STATUS_CANCELLED
     stats = harness.client.jobs.GetJobStats(jobs_pb2.GetJobStatsRequest(job_id=started.parent_job_id))
@@ -105,7 +105,7 @@ def test_cancel_execution_cancels_the_parent_and_its_pending_children(harness: C
     assert len(site.requests) <= fetched_then + 1, "the crawl went on after it was cancelled"
     again = harness.executor_stub.CancelExecution(executor_pb2.CancelExecutionRequest(
         parent_job_id=started.parent_job_id))
-    assert again.parent_status == "cancelled" and again.children_cancelled == 0
+    assert again.parent_status == jobs_pb2.JOB_STATUS_CANCELLED and again.children_cancelled == 0
 
 
 def test_a_run_with_no_reachable_page_completes_with_nothing_stored(harness: CrawlHarness) -> None:
@@ -211,7 +211,8 @@ def test_execute_with_the_manager_down_is_unavailable_with_a_reason(tmp_path: Pa
     from quaero.rpc.channel import open_channel
     from quaero.rpc.status import from_rpc_error
 
-    executor = ExecutorServer(ExecutorSettings(listen="127.0.0.1:0", manager="127.0.0.1:1", token="token", workers=0))
+    executor = ExecutorServer(ExecutorSettings(listen="127.0.0.1:0", manager="127.0.0.1:1", token="token",
+                                               manager_token="executor-token", workers=0))
     port = executor.start()
     channel = open_channel(f"127.0.0.1:{port}", "token", default_timeout=30)
     try:

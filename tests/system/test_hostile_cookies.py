@@ -52,7 +52,7 @@ def test_cookies_of_a_named_host_never_reach_its_bare_address(harness: CrawlHarn
         (APP, "/"): Response(status=302, headers=[("Set-Cookie", "named=1; Path=/"),
                                                   ("Location", f"http://127.0.0.1:{site.port}/bare")]),
         ("127.0.0.1", "/bare"): html("bare address")})
-    auth = harness.credentials([cookie("sid", "named-only", APP), cookie("dom", "named-domain", APP, host_only=False)])
+    auth = harness.credentials([cookie("sid", "named-only", APP), cookie("dom", "named-domain", APP, include_subdomains=True)])
     result = harness.crawl([f"http://{APP}:{site.port}/"], auth, same_site_only=False)
     assert [d.title for d in result.documents] == ["bare address"]
     assert cookie_headers(site, "127.0.0.1") == ["", ""]  # robots.txt and the page
@@ -63,7 +63,7 @@ def test_a_trailing_dot_host_is_another_host(harness: CrawlHarness) -> None:
     site = harness.site({})
     site.handler.routes.update({(APP, "/"): html("home", f"http://{APP}.:{site.port}/dotted"),
                                 (APP + ".", "/dotted"): html("dotted")})
-    auth = harness.credentials([cookie("sid", "undotted", APP), cookie("dom", "undotted-domain", APP, host_only=False)])
+    auth = harness.credentials([cookie("sid", "undotted", APP), cookie("dom", "undotted-domain", APP, include_subdomains=True)])
     result = harness.crawl([f"http://{APP}:{site.port}/"], auth)
     assert sorted(d.title for d in result.documents) == ["dotted", "home"]
     assert cookie_headers(site, APP + ".", "/dotted") == [""]

@@ -22,23 +22,24 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from quaero.api.manager.v1 import jobs_pb2 as quaero_dot_manager_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!quaero/executor/v1/executor.proto\x12\x12quaero.executor.v1\"H\n\x1b\x45xecuteJobDefinitionRequest\x12\x15\n\rdefinition_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"k\n\x1c\x45xecuteJobDefinitionResponse\x12\x15\n\rparent_job_id\x18\x01 \x01(\t\x12\x1a\n\x12metadata_persisted\x18\x02 \x01(\x08\x12\x18\n\x10\x63hildren_created\x18\x03 \x01(\x05\"/\n\x16\x43\x61ncelExecutionRequest\x12\x15\n\rparent_job_id\x18\x01 \x01(\t\"L\n\x17\x43\x61ncelExecutionResponse\x12\x15\n\rparent_status\x18\x01 \x01(\t\x12\x1a\n\x12\x63hildren_cancelled\x18\x02 \x01(\x05\x32\xf1\x01\n\x08\x45xecutor\x12y\n\x14\x45xecuteJobDefinition\x12/.quaero.executor.v1.ExecuteJobDefinitionRequest\x1a\x30.quaero.executor.v1.ExecuteJobDefinitionResponse\x12j\n\x0f\x43\x61ncelExecution\x12*.quaero.executor.v1.CancelExecutionRequest\x1a+.quaero.executor.v1.CancelExecutionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!quaero/executor/v1/executor.proto\x12\x12quaero.executor.v1\x1a\x1cquaero/manager/v1/jobs.proto\"H\n\x1b\x45xecuteJobDefinitionRequest\x12\x15\n\rdefinition_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"k\n\x1c\x45xecuteJobDefinitionResponse\x12\x15\n\rparent_job_id\x18\x01 \x01(\t\x12\x1a\n\x12metadata_persisted\x18\x02 \x01(\x08\x12\x18\n\x10\x63hildren_created\x18\x03 \x01(\x05\"/\n\x16\x43\x61ncelExecutionRequest\x12\x15\n\rparent_job_id\x18\x01 \x01(\t\"p\n\x17\x43\x61ncelExecutionResponse\x12\x33\n\rparent_status\x18\x03 \x01(\x0e\x32\x1c.quaero.manager.v1.JobStatus\x12\x1a\n\x12\x63hildren_cancelled\x18\x02 \x01(\x05J\x04\x08\x01\x10\x02\x32\xf1\x01\n\x08\x45xecutor\x12y\n\x14\x45xecuteJobDefinition\x12/.quaero.executor.v1.ExecuteJobDefinitionRequest\x1a\x30.quaero.executor.v1.ExecuteJobDefinitionResponse\x12j\n\x0f\x43\x61ncelExecution\x12*.quaero.executor.v1.CancelExecutionRequest\x1a+.quaero.executor.v1.CancelExecutionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quaero.api.executor.v1.executor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXECUTEJOBDEFINITIONREQUEST']._serialized_start=57
-  _globals['_EXECUTEJOBDEFINITIONREQUEST']._serialized_end=129
-  _globals['_EXECUTEJOBDEFINITIONRESPONSE']._serialized_start=131
-  _globals['_EXECUTEJOBDEFINITIONRESPONSE']._serialized_end=238
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=240
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=287
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=289
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=365
-  _globals['_EXECUTOR']._serialized_start=368
-  _globals['_EXECUTOR']._serialized_end=609
+  _globals['_EXECUTEJOBDEFINITIONREQUEST']._serialized_start=87
+  _globals['_EXECUTEJOBDEFINITIONREQUEST']._serialized_end=159
+  _globals['_EXECUTEJOBDEFINITIONRESPONSE']._serialized_start=161
+  _globals['_EXECUTEJOBDEFINITIONRESPONSE']._serialized_end=268
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=270
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=317
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=319
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=431
+  _globals['_EXECUTOR']._serialized_start=434
+  _globals['_EXECUTOR']._serialized_end=675
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from quaero.api.manager.v1 import jobs_pb2 as _jobs_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -104,14 +105,14 @@ class CancelExecutionResponse(_message.Message):
 
     PARENT_STATUS_FIELD_NUMBER: _builtins.int
     CHILDREN_CANCELLED_FIELD_NUMBER: _builtins.int
-    parent_status: _builtins.str
+    parent_status: _jobs_pb2.JobStatus.ValueType
     """The parent's status after cancelling (cancelled, or what it already ended as)."""
     children_cancelled: _builtins.int
     """Children cancelled by this call."""
     def __init__(
         self,
         *,
-        parent_status: _builtins.str = ...,
+        parent_status: _jobs_pb2.JobStatus.ValueType = ...,
         children_cancelled: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015

@@ -26,7 +26,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cquaero/manager/v1/auth.proto\x12\x11quaero.manager.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n\x06\x43ookie\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x11\n\thost_only\x18\x04 \x01(\x08\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\x0e\n\x06secure\x18\x06 \x01(\x08\x12\x11\n\thttp_only\x18\x07 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsame_site\x18\t \x01(\t\"\x8c\x01\n\nCookieInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x11\n\thost_only\x18\x03 \x01(\x08\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x0e\n\x06secure\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x0eRejectedCookie\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa7\x02\n\x0f\x43redentialsInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bsite_domain\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12.\n\x07\x63ookies\x18\x05 \x03(\x0b\x32\x1d.quaero.manager.v1.CookieInfo\x12;\n\x10rejected_cookies\x18\x06 \x03(\x0b\x32!.quaero.manager.v1.RejectedCookie\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x0b\x43redentials\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bsite_domain\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12*\n\x07\x63ookies\x18\x05 \x03(\x0b\x32\x19.quaero.manager.v1.Cookie\"\x8a\x01\n\x15PutCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bsite_domain\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12*\n\x07\x63ookies\x18\x04 \x03(\x0b\x32\x19.quaero.manager.v1.Cookie\x12\x12\n\nuser_agent\x18\x05 \x01(\t\"#\n\x15GetCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x16ListCredentialsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"k\n\x17ListCredentialsResponse\x12\x37\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\".quaero.manager.v1.CredentialsInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x18\x44\x65leteCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t2\x8b\x03\n\tAuthStore\x12^\n\x0ePutCredentials\x12(.quaero.manager.v1.PutCredentialsRequest\x1a\".quaero.manager.v1.CredentialsInfo\x12Z\n\x0eGetCredentials\x12(.quaero.manager.v1.GetCredentialsRequest\x1a\x1e.quaero.manager.v1.Credentials\x12h\n\x0fListCredentials\x12).quaero.manager.v1.ListCredentialsRequest\x1a*.quaero.manager.v1.ListCredentialsResponse\x12X\n\x11\x44\x65leteCredentials\x12+.quaero.manager.v1.DeleteCredentialsRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cquaero/manager/v1/auth.proto\x12\x11quaero.manager.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x01\n\x06\x43ookie\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x1a\n\x12include_subdomains\x18\n \x01(\x08\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\x0e\n\x06secure\x18\x06 \x01(\x08\x12\x11\n\thttp_only\x18\x07 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsame_site\x18\t \x01(\tJ\x04\x08\x04\x10\x05R\thost_only\"\xa6\x01\n\nCookieInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x1a\n\x12include_subdomains\x18\x07 \x01(\x08\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x0e\n\x06secure\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x03\x10\x04R\thost_only\">\n\x0eRejectedCookie\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa7\x02\n\x0f\x43redentialsInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bsite_domain\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12.\n\x07\x63ookies\x18\x05 \x03(\x0b\x32\x1d.quaero.manager.v1.CookieInfo\x12;\n\x10rejected_cookies\x18\x06 \x03(\x0b\x32!.quaero.manager.v1.RejectedCookie\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x0b\x43redentials\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bsite_domain\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12*\n\x07\x63ookies\x18\x05 \x03(\x0b\x32\x19.quaero.manager.v1.Cookie\"\x8a\x01\n\x15PutCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bsite_domain\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12*\n\x07\x63ookies\x18\x04 \x03(\x0b\x32\x19.quaero.manager.v1.Cookie\x12\x12\n\nuser_agent\x18\x05 \x01(\t\"#\n\x15GetCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x16ListCredentialsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"k\n\x17ListCredentialsResponse\x12\x37\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\".quaero.manager.v1.CredentialsInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x18\x44\x65leteCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t2\x8b\x03\n\tAuthStore\x12^\n\x0ePutCredentials\x12(.quaero.manager.v1.PutCredentialsRequest\x1a\".quaero.manager.v1.CredentialsInfo\x12Z\n\x0eGetCredentials\x12(.quaero.manager.v1.GetCredentialsRequest\x1a\x1e.quaero.manager.v1.Credentials\x12h\n\x0fListCredentials\x12).quaero.manager.v1.ListCredentialsRequest\x1a*.quaero.manager.v1.ListCredentialsResponse\x12X\n\x11\x44\x65leteCredentials\x12+.quaero.manager.v1.DeleteCredentialsRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quaero.api.manager.v1.auth_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COOKIE']._serialized_start=114
-  _globals['_COOKIE']._serialized_end=303
-  _globals['_COOKIEINFO']._serialized_start=306
-  _globals['_COOKIEINFO']._serialized_end=446
-  _globals['_REJECTEDCOOKIE']._serialized_start=448
-  _globals['_REJECTEDCOOKIE']._serialized_end=510
-  _globals['_CREDENTIALSINFO']._serialized_start=513
-  _globals['_CREDENTIALSINFO']._serialized_end=808
-  _globals['_CREDENTIALS']._serialized_start=811
-  _globals['_CREDENTIALS']._serialized_end=939
-  _globals['_PUTCREDENTIALSREQUEST']._serialized_start=942
-  _globals['_PUTCREDENTIALSREQUEST']._serialized_end=1080
-  _globals['_GETCREDENTIALSREQUEST']._serialized_start=1082
-  _globals['_GETCREDENTIALSREQUEST']._serialized_end=1117
-  _globals['_LISTCREDENTIALSREQUEST']._serialized_start=1119
-  _globals['_LISTCREDENTIALSREQUEST']._serialized_end=1182
-  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=1184
-  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=1291
-  _globals['_DELETECREDENTIALSREQUEST']._serialized_start=1293
-  _globals['_DELETECREDENTIALSREQUEST']._serialized_end=1331
-  _globals['_AUTHSTORE']._serialized_start=1334
-  _globals['_AUTHSTORE']._serialized_end=1729
+  _globals['_COOKIE']._serialized_end=329
+  _globals['_COOKIEINFO']._serialized_start=332
+  _globals['_COOKIEINFO']._serialized_end=498
+  _globals['_REJECTEDCOOKIE']._serialized_start=500
+  _globals['_REJECTEDCOOKIE']._serialized_end=562
+  _globals['_CREDENTIALSINFO']._serialized_start=565
+  _globals['_CREDENTIALSINFO']._serialized_end=860
+  _globals['_CREDENTIALS']._serialized_start=863
+  _globals['_CREDENTIALS']._serialized_end=991
+  _globals['_PUTCREDENTIALSREQUEST']._serialized_start=994
+  _globals['_PUTCREDENTIALSREQUEST']._serialized_end=1132
+  _globals['_GETCREDENTIALSREQUEST']._serialized_start=1134
+  _globals['_GETCREDENTIALSREQUEST']._serialized_end=1169
+  _globals['_LISTCREDENTIALSREQUEST']._serialized_start=1171
+  _globals['_LISTCREDENTIALSREQUEST']._serialized_end=1234
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=1236
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=1343
+  _globals['_DELETECREDENTIALSREQUEST']._serialized_start=1345
+  _globals['_DELETECREDENTIALSREQUEST']._serialized_end=1383
+  _globals['_AUTHSTORE']._serialized_start=1386
+  _globals['_AUTHSTORE']._serialized_end=1781
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ class Cookie(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     DOMAIN_FIELD_NUMBER: _builtins.int
-    HOST_ONLY_FIELD_NUMBER: _builtins.int
+    INCLUDE_SUBDOMAINS_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
     SECURE_FIELD_NUMBER: _builtins.int
     HTTP_ONLY_FIELD_NUMBER: _builtins.int
@@ -40,8 +40,10 @@ class Cookie(_message.Message):
     """Cookie value: a secret."""
     domain: _builtins.str
     """Domain without a leading dot."""
-    host_only: _builtins.bool
-    """True: sent only to exactly domain; false: also to its subdomains."""
+    include_subdomains: _builtins.bool
+    """False (the default, as in a browser for a cookie set without a Domain attribute): sent only to
+    exactly domain. True: also to its subdomains (a cookie set with Domain=).
+    """
     path: _builtins.str
     """Path prefix, "/" by default."""
     secure: _builtins.bool
@@ -60,7 +62,7 @@ class Cookie(_message.Message):
         name: _builtins.str = ...,
         value: _builtins.str = ...,
         domain: _builtins.str = ...,
-        host_only: _builtins.bool = ...,
+        include_subdomains: _builtins.bool = ...,
         path: _builtins.str = ...,
         secure: _builtins.bool = ...,
         http_only: _builtins.bool = ...,
@@ -69,7 +71,7 @@ class Cookie(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "expire_time", b"expire_time", "host_only", b"host_only", "http_only", b"http_only", "name", b"name", "path", b"path", "same_site", b"same_site", "secure", b"secure", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "expire_time", b"expire_time", "http_only", b"http_only", "include_subdomains", b"include_subdomains", "name", b"name", "path", b"path", "same_site", b"same_site", "secure", b"secure", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -83,7 +85,7 @@ class CookieInfo(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     DOMAIN_FIELD_NUMBER: _builtins.int
-    HOST_ONLY_FIELD_NUMBER: _builtins.int
+    INCLUDE_SUBDOMAINS_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
     SECURE_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
@@ -91,8 +93,8 @@ class CookieInfo(_message.Message):
     """Cookie name."""
     domain: _builtins.str
     """Domain."""
-    host_only: _builtins.bool
-    """Host-only or domain cookie."""
+    include_subdomains: _builtins.bool
+    """Also sent to subdomains of domain."""
     path: _builtins.str
     """Path."""
     secure: _builtins.bool
@@ -106,14 +108,14 @@ class CookieInfo(_message.Message):
         *,
         name: _builtins.str = ...,
         domain: _builtins.str = ...,
-        host_only: _builtins.bool = ...,
+        include_subdomains: _builtins.bool = ...,
         path: _builtins.str = ...,
         secure: _builtins.bool = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "expire_time", b"expire_time", "host_only", b"host_only", "name", b"name", "path", b"path", "secure", b"secure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "expire_time", b"expire_time", "include_subdomains", b"include_subdomains", "name", b"name", "path", b"path", "secure", b"secure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

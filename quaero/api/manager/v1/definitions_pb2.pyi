@@ -172,6 +172,7 @@ class JobDefinition(_message.Message):
     FAILURE_ACTION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id: letters, digits, '-' and '_' (given at creation, or a generated UUID)."""
     name: _builtins.str
@@ -184,6 +185,10 @@ class JobDefinition(_message.Message):
     """Children allowed to fail before failure_action applies (default 0)."""
     failure_action: Global___FailureAction.ValueType
     """What to do past max_child_failures."""
+    etag: _builtins.str
+    """Changes on every update. Set on an UpdateJobDefinition (or DeleteJobDefinition) request, it makes
+    the write conditional: ABORTED (ETAG_MISMATCH) when the definition changed since it was read.
+    """
     @_builtins.property
     def crawl(self) -> Global___CrawlConfig:
         """What to fetch."""
@@ -208,10 +213,11 @@ class JobDefinition(_message.Message):
         failure_action: Global___FailureAction.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["crawl", b"crawl", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_id", b"auth_id", "crawl", b"crawl", "create_time", b"create_time", "failure_action", b"failure_action", "id", b"id", "max_child_failures", b"max_child_failures", "name", b"name", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_id", b"auth_id", "crawl", b"crawl", "create_time", b"create_time", "etag", b"etag", "failure_action", b"failure_action", "id", b"id", "max_child_failures", b"max_child_failures", "name", b"name", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -274,7 +280,7 @@ class ListJobDefinitionsRequest(_message.Message):
     page_size: _builtins.int
     """At most this many (default 50, at most 1000)."""
     page_token: _builtins.str
-    """From a previous response's next_page_token."""
+    """From a previous response's next_page_token (opaque)."""
     def __init__(
         self,
         *,
@@ -329,7 +335,7 @@ class UpdateJobDefinitionRequest(_message.Message):
     """Create it when it does not exist."""
     @_builtins.property
     def job_definition(self) -> Global___JobDefinition:
-        """The whole new definition, id included."""
+        """The whole new definition, id included; with its etag, only if nobody changed it meanwhile."""
 
     def __init__(
         self,
@@ -352,16 +358,20 @@ class DeleteJobDefinitionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The definition's id."""
+    etag: _builtins.str
+    """Optional: delete only if the definition's etag still matches."""
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "id", b"id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

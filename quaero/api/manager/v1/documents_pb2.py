@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!quaero/manager/v1/documents.proto\x12\x11quaero.manager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x02\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x11\n\tfinal_url\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x06 \x01(\t\x12\x13\n\x0bstatus_code\x18\x07 \x01(\x05\x12\x0e\n\x06job_id\x18\x08 \x01(\t\x12\x15\n\rparent_job_id\x18\t \x01(\t\x12.\n\nfetch_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x0b \x01(\t\x12\x16\n\x0etext_truncated\x18\x0c \x01(\x08\"6\n\x12GetDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\"g\n\x14ListDocumentsRequest\x12\x15\n\rparent_job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x11\n\tomit_text\x18\x04 \x01(\x08\"`\n\x15ListDocumentsResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.quaero.manager.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc2\x01\n\tDocuments\x12Q\n\x0bGetDocument\x12%.quaero.manager.v1.GetDocumentRequest\x1a\x1b.quaero.manager.v1.Document\x12\x62\n\rListDocuments\x12\'.quaero.manager.v1.ListDocumentsRequest\x1a(.quaero.manager.v1.ListDocumentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!quaero/manager/v1/documents.proto\x12\x11quaero.manager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x02\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x11\n\tfinal_url\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x06 \x01(\t\x12\x13\n\x0bstatus_code\x18\x07 \x01(\x05\x12\x0e\n\x06job_id\x18\x08 \x01(\t\x12\x15\n\rparent_job_id\x18\t \x01(\t\x12.\n\nfetch_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x0b \x01(\t\x12\x16\n\x0etext_truncated\x18\x0c \x01(\x08\"M\n\x12GetDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x15\n\rparent_job_id\x18\x03 \x01(\t\"g\n\x14ListDocumentsRequest\x12\x15\n\rparent_job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x11\n\tomit_text\x18\x04 \x01(\x08\"`\n\x15ListDocumentsResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.quaero.manager.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc2\x01\n\tDocuments\x12Q\n\x0bGetDocument\x12%.quaero.manager.v1.GetDocumentRequest\x1a\x1b.quaero.manager.v1.Document\x12\x62\n\rListDocuments\x12\'.quaero.manager.v1.ListDocumentsRequest\x1a(.quaero.manager.v1.ListDocumentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOCUMENT']._serialized_start=90
   _globals['_DOCUMENT']._serialized_end=349
   _globals['_GETDOCUMENTREQUEST']._serialized_start=351
-  _globals['_GETDOCUMENTREQUEST']._serialized_end=405
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=407
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=510
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=512
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=608
-  _globals['_DOCUMENTS']._serialized_start=611
-  _globals['_DOCUMENTS']._serialized_end=805
+  _globals['_GETDOCUMENTREQUEST']._serialized_end=428
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=430
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=533
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=535
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=631
+  _globals['_DOCUMENTS']._serialized_start=634
+  _globals['_DOCUMENTS']._serialized_end=828
 # @@protoc_insertion_point(module_scope)

@@ -40,7 +40,7 @@ class Document(_message.Message):
     id: _builtins.str
     """Assigned by the manager."""
     url: _builtins.str
-    """The URL the crawl asked for (normalised, any length); unique."""
+    """The URL the crawl asked for (normalised, any length); unique within its run."""
     final_url: _builtins.str
     """The URL that answered, after redirects."""
     title: _builtins.str
@@ -95,19 +95,23 @@ class GetDocumentRequest(_message.Message):
 
     DOCUMENT_ID_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
+    PARENT_JOB_ID_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
     """The document's id; or leave empty and give url."""
     url: _builtins.str
-    """The document's URL."""
+    """The document's URL: the latest version across runs, or the one of parent_job_id's run."""
+    parent_job_id: _builtins.str
+    """With url: only this run's version."""
     def __init__(
         self,
         *,
         document_id: _builtins.str = ...,
         url: _builtins.str = ...,
+        parent_job_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "parent_job_id", b"parent_job_id", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -126,9 +130,11 @@ class ListDocumentsRequest(_message.Message):
     parent_job_id: _builtins.str
     """Only documents of this crawl (parent job); empty means all."""
     page_size: _builtins.int
-    """At most this many (default 50, at most 1000)."""
+    """At most this many (default 50, at most 1000); a page also stops before 3 MiB, so every response
+    fits gRPC's default 4 MiB limit.
+    """
     page_token: _builtins.str
-    """From a previous response's next_page_token."""
+    """From a previous response's next_page_token, with the same filters (opaque)."""
     omit_text: _builtins.bool
     """Leave out the text, for listings."""
     def __init__(

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class DocumentsStub:
-    """Documents holds the pages crawls fetched: one document per URL, replaced when fetched again.
+    """Documents holds the pages crawls fetched. A document belongs to the run (parent job) that fetched
+    it: one per run and URL, kept for as long as the run is; a later run over the same site adds its
+    own documents and never takes an earlier run's.
     """
 
     def __init__(self, channel):
@@ -48,11 +50,14 @@ class DocumentsStub:
 
 
 class DocumentsServicer:
-    """Documents holds the pages crawls fetched: one document per URL, replaced when fetched again.
+    """Documents holds the pages crawls fetched. A document belongs to the run (parent job) that fetched
+    it: one per run and URL, kept for as long as the run is; a later run over the same site adds its
+    own documents and never takes an earlier run's.
     """
 
     def GetDocument(self, request, context):
-        """Returns one document, by id or by URL.
+        """Returns one document: by id; by URL within one run; or by URL alone, the latest version of that
+        URL across runs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -87,7 +92,9 @@ def add_DocumentsServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Documents:
-    """Documents holds the pages crawls fetched: one document per URL, replaced when fetched again.
+    """Documents holds the pages crawls fetched. A document belongs to the run (parent job) that fetched
+    it: one per run and URL, kept for as long as the run is; a later run over the same site adds its
+    own documents and never takes an earlier run's.
     """
 
     @staticmethod

@@ -27,29 +27,42 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class DocumentsStub:
-    """Documents holds the pages crawls fetched: one document per URL, replaced when fetched again."""
+    """Documents holds the pages crawls fetched. A document belongs to the run (parent job) that fetched
+    it: one per run and URL, kept for as long as the run is; a later run over the same site adds its
+    own documents and never takes an earlier run's.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> DocumentsAsyncStub: ...
     GetDocument: _grpc.UnaryUnaryMultiCallable[_documents_pb2.GetDocumentRequest, _documents_pb2.Document]
-    """Returns one document, by id or by URL."""
+    """Returns one document: by id; by URL within one run; or by URL alone, the latest version of that
+    URL across runs.
+    """
     ListDocuments: _grpc.UnaryUnaryMultiCallable[_documents_pb2.ListDocumentsRequest, _documents_pb2.ListDocumentsResponse]
     """Lists documents, newest first, optionally only those of one crawl."""
 
 @_typing.type_check_only
 class DocumentsAsyncStub(DocumentsStub):
-    """Documents holds the pages crawls fetched: one document per URL, replaced when fetched again."""
+    """Documents holds the pages crawls fetched. A document belongs to the run (parent job) that fetched
+    it: one per run and URL, kept for as long as the run is; a later run over the same site adds its
+    own documents and never takes an earlier run's.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetDocument: _aio.UnaryUnaryMultiCallable[_documents_pb2.GetDocumentRequest, _documents_pb2.Document]  # type: ignore[assignment]
-    """Returns one document, by id or by URL."""
+    """Returns one document: by id; by URL within one run; or by URL alone, the latest version of that
+    URL across runs.
+    """
     ListDocuments: _aio.UnaryUnaryMultiCallable[_documents_pb2.ListDocumentsRequest, _documents_pb2.ListDocumentsResponse]  # type: ignore[assignment]
     """Lists documents, newest first, optionally only those of one crawl."""
 
 class DocumentsServicer(metaclass=_abc_1.ABCMeta):
-    """Documents holds the pages crawls fetched: one document per URL, replaced when fetched again."""
+    """Documents holds the pages crawls fetched. A document belongs to the run (parent job) that fetched
+    it: one per run and URL, kept for as long as the run is; a later run over the same site adds its
+    own documents and never takes an earlier run's.
+    """
 
     @_abc_1.abstractmethod
     def GetDocument(
@@ -57,7 +70,9 @@ class DocumentsServicer(metaclass=_abc_1.ABCMeta):
         request: _documents_pb2.GetDocumentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_documents_pb2.Document, _abc.Awaitable[_documents_pb2.Document]]:
-        """Returns one document, by id or by URL."""
+        """Returns one document: by id; by URL within one run; or by URL alone, the latest version of that
+        URL across runs.
+        """
 
     @_abc_1.abstractmethod
     def ListDocuments(

@@ -59,6 +59,30 @@ JOB_STATUS_CANCELLED: JobStatus.ValueType  # 5
 """Cancelled. Terminal."""
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
+class _JobView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_VIEW_UNSPECIFIED: _JobView.ValueType  # 0
+    """Same as JOB_VIEW_FULL."""
+    JOB_VIEW_BASIC: _JobView.ValueType  # 1
+    """Everything but config, metadata and result (each up to 64 KiB)."""
+    JOB_VIEW_FULL: _JobView.ValueType  # 2
+    """The whole job."""
+
+class JobView(_JobView, metaclass=_JobViewEnumTypeWrapper):
+    """How much of a job a list returns."""
+
+JOB_VIEW_UNSPECIFIED: JobView.ValueType  # 0
+"""Same as JOB_VIEW_FULL."""
+JOB_VIEW_BASIC: JobView.ValueType  # 1
+"""Everything but config, metadata and result (each up to 64 KiB)."""
+JOB_VIEW_FULL: JobView.ValueType  # 2
+"""The whole job."""
+Global___JobView: _TypeAlias = JobView  # noqa: Y015
+
 class _UpdateMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -142,6 +166,7 @@ class Job(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     SCHEDULE_TIME_FIELD_NUMBER: _builtins.int
+    METADATA_ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """UUID assigned by the manager."""
     parent_id: _builtins.str
@@ -165,9 +190,15 @@ class Job(_message.Message):
     depth: _builtins.int
     """Link depth of a child from its start URL (0 for a start URL)."""
     etag: _builtins.str
-    """Changes on every write; send it back to make a write conditional."""
+    """Changes on every write of the job; send it back to make UpdateJobStatus or UpdateJobConfig
+    conditional.
+    """
     attempts: _builtins.int
     """How many times the job was leased (for a child: attempts at its page)."""
+    metadata_etag: _builtins.str
+    """Changes only when metadata changes (not on progress or status updates); send it back to make
+    UpdateJobMetadata conditional.
+    """
     @_builtins.property
     def config(self) -> _struct_pb2.Struct:
         """What the job was asked to do (for a child: url and depth)."""
@@ -226,10 +257,11 @@ class Job(_message.Message):
         etag: _builtins.str = ...,
         attempts: _builtins.int = ...,
         schedule_time: _timestamp_pb2.Timestamp | None = ...,
+        metadata_etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "finish_time", b"finish_time", "metadata", b"metadata", "result", b"result", "schedule_time", b"schedule_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "children_failed", b"children_failed", "config", b"config", "create_time", b"create_time", "depth", b"depth", "error", b"error", "error_reason", b"error_reason", "etag", b"etag", "finish_time", b"finish_time", "id", b"id", "metadata", b"metadata", "name", b"name", "parent_id", b"parent_id", "progress_current", b"progress_current", "progress_total", b"progress_total", "result", b"result", "schedule_time", b"schedule_time", "start_time", b"start_time", "status", b"status", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "children_failed", b"children_failed", "config", b"config", "create_time", b"create_time", "depth", b"depth", "error", b"error", "error_reason", b"error_reason", "etag", b"etag", "finish_time", b"finish_time", "id", b"id", "metadata", b"metadata", "metadata_etag", b"metadata_etag", "name", b"name", "parent_id", b"parent_id", "progress_current", b"progress_current", "progress_total", b"progress_total", "result", b"result", "schedule_time", b"schedule_time", "start_time", b"start_time", "status", b"status", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -255,7 +287,11 @@ class CreateJobRequest(_message.Message):
     name: _builtins.str
     """Human-readable name."""
     request_id: _builtins.str
-    """Idempotency key: a retried create with the same request_id returns the first job."""
+    """Idempotency key (AIP-155), 1 to 128 printable ASCII characters, e.g. a UUID: a retried create with
+    the same request_id and the same request returns the first job; the same request_id with a
+    different request is ALREADY_EXISTS (REQUEST_ID_REUSED). Scoped to this method and the caller's
+    role.
+    """
     depth: _builtins.int
     """Link depth, for children."""
     @_builtins.property
@@ -422,16 +458,23 @@ class ListJobsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     ALL_LEVELS_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     parent_id: _builtins.str
     """Only children of this parent; empty lists top-level jobs unless all_levels is set."""
     status: Global___JobStatus.ValueType
     """Only jobs in this status; unspecified means any."""
     page_size: _builtins.int
-    """At most this many (default 50, at most 1000)."""
+    """At most this many (default 50, at most 1000); a page also stops before 3 MiB, so every response
+    fits gRPC's default 4 MiB limit.
+    """
     page_token: _builtins.str
-    """From a previous response's next_page_token."""
+    """From a previous response's next_page_token, with the same filters (INVALID_ARGUMENT otherwise).
+    Opaque; pages stay consistent while jobs are created.
+    """
     all_levels: _builtins.bool
     """With no parent_id: list jobs at every level, not only top-level ones."""
+    view: Global___JobView.ValueType
+    """BASIC leaves config, metadata and result out."""
     def __init__(
         self,
         *,
@@ -440,10 +483,11 @@ class ListJobsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         all_levels: _builtins.bool = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_levels", b"all_levels", "page_size", b"page_size", "page_token", b"page_token", "parent_id", b"parent_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_levels", b"all_levels", "page_size", b"page_size", "page_token", b"page_token", "parent_id", b"parent_id", "status", b"status", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -566,11 +610,14 @@ class UpdateJobMetadataRequest(_message.Message):
     mode: Global___UpdateMode.ValueType
     """MERGE (default) or REPLACE."""
     etag: _builtins.str
-    """Optional: the write happens only if the job's etag still matches (ABORTED otherwise)."""
+    """Optional: the job's metadata_etag; the write happens only if it still matches (ABORTED,
+    ETAG_MISMATCH otherwise). Progress and status updates do not change it.
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
-        """The patch (MERGE) or the new object (REPLACE); at most 64 KiB serialised and 32 levels deep.
-        auth_id, when present, must be a non-empty string.
+        """The patch (MERGE) or the new object (REPLACE); at most 64 KiB serialised and 32 levels deep, no
+        NaN or Infinity, no Value without a kind. auth_id, when present after the write, must be a
+        non-empty string.
         """
 
     def __init__(
@@ -858,7 +905,9 @@ class LeaseJobsRequest(_message.Message):
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
-    """Who leases (for the logs)."""
+    """Who leases: a stable id per executor (at most 128 characters), so that ReleaseLeases can give
+    back what an earlier run of the same executor held.
+    """
     max_jobs: _builtins.int
     """At most this many jobs (1 to 100)."""
     type: _builtins.str
@@ -1068,3 +1117,47 @@ class CompleteLeasedJobRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CompleteLeasedJobRequest: _TypeAlias = CompleteLeasedJobRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseLeasesRequest(_message.Message):
+    """Request for ReleaseLeases."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    """The worker whose leases to give back."""
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseLeasesRequest: _TypeAlias = ReleaseLeasesRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseLeasesResponse(_message.Message):
+    """Response of ReleaseLeases."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASED_FIELD_NUMBER: _builtins.int
+    released: _builtins.int
+    """Jobs returned to pending."""
+    def __init__(
+        self,
+        *,
+        released: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["released", b"released"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseLeasesResponse: _TypeAlias = ReleaseLeasesResponse  # noqa: Y015

@@ -111,6 +111,11 @@ class JobManagerStub:
                 request_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.CompleteLeasedJobRequest.SerializeToString,
                 response_deserializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.Job.FromString,
                 _registered_method=True)
+        self.ReleaseLeases = channel.unary_unary(
+                '/quaero.manager.v1.JobManager/ReleaseLeases',
+                request_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.ReleaseLeasesRequest.SerializeToString,
+                response_deserializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.ReleaseLeasesResponse.FromString,
+                _registered_method=True)
 
 
 class JobManagerServicer:
@@ -229,6 +234,16 @@ class JobManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseLeases(self, request, context):
+        """Returns every job leased to worker_id to pending at once, without an attempt counted against it:
+        an executor that restarts under the same worker id takes its predecessor's pages back without
+        waiting for their leases to expire, and one that stops gracefully gives its pages back. Writes
+        the old leases' holders make later are refused (their tokens no longer hold).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -306,6 +321,11 @@ def add_JobManagerServicer_to_server(servicer, server):
                     servicer.CompleteLeasedJob,
                     request_deserializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.CompleteLeasedJobRequest.FromString,
                     response_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+            ),
+            'ReleaseLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseLeases,
+                    request_deserializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.ReleaseLeasesRequest.FromString,
+                    response_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.ReleaseLeasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -715,6 +735,33 @@ class JobManager:
             '/quaero.manager.v1.JobManager/CompleteLeasedJob',
             quaero_dot_manager_dot_v1_dot_jobs__pb2.CompleteLeasedJobRequest.SerializeToString,
             quaero_dot_manager_dot_v1_dot_jobs__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quaero.manager.v1.JobManager/ReleaseLeases',
+            quaero_dot_manager_dot_v1_dot_jobs__pb2.ReleaseLeasesRequest.SerializeToString,
+            quaero_dot_manager_dot_v1_dot_jobs__pb2.ReleaseLeasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,12 @@ class JobManagerStub:
     """Finishes a leased job in one transaction: its status, result, the document it produced and the
     children it discovered; updates the parent's counters and finishes the parent when it is done.
     """
+    ReleaseLeases: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ReleaseLeasesRequest, _jobs_pb2.ReleaseLeasesResponse]
+    """Returns every job leased to worker_id to pending at once, without an attempt counted against it:
+    an executor that restarts under the same worker id takes its predecessor's pages back without
+    waiting for their leases to expire, and one that stops gracefully gives its pages back. Writes
+    the old leases' holders make later are refused (their tokens no longer hold).
+    """
 
 @_typing.type_check_only
 class JobManagerAsyncStub(JobManagerStub):
@@ -126,6 +132,12 @@ class JobManagerAsyncStub(JobManagerStub):
     CompleteLeasedJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CompleteLeasedJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
     """Finishes a leased job in one transaction: its status, result, the document it produced and the
     children it discovered; updates the parent's counters and finishes the parent when it is done.
+    """
+    ReleaseLeases: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ReleaseLeasesRequest, _jobs_pb2.ReleaseLeasesResponse]  # type: ignore[assignment]
+    """Returns every job leased to worker_id to pending at once, without an attempt counted against it:
+    an executor that restarts under the same worker id takes its predecessor's pages back without
+    waiting for their leases to expire, and one that stops gracefully gives its pages back. Writes
+    the old leases' holders make later are refused (their tokens no longer hold).
     """
 
 class JobManagerServicer(metaclass=_abc_1.ABCMeta):
@@ -263,6 +275,18 @@ class JobManagerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
         """Finishes a leased job in one transaction: its status, result, the document it produced and the
         children it discovered; updates the parent's counters and finishes the parent when it is done.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseLeases(
+        self,
+        request: _jobs_pb2.ReleaseLeasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ReleaseLeasesResponse, _abc.Awaitable[_jobs_pb2.ReleaseLeasesResponse]]:
+        """Returns every job leased to worker_id to pending at once, without an attempt counted against it:
+        an executor that restarts under the same worker id takes its predecessor's pages back without
+        waiting for their leases to expire, and one that stops gracefully gives its pages back. Writes
+        the old leases' holders make later are refused (their tokens no longer hold).
         """
 
 def add_JobManagerServicer_to_server(servicer: JobManagerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
