@@ -11,7 +11,9 @@ from ..storage.definitions import DefinitionStore, StoredDefinition
 
 
 def stored_to_proto(stored: StoredDefinition) -> definitions_pb2.JobDefinition:
-    return definition_to_proto(stored.definition, stored.created_at, stored.updated_at)
+    message = definition_to_proto(stored.definition, stored.created_at, stored.updated_at)
+    message.etag = stored.etag
+    return message
 
 
 class JobDefinitionsServicer(definitions_pb2_grpc.JobDefinitionsServicer):
@@ -35,9 +37,9 @@ class JobDefinitionsServicer(definitions_pb2_grpc.JobDefinitionsServicer):
     def UpdateJobDefinition(self, request: definitions_pb2.UpdateJobDefinitionRequest,
                             context: grpc.ServicerContext) -> definitions_pb2.JobDefinition:
         return stored_to_proto(self.store.update(definition_mapping_from_proto(request.job_definition),
-                                                 request.allow_missing))
+                                                 request.allow_missing, etag=request.job_definition.etag))
 
     def DeleteJobDefinition(self, request: definitions_pb2.DeleteJobDefinitionRequest,
                             context: grpc.ServicerContext) -> empty_pb2.Empty:
-        self.store.delete(request.id)
+        self.store.delete(request.id, etag=request.etag)
         return empty_pb2.Empty()

@@ -26,7 +26,7 @@ class DocumentsServicer(documents_pb2_grpc.DocumentsServicer):
 
     def GetDocument(self, request: documents_pb2.GetDocumentRequest,
                     context: grpc.ServicerContext) -> documents_pb2.Document:
-        return document_to_proto(self.store.get(request.document_id, request.url))
+        return document_to_proto(self.store.get(request.document_id, request.url, request.parent_job_id))
 
     def ListDocuments(self, request: documents_pb2.ListDocumentsRequest,
                       context: grpc.ServicerContext) -> documents_pb2.ListDocumentsResponse:

@@ -26,7 +26,7 @@ def job_to_proto(job: Job) -> jobs_pb2.Job:
         id=job.id, parent_id=job.parent_id or "", type=job.type, name=job.name, status=job_status_to_proto(job.status),
         error=job.error, error_reason=job.error_reason, progress_current=job.progress_current,
         progress_total=job.progress_total, children_failed=job.children_failed, depth=job.depth, etag=job.etag,
-        attempts=job.attempts)
+        attempts=job.attempts, metadata_etag=job.metadata_etag)
     dict_to_struct(job.config, message.config)
     dict_to_struct(job.metadata, message.metadata)
     dict_to_struct(job.result, message.result)

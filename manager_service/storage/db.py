@@ -82,13 +82,13 @@ def connect(url: str) -> Database:
     return Database(engine, engine)
 
 
-def migrate(db: Database) -> None:
-    """Brings the schema to the newest Alembic revision."""
+def migrate(db: Database, revision: str = "head") -> None:
+    """Brings the schema to the newest Alembic revision (or to `revision`, for upgrade tests)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with db.write_engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
 
 def unavailable_for(error: Exception) -> QuaeroError | None:

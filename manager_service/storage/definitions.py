@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from quaero.crawl_spec import CrawlSpec, Definition, RunPolicy
-from quaero.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Reason
+from quaero.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Reason
 from quaero.ids import check_definition_id
 
 from .clock import Clock
@@ -18,6 +18,7 @@ from .credentials import CredentialStore
 from .db import Database
 from .models import job_definitions
 from .paging import Page
+from .records import version_of
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,11 @@ class StoredDefinition:
     definition: Definition
     created_at: datetime
     updated_at: datetime
+    version: int
+
+    @property
+    def etag(self) -> str:
+        return str(self.version)
 
     @classmethod
     def from_row(cls, row: Any) -> StoredDefinition:
@@ -35,7 +41,7 @@ class StoredDefinition:
             policy = RunPolicy()
         definition = Definition(id=row["id"], name=row["name"], type=row["type"], auth_id=row["auth_id"],
                                 spec=CrawlSpec.from_config(stored.get("crawl") or {}), policy=policy)
-        return cls(definition, row["created_at"], row["updated_at"])
+        return cls(definition, row["created_at"], row["updated_at"], row["version"])
 
 
 class DefinitionStore:
@@ -64,7 +70,8 @@ class DefinitionStore:
                                 "update it instead", "job_definition.id") from None
         return self.get(definition.id)
 
-    def update(self, data: dict[str, Any], allow_missing: bool) -> StoredDefinition:
+    def update(self, data: dict[str, Any], allow_missing: bool, etag: str = "") -> StoredDefinition:
+        """Replaces a definition; with an etag, only if it is still the version that etag names."""
         definition = Definition.from_mapping(data)
         if not definition.id:
             raise InvalidArgument(Reason.INVALID_DEFINITION, "id is required to update a definition",
@@ -72,10 +79,17 @@ class DefinitionStore:
         self._check_auth(definition)
         stamp = self.clock.now()
         with self.db.write_engine.begin() as conn:
-            updated = conn.execute(sa.update(job_definitions).where(job_definitions.c.id == definition.id)
-                                   .values({**_row(definition), "updated_at": stamp}))
+            statement = sa.update(job_definitions).where(job_definitions.c.id == definition.id)
+            if etag:
+                statement = statement.where(job_definitions.c.version == _version(etag))
+            updated = conn.execute(statement.values({**_row(definition), "updated_at": stamp,
+                                                     "version": job_definitions.c.version + 1}))
             if not updated.rowcount:
-                if not allow_missing:
+                current = conn.execute(sa.select(job_definitions.c.version)
+                                       .where(job_definitions.c.id == definition.id)).scalar()
+                if current is not None:
+                    raise _stale(definition.id, etag, current, "job_definition.etag")
+                if etag or not allow_missing:
                     raise NotFound(Reason.DEFINITION_NOT_FOUND, f"no job definition has id {definition.id!r}",
                                    "job_definition.id")
                 conn.execute(sa.insert(job_definitions).values({**_row(definition), "created_at": stamp,
@@ -99,12 +113,30 @@ class DefinitionStore:
                 .limit(page.limit)).mappings()]
         return page.cut(rows)
 
-    def delete(self, definition_id: str) -> None:
+    def delete(self, definition_id: str, etag: str = "") -> None:
         check_definition_id(definition_id)
         with self.db.write_engine.begin() as conn:
-            deleted = conn.execute(sa.delete(job_definitions).where(job_definitions.c.id == definition_id))
-        if not deleted.rowcount:
-            raise NotFound(Reason.DEFINITION_NOT_FOUND, f"no job definition has id {definition_id!r}", "id")
+            statement = sa.delete(job_definitions).where(job_definitions.c.id == definition_id)
+            if etag:
+                statement = statement.where(job_definitions.c.version == _version(etag))
+            deleted = conn.execute(statement)
+            if not deleted.rowcount:
+                current = conn.execute(sa.select(job_definitions.c.version)
+                                       .where(job_definitions.c.id == definition_id)).scalar()
+                if current is not None:
+                    raise _stale(definition_id, etag, current, "etag")
+                raise NotFound(Reason.DEFINITION_NOT_FOUND, f"no job definition has id {definition_id!r}", "id")
+
+
+def _version(etag: str) -> int:
+    version = version_of(etag)
+    return version if version is not None else -1
+
+
+def _stale(definition_id: str, etag: str, current: int, field: str) -> Aborted:
+    return Aborted(Reason.ETAG_MISMATCH, f"job definition {definition_id!r} changed since etag {etag!r} was read "
+                   f"(now {current}); read it again and retry", field, {"definition_id": definition_id,
+                                                                       "etag": str(current)})
 
 
 def _row(definition: Definition) -> dict[str, Any]:

@@ -44,30 +44,39 @@ class DocumentStore:
 
     @staticmethod
     def _upsert_statement(dialect: str) -> Any:
-        """INSERT ... ON CONFLICT (url_hash) DO UPDATE: one statement, built once."""
+        """INSERT ... ON CONFLICT (parent_job_id, url_hash) DO UPDATE: one statement, built once. A run's
+        page fetched again (a retried child) replaces that run's document; other runs keep theirs."""
         from sqlalchemy.dialects import postgresql, sqlite
 
         insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(documents)
-        columns = [c.name for c in documents.c if c.name not in ("id", "url", "url_hash")]
-        return insert.on_conflict_do_update(index_elements=[documents.c.url_hash],
+        columns = [c.name for c in documents.c if c.name not in ("id", "url", "url_hash", "parent_job_id")]
+        return insert.on_conflict_do_update(index_elements=[documents.c.parent_job_id, documents.c.url_hash],
                                             set_={name: insert.excluded[name] for name in columns})
 
     def upsert(self, conn: Connection, document: DocumentInput, job_id: str, parent_job_id: str,
                stamp: datetime) -> None:
         conn.execute(self._upsert, document_values(document, job_id, parent_job_id, stamp))
 
-    def get(self, document_id: str, url: str) -> Document:
+    def get(self, document_id: str, url: str, parent_job_id: str = "") -> Document:
+        """By id; by URL in one run (parent_job_id); or by URL alone: its latest version across runs."""
         if not document_id and not url:
-            raise InvalidArgument(Reason.MISSING_DOCUMENT_KEY, "give document_id or url", "document_id")
+            raise InvalidArgument(Reason.MISSING_DOCUMENT_KEY, "give document_id, or url (and parent_job_id for one "
+                                  "run's version)", "document_id")
+        query = sa.select(documents)
         if document_id:
-            document_id = check_document_id(document_id)
-        condition = documents.c.id == document_id if document_id else documents.c.url_hash == url_hash(url)
+            query = query.where(documents.c.id == check_document_id(document_id))
+        else:
+            query = query.where(documents.c.url_hash == url_hash(url))
+            if parent_job_id:
+                query = query.where(documents.c.parent_job_id == check_job_id(parent_job_id, "parent_job_id"))
+            query = query.order_by(documents.c.fetched_at.desc(), documents.c.id.desc()).limit(1)
         with self.db.read_engine.connect() as conn:
-            row = conn.execute(sa.select(documents).where(condition)).mappings().first()
+            row = conn.execute(query).mappings().first()
         if row is None:
-            shown = (document_id or url)[:200]
-            raise NotFound(Reason.DOCUMENT_NOT_FOUND, f"no document has {'id' if document_id else 'url'} "
-                           f"{shown!r}", "document_id" if document_id else "url")
+            if document_id:
+                raise NotFound(Reason.DOCUMENT_NOT_FOUND, f"no document has id {document_id!r}", "document_id")
+            where = f" in run {parent_job_id}" if parent_job_id else ""
+            raise NotFound(Reason.DOCUMENT_NOT_FOUND, f"no document has url {url[:200]!r}{where}", "url")
         return Document.from_row(row)
 
     def list_page(self, parent_job_id: str, page_size: int, page_token: str, omit_text: bool) -> tuple[list[Document], str]:

@@ -35,7 +35,7 @@ class JobRows:
         return {
             "id": str(uuid.uuid4()), "parent_id": parent_id, "type": type, "name": name,
             "status": JobStatus.PENDING.value, "config": config, "metadata": metadata, "result": {}, "depth": depth,
-            "version": 1, "created_at": stamp, "updated_at": stamp,
+            "version": 1, "metadata_version": 1, "created_at": stamp, "updated_at": stamp,
         }
 
     def select_for_update(self, conn: Connection, job_id: str) -> Job | None:
@@ -132,10 +132,14 @@ class JobRows:
         return result
 
 
-def raise_missing_or_stale(conn: Connection, job_id: str, etag: str) -> NoReturn:
-    """After a conditional write matched nothing: NOT_FOUND, or ABORTED for a stale etag."""
-    exists = conn.execute(sa.select(jobs.c.version).where(jobs.c.id == job_id)).first()
+def raise_missing_or_stale(conn: Connection, job_id: str, etag: str, of_metadata: bool = False) -> NoReturn:
+    """After a conditional write matched nothing: NOT_FOUND, or ABORTED for a stale etag (the job's, or
+    with of_metadata its metadata_etag)."""
+    column = jobs.c.metadata_version if of_metadata else jobs.c.version
+    exists = conn.execute(sa.select(column).where(jobs.c.id == job_id)).first()
     if exists is None:
         raise JobNotFound(job_id)
-    raise Aborted(Reason.ETAG_MISMATCH, f"job {job_id} changed since etag {etag!r} was read (its etag is now "
-                  f"{exists[0]!s}); read it again and retry", "etag", {"job_id": job_id})
+    what = "its metadata" if of_metadata else "it"
+    name = "metadata_etag" if of_metadata else "etag"
+    raise Aborted(Reason.ETAG_MISMATCH, f"job {job_id}: {what} changed since {name} {etag!r} was read (now "
+                  f"{exists[0]!s}); read the job again and retry", "etag", {"job_id": job_id, "etag": str(exists[0])})

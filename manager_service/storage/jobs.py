@@ -163,7 +163,7 @@ class JobStore:
         outcome = self._sql.update_json(job_id, column, text, not replace, version, self.rows.clock.now())
         if outcome is None:
             with self.db.read_engine.connect() as conn:
-                raise_missing_or_stale(conn, job_id, etag)
+                raise_missing_or_stale(conn, job_id, etag, of_metadata=column == "metadata")
         assert outcome is not None
         row, size = outcome
         if size > jsonvalues.MAX_JSON_BYTES:

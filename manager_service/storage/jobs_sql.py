@@ -37,8 +37,12 @@ class JobsSql:
         else:
             value = f'json_patch("{column}", {mark})' if merge else mark
             size = f'length(CAST("{column}" AS BLOB))'
-        condition = f"id = {mark}" + (f" AND version = {mark}" if with_etag else "")
-        return (f'UPDATE jobs SET "{column}" = {value}, version = version + 1, updated_at = {mark} '
+        # Metadata has its own etag (metadata_version), so that progress updates never break a
+        # conditional metadata write; config is conditional on the job's etag.
+        etag_column = "metadata_version" if column == "metadata" else "version"
+        condition = f"id = {mark}" + (f" AND {etag_column} = {mark}" if with_etag else "")
+        also = ", metadata_version = metadata_version + 1" if column == "metadata" else ""
+        return (f'UPDATE jobs SET "{column}" = {value}, version = version + 1{also}, updated_at = {mark} '
                 f"WHERE {condition} RETURNING {SELECTED}, {size}")
 
     def _timestamp(self, moment: datetime) -> Any:

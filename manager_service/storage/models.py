@@ -27,6 +27,8 @@ jobs = sa.Table(
     sa.Column("children_failed", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("depth", sa.Integer, nullable=False, server_default="0"),
     sa.Column("version", sa.BigInteger, nullable=False, server_default="1"),
+    # "<method>/<role>/<request_id>": idempotency keys are scoped per method and caller (migration 0003),
+    # with the SHA-256 of the request they came with.
     sa.Column("request_id", sa.String(128), nullable=True, unique=True),
     sa.Column("dedup_key", sa.String(2048), nullable=True),
     sa.Column("lease_token", sa.String(64), nullable=True),
@@ -39,6 +41,9 @@ jobs = sa.Table(
     sa.Column("started_at", Timestamp, nullable=True),
     sa.Column("finished_at", Timestamp, nullable=True),
     sa.Column("updated_at", Timestamp, nullable=False),
+    # The metadata etag: moves only when metadata does (migration 0003).
+    sa.Column("metadata_version", sa.BigInteger, nullable=False, server_default="1"),
+    sa.Column("request_hash", sa.String(64), nullable=True),
     sa.UniqueConstraint("parent_id", "dedup_key", name="uq_jobs_parent_dedup"),
     sa.Index("ix_jobs_parent_status", "parent_id", "status"),
     sa.Index("ix_jobs_lease", "status", "created_at"),
@@ -78,10 +83,11 @@ job_definitions = sa.Table(
     sa.Column("spec", Json, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="1"),  # the etag (migration 0003)
 )
 
-# URLs of any length: unique by the SHA-256 of the URL, since a btree entry (PostgreSQL) is limited
-# to about 2.7 kB (migration 0002).
+# A document belongs to the run (parent job) that fetched it: unique by run and the SHA-256 of the URL
+# (URLs of any length: a btree entry on PostgreSQL is limited to about 2.7 kB; migrations 0002, 0003).
 documents = sa.Table(
     "documents", metadata_obj,
     sa.Column("id", sa.String(36), primary_key=True),
@@ -97,6 +103,7 @@ documents = sa.Table(
     sa.Column("parent_job_id", sa.String(36), nullable=False, server_default=""),
     sa.Column("fetched_at", Timestamp, nullable=False),
     sa.Column("text_truncated", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.UniqueConstraint("url_hash", name="uq_documents_url_hash"),
+    sa.UniqueConstraint("parent_job_id", "url_hash", name="uq_documents_run_url"),
     sa.Index("ix_documents_parent", "parent_job_id", "fetched_at"),
+    sa.Index("ix_documents_url_latest", "url_hash", "fetched_at"),
 )

@@ -44,6 +44,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    metadata_version: int
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Job:
@@ -56,12 +57,17 @@ class Job:
             request_id=row["request_id"], dedup_key=row["dedup_key"], lease_token=row["lease_token"],
             lease_owner=row["lease_owner"], lease_expires_at=row["lease_expires_at"], attempts=row["attempts"] or 0,
             not_before=row["not_before"], created_at=row["created_at"], started_at=row["started_at"],
-            finished_at=row["finished_at"], updated_at=row["updated_at"])
+            finished_at=row["finished_at"], updated_at=row["updated_at"], metadata_version=row["metadata_version"])
 
     @property
     def etag(self) -> str:
         """Changes on every write of the job."""
         return str(self.version)
+
+    @property
+    def metadata_etag(self) -> str:
+        """Changes only when the metadata is written (progress and status leave it alone)."""
+        return str(self.metadata_version)
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,16 +70,35 @@ def test_replace_stores_exactly_the_object_sent(manager: Any) -> None:
     assert metadata_of(manager, job.id) == {"only": {"this": [1, {"n": None}]}}
 
 
-def test_etag_changes_on_every_write_and_a_stale_etag_is_aborted_without_writing(manager: Any) -> None:
+def test_metadata_etag_changes_on_every_metadata_write_and_a_stale_one_is_aborted_without_writing(
+        manager: Any) -> None:
     job = new_job(manager, v=0)
-    first = update(manager, job.id, {"v": 1}, etag=job.etag)
-    assert first.etag != job.etag
+    first = update(manager, job.id, {"v": 1}, etag=job.metadata_etag)
+    assert first.metadata_etag != job.metadata_etag and first.etag != job.etag
     second = update(manager, job.id, {"v": 2})
-    assert second.etag not in (job.etag, first.etag)
-    expect_error(lambda: update(manager, job.id, {"v": 99}, etag=first.etag), grpc.StatusCode.ABORTED,
-                 "ETAG_MISMATCH", "etag")
-    expect_error(lambda: update(manager, job.id, {"v": 99}, mode=REPLACE, etag=first.etag), grpc.StatusCode.ABORTED)
+    assert second.metadata_etag not in (job.metadata_etag, first.metadata_etag)
+    error = expect_error(lambda: update(manager, job.id, {"v": 99}, etag=first.metadata_etag), grpc.StatusCode.ABORTED,
+                         "ETAG_MISMATCH", "etag")
+    assert "metadata" in error.details()
+    expect_error(lambda: update(manager, job.id, {"v": 99}, mode=REPLACE, etag=first.metadata_etag),
+                 grpc.StatusCode.ABORTED)
     assert metadata_of(manager, job.id) == {"v": 2}
+
+
+def test_progress_and_status_updates_leave_the_metadata_etag_alone(manager: Any) -> None:
+    # A running parent's progress moves all the time: a conditional metadata write must still succeed.
+    job = new_job(manager, phase="start")
+    manager.client.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(job_id=job.id,
+                                                                        status=jobs_pb2.JOB_STATUS_RUNNING))
+    for n in range(3):
+        moved = manager.client.jobs.UpdateJobProgress(jobs_pb2.UpdateJobProgressRequest(
+            job_id=job.id, progress_current=n, progress_total=10))
+    assert moved.etag != job.etag and moved.metadata_etag == job.metadata_etag
+    updated = update(manager, job.id, {"phase": "crawl"}, etag=job.metadata_etag)
+    assert struct_to_dict(updated.metadata) == {"phase": "crawl"}
+    # the job's own etag still guards the whole job (UpdateJobStatus)
+    expect_error(lambda: manager.client.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(
+        job_id=job.id, status=jobs_pb2.JOB_STATUS_COMPLETED, etag=job.etag)), grpc.StatusCode.ABORTED, "ETAG_MISMATCH")
 
 
 def test_update_returns_the_whole_updated_job(manager: Any) -> None:

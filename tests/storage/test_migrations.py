@@ -1,0 +1,62 @@
+"""Migrations: an older database upgrades to the schema models.py describes, keeping its rows, on both
+databases."""
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from manager_service.storage.db import connect, migrate
+from manager_service.storage.models import metadata_obj
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/old.db"
+        return
+    admin_url = request.getfixturevalue("admin_url")
+    base = request.getfixturevalue("postgres_url").rsplit("/", 1)[0]
+    name = "quaero_m_" + secrets.token_hex(6)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_0002_database_upgrades_to_the_models_and_keeps_its_documents(empty_url: str) -> None:
+    db = connect(empty_url)
+    try:
+        migrate(db, "0002")
+        stamp = datetime(2026, 1, 1, tzinfo=UTC)
+        with db.write_engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO jobs (id, type, name, status, config, metadata, result, version, request_id, "
+                "created_at, updated_at) VALUES ('11111111-1111-4111-8111-111111111111', 'crawl', 'old', 'completed', "
+                "'{}', '{\"auth_id\": \"a\"}', '{}', 3, 'old-request', :t, :t)"), {"t": stamp})
+            conn.execute(sa.text(
+                "INSERT INTO documents (id, url, url_hash, final_url, title, text, status_code, job_id, parent_job_id, "
+                "fetched_at) VALUES ('22222222-2222-4222-8222-222222222222', 'https://e.com/', 'h', 'https://e.com/', "
+                "'t', 'old text', 200, 'j', '11111111-1111-4111-8111-111111111111', :t)"), {"t": stamp})
+        migrate(db)
+        with db.write_engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT text FROM documents")).scalar() == "old text"
+            assert conn.execute(sa.text("SELECT metadata_version, version FROM jobs")).one() == (1, 3)
+            # a second run may now hold the same URL
+            conn.execute(sa.text(
+                "INSERT INTO documents (id, url, url_hash, final_url, title, text, status_code, job_id, parent_job_id, "
+                "fetched_at) VALUES ('33333333-3333-4333-8333-333333333333', 'https://e.com/', 'h', 'https://e.com/', "
+                "'t', 'new text', 200, 'j2', 'another-run', :t)"), {"t": stamp})
+            differences = compare_metadata(MigrationContext.configure(conn), metadata_obj)
+        assert differences == [], differences
+    finally:
+        db.dispose()
