@@ -117,6 +117,11 @@ def dict_to_struct(data: dict[str, Any] | None, target: struct_pb2.Struct | None
     return struct
 
 
+def message_size(message: Any) -> int:
+    """What a message adds to a list response: its bytes, its field tag and its length prefix."""
+    return message.ByteSize() + 6
+
+
 def to_timestamp(moment: datetime | None, target: timestamp_pb2.Timestamp) -> None:
     if moment is not None:
         if moment.tzinfo is None:

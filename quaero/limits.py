@@ -17,6 +17,7 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # gRPC itself refuses them ("Received message larger than max").
 MAX_RECEIVE_BYTES = 4 * MAX_MESSAGE_BYTES
 MAX_TITLE_CHARS = 1024
+MAX_DOCUMENT_URL_CHARS = 64 * 1024  # the crawl's URLs are far shorter (quaero.urls.MAX_URL_LENGTH)
 MAX_CONTENT_TYPE_CHARS = 255
 
 

@@ -7,7 +7,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from quaero.api.manager.v1 import auth_pb2, auth_pb2_grpc
-from quaero.convert import add_cookie, cookie_from_proto, to_timestamp
+from quaero.convert import add_cookie, cookie_from_proto, message_size, to_timestamp
 
 from ..storage.credentials import Credentials, CredentialStore
 
@@ -48,8 +48,8 @@ class AuthStoreServicer(auth_pb2_grpc.AuthStoreServicer):
 
     def ListCredentials(self, request: auth_pb2.ListCredentialsRequest,
                         context: grpc.ServicerContext) -> auth_pb2.ListCredentialsResponse:
-        items, token = self.store.list_page(request.page_size, request.page_token)
-        return auth_pb2.ListCredentialsResponse(credentials=[info_to_proto(c) for c in items], next_page_token=token)
+        items, token = self.store.list_page(request.page_size, request.page_token).cut(info_to_proto, message_size)
+        return auth_pb2.ListCredentialsResponse(credentials=items, next_page_token=token)
 
     def DeleteCredentials(self, request: auth_pb2.DeleteCredentialsRequest,
                           context: grpc.ServicerContext) -> empty_pb2.Empty:

@@ -5,7 +5,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from quaero.api.manager.v1 import definitions_pb2, definitions_pb2_grpc
-from quaero.convert import definition_mapping_from_proto, definition_to_proto
+from quaero.convert import definition_mapping_from_proto, definition_to_proto, message_size
 
 from ..storage.definitions import DefinitionStore, StoredDefinition
 
@@ -30,9 +30,8 @@ class JobDefinitionsServicer(definitions_pb2_grpc.JobDefinitionsServicer):
 
     def ListJobDefinitions(self, request: definitions_pb2.ListJobDefinitionsRequest,
                            context: grpc.ServicerContext) -> definitions_pb2.ListJobDefinitionsResponse:
-        items, token = self.store.list_page(request.page_size, request.page_token)
-        return definitions_pb2.ListJobDefinitionsResponse(job_definitions=[stored_to_proto(d) for d in items],
-                                                          next_page_token=token)
+        items, token = self.store.list_page(request.page_size, request.page_token).cut(stored_to_proto, message_size)
+        return definitions_pb2.ListJobDefinitionsResponse(job_definitions=items, next_page_token=token)
 
     def UpdateJobDefinition(self, request: definitions_pb2.UpdateJobDefinitionRequest,
                             context: grpc.ServicerContext) -> definitions_pb2.JobDefinition:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import grpc
 
 from quaero.api.manager.v1 import documents_pb2, documents_pb2_grpc
-from quaero.convert import to_timestamp
+from quaero.convert import message_size, to_timestamp
 
 from ..storage.documents import DocumentStore
 from ..storage.records import Document
@@ -31,6 +31,5 @@ class DocumentsServicer(documents_pb2_grpc.DocumentsServicer):
     def ListDocuments(self, request: documents_pb2.ListDocumentsRequest,
                       context: grpc.ServicerContext) -> documents_pb2.ListDocumentsResponse:
         documents, token = self.store.list_page(request.parent_job_id, request.page_size, request.page_token,
-                                                request.omit_text)
-        return documents_pb2.ListDocumentsResponse(documents=[document_to_proto(d) for d in documents],
-                                                   next_page_token=token)
+                                                request.omit_text).cut(document_to_proto, message_size)
+        return documents_pb2.ListDocumentsResponse(documents=documents, next_page_token=token)

@@ -10,26 +10,29 @@ from typing import Any
 import grpc
 
 from quaero.api.manager.v1 import documents_pb2, jobs_pb2, jobs_pb2_grpc
-from quaero.convert import dict_to_struct, job_status, job_status_to_proto, struct_to_dict, to_timestamp
+from quaero.convert import dict_to_struct, job_status, job_status_to_proto, message_size, struct_to_dict, to_timestamp
 from quaero.errors import InvalidArgument, Reason
 from quaero.job_status import JobStatus
 
 from ..storage.jobs import JobStore
 from ..storage.leases import LeaseQueue
+from ..storage.paging import MAX_PAGE_BYTES
 from ..storage.records import ChildSpec, DocumentInput, Job, JobLog
 
 WATCH_POLL_SECONDS = 1.0
 
 
-def job_to_proto(job: Job) -> jobs_pb2.Job:
+def job_to_proto(job: Job, basic: bool = False) -> jobs_pb2.Job:
+    """The Job message; `basic` (JOB_VIEW_BASIC) leaves config, metadata and result out."""
     message = jobs_pb2.Job(
         id=job.id, parent_id=job.parent_id or "", type=job.type, name=job.name, status=job_status_to_proto(job.status),
         error=job.error, error_reason=job.error_reason, progress_current=job.progress_current,
         progress_total=job.progress_total, children_failed=job.children_failed, depth=job.depth, etag=job.etag,
         attempts=job.attempts, metadata_etag=job.metadata_etag)
-    dict_to_struct(job.config, message.config)
-    dict_to_struct(job.metadata, message.metadata)
-    dict_to_struct(job.result, message.result)
+    if not basic:
+        dict_to_struct(job.config, message.config)
+        dict_to_struct(job.metadata, message.metadata)
+        dict_to_struct(job.result, message.result)
     to_timestamp(job.created_at, message.create_time)
     to_timestamp(job.started_at, message.start_time)
     to_timestamp(job.finished_at, message.finish_time)
@@ -75,8 +78,9 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
     def BatchCreateChildJobs(self, request: jobs_pb2.BatchCreateChildJobsRequest,
                              context: grpc.ServicerContext) -> jobs_pb2.BatchCreateChildJobsResponse:
         created = self.jobs.create_children(request.parent_id, child_specs(request.children), request.max_children)
+        # The basic view: the caller sent the configs; a full answer could outgrow 4 MiB.
         return jobs_pb2.BatchCreateChildJobsResponse(
-            jobs=[job_to_proto(job) for job in created.jobs], duplicates=created.duplicates,
+            jobs=[job_to_proto(job, basic=True) for job in created.jobs], duplicates=created.duplicates,
             over_limit=created.over_limit)
 
     def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
@@ -84,9 +88,11 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
 
     def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: grpc.ServicerContext) -> jobs_pb2.ListJobsResponse:
         status = job_status(request.status) if request.status != jobs_pb2.JOB_STATUS_UNSPECIFIED else None
-        jobs, token = self.jobs.list_page(request.parent_id, status, request.page_size, request.page_token,
-                                          request.all_levels)
-        return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(job) for job in jobs], next_page_token=token)
+        listing = self.jobs.list_page(request.parent_id, status, request.page_size, request.page_token,
+                                      request.all_levels)
+        basic = request.view == jobs_pb2.JOB_VIEW_BASIC
+        jobs, token = listing.cut(lambda job: job_to_proto(job, basic), message_size)
+        return jobs_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
 
     def UpdateJobStatus(self, request: jobs_pb2.UpdateJobStatusRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
         result = struct_to_dict(request.result, "result") if request.HasField("result") else None
@@ -119,8 +125,8 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
     def ListJobLogs(self, request: jobs_pb2.ListJobLogsRequest,
                     context: grpc.ServicerContext) -> jobs_pb2.ListJobLogsResponse:
         logs, token = self.jobs.list_logs(request.job_id, request.page_size, request.page_token,
-                                          request.include_children)
-        return jobs_pb2.ListJobLogsResponse(logs=[log_to_proto(log) for log in logs], next_page_token=token)
+                                          request.include_children).cut(log_to_proto, message_size)
+        return jobs_pb2.ListJobLogsResponse(logs=logs, next_page_token=token)
 
     def GetJobStats(self, request: jobs_pb2.GetJobStatsRequest, context: grpc.ServicerContext) -> jobs_pb2.JobStats:
         counts = self.jobs.stats(request.job_id)
@@ -150,9 +156,16 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
         jobs, token = self.leases.lease(request.worker_id, request.max_jobs, request.lease_duration.ToTimedelta(),
                                         request.type)
         response = jobs_pb2.LeaseJobsResponse()
-        for job in jobs:
+        used = 0
+        for index, job in enumerate(jobs):
+            message = job_to_proto(job)
+            used += message_size(message)
+            if index and used > MAX_PAGE_BYTES:
+                # Jobs whose objects fill the answer: the rest go straight back, for the next call.
+                self.leases.unlease([other.id for other in jobs[index:]], token)
+                break
             leased = response.leased_jobs.add()
-            leased.job.CopyFrom(job_to_proto(job))
+            leased.job.CopyFrom(message)
             leased.lease.job_id = job.id
             leased.lease.lease_token = token
             to_timestamp(job.lease_expires_at, leased.lease.expire_time)

@@ -14,6 +14,7 @@ from .job_rows import JobRows
 from .jobs import JobStore
 from .leases import LeaseQueue
 from .lifecycle import Lifecycle
+from .paging import PageTokens
 from .secretbox import SecretBox
 
 
@@ -33,9 +34,10 @@ class Stores:
         notifier = ChangeNotifier()
         rows = JobRows(clock)
         lifecycle = Lifecycle(rows)
-        documents = DocumentStore(db)
-        credentials = CredentialStore(db, box, clock)
-        return cls(db=db, jobs=JobStore(db, rows, lifecycle, notifier),
+        tokens = PageTokens(box.derived_key("page tokens"))
+        documents = DocumentStore(db, tokens)
+        credentials = CredentialStore(db, box, clock, tokens)
+        return cls(db=db, jobs=JobStore(db, rows, lifecycle, notifier, tokens),
                    leases=LeaseQueue(db, rows, lifecycle, documents, notifier), credentials=credentials,
-                   definitions=DefinitionStore(db, credentials, clock), documents=documents, notifier=notifier,
+                   definitions=DefinitionStore(db, credentials, clock, tokens), documents=documents, notifier=notifier,
                    clock=clock)

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from quaero.cookies import (
+    MAX_COOKIE_SET_BYTES,
     MAX_COOKIES_PER_DOMAIN,
     MAX_COOKIES_PER_JAR,
     StoredCookie,
@@ -28,7 +29,7 @@ from quaero.ids import check_credentials_id
 from .clock import Clock
 from .db import Database
 from .models import credentials
-from .paging import Page
+from .paging import Listing, PageTokens, page_request, stamp, unstamp
 from .records import check_text
 from .secretbox import SecretBox
 
@@ -55,8 +56,9 @@ class Credentials:
 
 
 class CredentialStore:
-    def __init__(self, db: Database, box: SecretBox, clock: Clock) -> None:
+    def __init__(self, db: Database, box: SecretBox, clock: Clock, tokens: PageTokens | None = None) -> None:
         self.db = db
+        self.tokens = tokens or PageTokens(box.derived_key("page tokens"))
         self.box = box
         self.clock = clock
 
@@ -102,6 +104,7 @@ class CredentialStore:
         accepted: list[StoredCookie] = []
         rejected: list[tuple[StoredCookie, str]] = []
         per_domain: dict[str, int] = {}
+        total = 0
         for cookie in cookies:
             cookie.domain = canonical_domain(cookie.domain or site)
             cookie.path = cookie.path or "/"
@@ -112,10 +115,14 @@ class CredentialStore:
                 reason = f"cookie {cookie.name[:64]!r}: more than {MAX_COOKIES_PER_DOMAIN} cookies for {key}"
             if reason is None and len(accepted) >= MAX_COOKIES_PER_JAR:
                 reason = f"cookie {cookie.name[:64]!r}: more than {MAX_COOKIES_PER_JAR} cookies in one set"
+            size = len(cookie.name) + len(cookie.value) + len(cookie.domain) + len(cookie.path)
+            if reason is None and total + size > MAX_COOKIE_SET_BYTES:
+                reason = f"cookie {cookie.name[:64]!r}: more than {MAX_COOKIE_SET_BYTES // 1024} KiB of cookies in one set"
             if reason:
                 rejected.append((cookie, reason))
             else:
                 per_domain[key] = per_domain.get(key, 0) + 1
+                total += size
                 accepted.append(cookie)
         return accepted, rejected
 
@@ -146,13 +153,19 @@ class CredentialStore:
         stored = Credentials.from_row(row)
         return Credentials(**{**stored.__dict__, "cookies": cookies})
 
-    def list_page(self, page_size: int, page_token: str) -> tuple[list[Credentials], str]:
-        page = Page.parse(page_size, page_token)
+    def list_page(self, page_size: int, page_token: str) -> Listing[Credentials]:
+        """Oldest first, by (created_at, id)."""
+        scope = "ListCredentials"
+        page = page_request(self.tokens, page_size, page_token, scope)
+        query = sa.select(credentials)
+        if page.after is not None:
+            created, last_id = unstamp(page.after[0]), page.after[1]  # signed: our own [stamp, id]
+            query = query.where(sa.or_(credentials.c.created_at > created,
+                                       sa.and_(credentials.c.created_at == created, credentials.c.id > last_id)))
         with self.db.read_engine.connect() as conn:
             rows = [Credentials.from_row(row) for row in conn.execute(
-                sa.select(credentials).order_by(credentials.c.created_at, credentials.c.id)
-                .offset(page.after).limit(page.limit)).mappings()]
-        return page.cut(rows)
+                query.order_by(credentials.c.created_at, credentials.c.id).limit(page.limit)).mappings()]
+        return Listing(rows, page.size, lambda item: self.tokens.make(scope, [stamp(item.created_at), item.id]))
 
     def delete(self, credentials_id: str) -> None:
         check_credentials_id(credentials_id)

@@ -17,7 +17,7 @@ from .clock import Clock
 from .credentials import CredentialStore
 from .db import Database
 from .models import job_definitions
-from .paging import Page
+from .paging import Listing, PageTokens, page_request
 from .records import version_of
 
 
@@ -45,8 +45,9 @@ class StoredDefinition:
 
 
 class DefinitionStore:
-    def __init__(self, db: Database, credentials: CredentialStore, clock: Clock) -> None:
+    def __init__(self, db: Database, credentials: CredentialStore, clock: Clock, tokens: PageTokens) -> None:
         self.db = db
+        self.tokens = tokens
         self.credentials = credentials
         self.clock = clock
 
@@ -105,13 +106,17 @@ class DefinitionStore:
                            "(see `quaero definitions ls`)", "id", {"definition_id": definition_id})
         return StoredDefinition.from_row(row)
 
-    def list_page(self, page_size: int, page_token: str) -> tuple[list[StoredDefinition], str]:
-        page = Page.parse(page_size, page_token)
+    def list_page(self, page_size: int, page_token: str) -> Listing[StoredDefinition]:
+        """By id."""
+        scope = "ListJobDefinitions"
+        page = page_request(self.tokens, page_size, page_token, scope)
+        query = sa.select(job_definitions)
+        if page.after is not None:
+            query = query.where(job_definitions.c.id > page.after[0])
         with self.db.read_engine.connect() as conn:
             rows = [StoredDefinition.from_row(row) for row in conn.execute(
-                sa.select(job_definitions).order_by(job_definitions.c.id).offset(page.after)
-                .limit(page.limit)).mappings()]
-        return page.cut(rows)
+                query.order_by(job_definitions.c.id).limit(page.limit)).mappings()]
+        return Listing(rows, page.size, lambda item: self.tokens.make(scope, [item.definition.id]))
 
     def delete(self, definition_id: str, etag: str = "") -> None:
         check_definition_id(definition_id)

@@ -16,7 +16,7 @@ from quaero.limits import MAX_CONTENT_TYPE_CHARS, MAX_TEXT_BYTES, MAX_TITLE_CHAR
 
 from .db import Database
 from .models import documents
-from .paging import Page
+from .paging import Listing, PageTokens, page_request, stamp, unstamp
 from .records import Document, DocumentInput
 
 
@@ -38,8 +38,9 @@ def document_values(document: DocumentInput, job_id: str, parent_job_id: str, st
 
 
 class DocumentStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, tokens: PageTokens) -> None:
         self.db = db
+        self.tokens = tokens
         self._upsert = self._upsert_statement(db.dialect)
 
     @staticmethod
@@ -79,13 +80,20 @@ class DocumentStore:
             raise NotFound(Reason.DOCUMENT_NOT_FOUND, f"no document has url {url[:200]!r}{where}", "url")
         return Document.from_row(row)
 
-    def list_page(self, parent_job_id: str, page_size: int, page_token: str, omit_text: bool) -> tuple[list[Document], str]:
-        page = Page.parse(page_size, page_token)
+    def list_page(self, parent_job_id: str, page_size: int, page_token: str, omit_text: bool) -> Listing[Document]:
+        """Newest first, by (fetched_at, id); omit_text may change from page to page."""
+        parent_job_id = check_job_id(parent_job_id, "parent_job_id") if parent_job_id else ""
+        scope = f"ListDocuments|{parent_job_id}"
+        page = page_request(self.tokens, page_size, page_token, scope)
         columns = [c for c in documents.c if not (omit_text and c.name == "text")]
         query = sa.select(*columns)
         if parent_job_id:
-            query = query.where(documents.c.parent_job_id == check_job_id(parent_job_id, "parent_job_id"))
-        query = query.order_by(documents.c.fetched_at.desc(), documents.c.id).offset(page.after).limit(page.limit)
+            query = query.where(documents.c.parent_job_id == parent_job_id)
+        if page.after is not None:
+            fetched, last_id = unstamp(page.after[0]), page.after[1]  # signed: our own [stamp, id]
+            query = query.where(sa.or_(documents.c.fetched_at < fetched,
+                                       sa.and_(documents.c.fetched_at == fetched, documents.c.id < last_id)))
+        query = query.order_by(documents.c.fetched_at.desc(), documents.c.id.desc()).limit(page.limit)
         with self.db.read_engine.connect() as conn:
             rows = [Document.from_row(row) for row in conn.execute(query).mappings()]
-        return page.cut(rows)
+        return Listing(rows, page.size, lambda doc: self.tokens.make(scope, [stamp(doc.fetched_at), doc.id]))

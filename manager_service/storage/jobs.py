@@ -24,7 +24,7 @@ from .job_rows import JobRows, raise_missing_or_stale
 from .jobs_sql import JobsSql
 from .lifecycle import Lifecycle, check_transition
 from .models import job_logs, jobs
-from .paging import Page
+from .paging import Listing, PageTokens, page_request, stamp, unstamp
 from .records import (
     MAX_NAME_CHARS,
     MAX_TYPE_CHARS,
@@ -43,8 +43,10 @@ MAX_LOG_MESSAGE = 8 * 1024
 
 
 class JobStore:
-    def __init__(self, db: Database, rows: JobRows, lifecycle: Lifecycle, notifier: ChangeNotifier) -> None:
+    def __init__(self, db: Database, rows: JobRows, lifecycle: Lifecycle, notifier: ChangeNotifier,
+                 tokens: PageTokens) -> None:
         self.db = db
+        self.tokens = tokens
         self.rows = rows
         self.lifecycle = lifecycle
         self.notifier = notifier
@@ -59,19 +61,26 @@ class JobStore:
         return Job.from_row(row)
 
     def list_page(self, parent_id: str, status: JobStatus | None, page_size: int, page_token: str,
-                  all_levels: bool = False) -> tuple[list[Job], str]:
-        page = Page.parse(page_size, page_token)
+                  all_levels: bool = False) -> Listing[Job]:
+        """Newest first, by (created_at, id)."""
+        parent_id = check_job_id(parent_id, "parent_id") if parent_id else ""
+        scope = f"ListJobs|{parent_id}|{status or ''}|{all_levels and not parent_id}"
+        page = page_request(self.tokens, page_size, page_token, scope)
         query = sa.select(jobs)
         if parent_id:
-            query = query.where(jobs.c.parent_id == check_job_id(parent_id, "parent_id"))
+            query = query.where(jobs.c.parent_id == parent_id)
         elif not all_levels:
             query = query.where(jobs.c.parent_id.is_(None))
         if status:
             query = query.where(jobs.c.status == status.value)
-        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).offset(page.after).limit(page.limit)
+        if page.after is not None:
+            created, last_id = unstamp(page.after[0]), page.after[1]  # signed: our own [stamp, id]
+            query = query.where(sa.or_(jobs.c.created_at < created,
+                                       sa.and_(jobs.c.created_at == created, jobs.c.id < last_id)))
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(page.limit)
         with self.db.read_engine.connect() as conn:
             rows = [Job.from_row(row) for row in conn.execute(query).mappings()]
-        return page.cut(rows)
+        return Listing(rows, page.size, lambda job: self.tokens.make(scope, [stamp(job.created_at), job.id]))
 
     def stats(self, job_id: str) -> dict[JobStatus, int]:
         job = self.get(job_id)
@@ -83,10 +92,14 @@ class JobStore:
         return counts
 
     def list_logs(self, job_id: str, page_size: int, page_token: str,
-                  include_children: bool = False) -> tuple[list[JobLog], str]:
+                  include_children: bool = False) -> Listing[JobLog]:
+        """Oldest first, by id."""
         job = self.get(job_id)
-        page = Page.parse(page_size, page_token, default=100)
-        query = sa.select(job_logs).where(job_logs.c.id > page.after)
+        scope = f"ListJobLogs|{job.id}|{include_children}"
+        page = page_request(self.tokens, page_size, page_token, scope, default=100)
+        query = sa.select(job_logs)
+        if page.after is not None:
+            query = query.where(job_logs.c.id > page.after[0])
         if include_children:
             children = sa.select(jobs.c.id).where(jobs.c.parent_id == job.id)
             query = query.where(sa.or_(job_logs.c.job_id == job.id, job_logs.c.job_id.in_(children)))
@@ -95,7 +108,7 @@ class JobStore:
         query = query.order_by(job_logs.c.id).limit(page.limit)
         with self.db.read_engine.connect() as conn:
             rows = [JobLog.from_row(row) for row in conn.execute(query).mappings()]
-        return page.cut(rows, position=lambda log: log.id)
+        return Listing(rows, page.size, lambda log: self.tokens.make(scope, [log.id]))
 
     # ---- creation ----------------------------------------------------------------------------
     def create(self, *, parent_id: str, type: str, name: str, config: dict[str, Any],
@@ -215,3 +228,4 @@ class JobStore:
         except sa.exc.IntegrityError:
             raise JobNotFound(job_id) from None
         return JobLog.from_row({**row, "id": log_id})
+

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from quaero.errors import InvalidArgument, JobNotFound, LeaseLost, Reason
 from quaero.ids import check_job_id
 from quaero.job_status import JobStatus
-from quaero.limits import without_nul
+from quaero.limits import MAX_DOCUMENT_URL_CHARS, without_nul
 
 from ..notifier import ChangeNotifier
 from . import jsonvalues
@@ -74,20 +74,29 @@ class LeaseQueue:
             self.notifier.notify()
         return rows, token
 
+    def unlease(self, job_ids: Sequence[str], token: str) -> None:
+        """Jobs just leased with `token` that the answer has no room for: back to pending, uncounted."""
+        with self.db.write_engine.begin() as conn:
+            self._back_to_pending(conn, sa.and_(jobs.c.id.in_(job_ids), jobs.c.lease_token == token,
+                                                jobs.c.status == RUNNING), self.rows.clock.now())
+
+    def _back_to_pending(self, conn: Connection, condition: Any, stamp: datetime) -> int:
+        """Leased jobs back to pending as if never leased: the attempt is not counted, the token stops holding."""
+        attempts = (sa.func.greatest if self.db.dialect == "postgresql" else sa.func.max)(jobs.c.attempts - 1, 0)
+        return conn.execute(
+            sa.update(jobs).where(condition)
+            .values(status=PENDING, lease_token=None, lease_owner=None, lease_expires_at=None, attempts=attempts,
+                    version=jobs.c.version + 1, updated_at=stamp)).rowcount or 0
+
     def release(self, worker_id: str) -> int:
         """Every job leased to worker_id back to pending now (its restart or its shutdown), the attempt not
         counted; the old tokens stop holding."""
         check_text(worker_id, "worker_id", MAX_WORKER_ID_CHARS)
         if not worker_id:
             raise InvalidArgument(Reason.INVALID_WORKER_ID, "worker_id is required", "worker_id")
-        stamp = self.rows.clock.now()
         with self.db.write_engine.begin() as conn:
-            released = conn.execute(
-                sa.update(jobs).where(jobs.c.status == RUNNING, jobs.c.lease_owner == worker_id)
-                .values(status=PENDING, lease_token=None, lease_owner=None, lease_expires_at=None,
-                        attempts=sa.func.greatest(jobs.c.attempts - 1, 0) if self.db.dialect == "postgresql"
-                        else sa.func.max(jobs.c.attempts - 1, 0),
-                        version=jobs.c.version + 1, updated_at=stamp)).rowcount or 0
+            released = self._back_to_pending(conn, sa.and_(jobs.c.status == RUNNING, jobs.c.lease_owner == worker_id),
+                                             self.rows.clock.now())
         if released:
             self.notifier.notify()
         return released
@@ -150,6 +159,11 @@ class LeaseQueue:
                                   "or goes back to pending for a retry", "status")
         jsonvalues.check_object(result, "result")
         check_children(children, "children")
+        if document is not None:
+            for name in ("url", "final_url"):
+                if len(getattr(document, name)) > MAX_DOCUMENT_URL_CHARS:
+                    raise InvalidArgument(Reason.VALUE_TOO_LONG, f"document.{name} is longer than "
+                                          f"{MAX_DOCUMENT_URL_CHARS} characters", f"document.{name}")
         for index, spec in enumerate(children):
             jsonvalues.check_object(spec.config, f"children[{index}].config")
         with self.db.write_engine.begin() as conn:

@@ -13,6 +13,7 @@ from quaero.job_status import JobStatus
 
 MAX_NAME_CHARS = 512
 MAX_TYPE_CHARS = 64
+MAX_CHILDREN_PER_CALL = 5000  # as many links as the crawler takes from one page
 MAX_DEDUP_KEY_CHARS = 256  # longer keys (long URLs) are stored as their SHA-256
 
 
@@ -145,8 +146,11 @@ def check_text(value: str, field: str, max_chars: int, too_long: Reason = Reason
 
 
 def check_children(specs: Any, field: str) -> None:
-    """Children a client sends: type within its limit, no NUL anywhere (a long name is cut, not refused:
-    the crawler names children after their URLs)."""
+    """Children a client sends: at most MAX_CHILDREN_PER_CALL, type within its limit, no NUL anywhere (a long
+    name is cut, not refused: the crawler names children after their URLs)."""
+    if len(specs) > MAX_CHILDREN_PER_CALL:
+        raise InvalidArgument(Reason.TOO_MANY_CHILDREN, f"{field} holds {len(specs)} children; one call takes at "
+                              f"most {MAX_CHILDREN_PER_CALL}", field)
     for index, spec in enumerate(specs):
         check_text(spec.type, f"{field}[{index}].type", MAX_TYPE_CHARS, Reason.TYPE_TOO_LONG)
         check_text(spec.name, f"{field}[{index}].name", len(spec.name))

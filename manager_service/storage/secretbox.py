@@ -30,6 +30,11 @@ def load_key(data_dir: Path, configured: str = "") -> bytes:
 class SecretBox:
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for another use (e.g. signing page tokens), derived from this one: never the key itself."""
+        return hashlib.sha256(b"quaero\x00" + purpose.encode() + b"\x00" + self._key).digest()
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         nonce = os.urandom(12)

@@ -18,6 +18,7 @@ from .model import StoredCookie
 MAX_COOKIE_BYTES = 4096  # name + value, as browsers count it
 MAX_COOKIES_PER_DOMAIN = 180  # per registrable domain, as Chrome keeps
 MAX_COOKIES_PER_JAR = 3000  # in one child's jar (Chrome keeps 3,300 in a whole profile)
+MAX_COOKIE_SET_BYTES = 1024 * 1024  # one set of stored credentials, so that GetCredentials fits any client
 MAX_EXPIRY = timedelta(days=400)  # RFC 6265bis: a later expiry is brought back to 400 days
 # RFC 6265 §4.1.1: cookie-name is an HTTP token; cookie-value is cookie-octets, optionally in quotes
 # (no space, '"', ',', ';', '\\', control characters or anything outside ASCII).

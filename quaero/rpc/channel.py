@@ -14,7 +14,6 @@ from ..limits import MAX_MESSAGE_BYTES
 
 T = TypeVar("T")
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 
 # Idempotent calls, or calls made safe by a request_id / dedup key / lease token, are retried on
 # UNAVAILABLE by gRPC itself (service-config retry policy) with exponential backoff.
@@ -71,8 +70,10 @@ def _service_config() -> str:
 def open_channel(address: str, token: str, default_timeout: float = 10.0, tls_ca: Path | None = None) -> grpc.Channel:
     """A channel to a Quaero service: token on every call, default deadlines, gRPC's retries of
     UNAVAILABLE for the calls in RETRYABLE. TLS when tls_ca names the certificate to trust."""
+    # gRPC's default 4 MiB receive limit, as every other client has: the manager's answers are built to fit
+    # it (pages cut by bytes, bounded objects), and keeping it here is how this project's tests notice
+    # an answer that would not.
     options = [("grpc.service_config", _service_config()), ("grpc.enable_retries", 1),
-               ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
     if tls_ca is not None:
         channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(tls_ca.read_bytes()), options=options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from quaero.api.manager.v1 import documents_pb2, jobs_pb2
+from quaero.api.manager.v1 import jobs_pb2
 from quaero.testing.harness import CrawlHarness
 from quaero.testing.site import Request, Response, html
 
@@ -78,17 +78,3 @@ def test_a_redirect_loop_stops_after_ten_hops(harness: CrawlHarness) -> None:
     child = result.children[0]
     assert child.status == jobs_pb2.JOB_STATUS_FAILED and child.error_reason == "TOO_MANY_REDIRECTS"
     assert len([r for r in site.requests if r.path != "/robots.txt"]) == 11  # the first request + 10 hops
-
-
-def test_documents_are_upserted_by_url_across_runs(harness: CrawlHarness) -> None:
-    version = {"n": 1}
-    site = harness.site({(APP, "/page"): lambda _r: html(f"version {version['n']}")})
-    definition = harness.definition([f"http://{APP}:{site.port}/page"])
-    first = harness.outcome(harness.start(definition).parent_job_id)
-    version["n"] = 2
-    second = harness.outcome(harness.start(definition).parent_job_id)
-    assert [d.title for d in first.documents] == ["version 1"]
-    [document] = second.documents
-    assert document.title == "version 2" and document.parent_job_id == second.parent.id
-    all_docs = harness.client.documents.ListDocuments(documents_pb2.ListDocumentsRequest(page_size=1000)).documents
-    assert [d.url for d in all_docs].count(f"http://{APP}:{site.port}/page") == 1
