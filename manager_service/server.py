@@ -41,8 +41,8 @@ class ManagerServer:
         pool = WorkerPool(settings.rpc_workers or (2 if self.db.dialect == "sqlite" else 4))
 
         def register(server: grpc.Server) -> tuple[str, ...]:
-            jobs_pb2_grpc.add_JobManagerServicer_to_server(JobManagerServicer(stores.jobs, stores.leases, pool.idle),
-                                                           server)
+            jobs_pb2_grpc.add_JobManagerServicer_to_server(
+                JobManagerServicer(stores.jobs, stores.leases, pool.idle, caller=self._caller_role), server)
             auth_pb2_grpc.add_AuthStoreServicer_to_server(AuthStoreServicer(stores.credentials), server)
             definitions_pb2_grpc.add_JobDefinitionsServicer_to_server(JobDefinitionsServicer(stores.definitions),
                                                                       server)
@@ -59,6 +59,9 @@ class ManagerServer:
                                     faults=settings.faults)
         self.port = self.service.port
         self._housekeeping = threading.Thread(target=self._keep_house, name="housekeeping", daemon=True)
+
+    def _caller_role(self, context: grpc.ServicerContext) -> str:
+        return str(self.service.auth.role_of(context.invocation_metadata()) or "")
 
     def start(self) -> int:
         self.service.server.start()

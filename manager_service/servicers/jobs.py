@@ -64,16 +64,19 @@ def document_input(document: documents_pb2.Document) -> DocumentInput | None:
 
 class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
     def __init__(self, jobs: JobStore, leases: LeaseQueue,
-                 idle: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext) -> None:
+                 idle: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+                 caller: Callable[[grpc.ServicerContext], str] = lambda _context: "") -> None:
         self.jobs = jobs
         self.leases = leases
         self._idle = idle  # gives the server's work slot back while a watcher waits
+        self._caller = caller  # the caller's role: request ids are scoped by it
 
     def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
         return job_to_proto(self.jobs.create(
             parent_id=request.parent_id, type=request.type, name=request.name,
             config=struct_to_dict(request.config, "config"), metadata=struct_to_dict(request.metadata, "metadata"),
-            request_id=request.request_id, depth=request.depth))
+            request_id=request.request_id, depth=request.depth,
+            caller=self._caller(context) if request.request_id else ""))
 
     def BatchCreateChildJobs(self, request: jobs_pb2.BatchCreateChildJobsRequest,
                              context: grpc.ServicerContext) -> jobs_pb2.BatchCreateChildJobsResponse:

@@ -7,12 +7,13 @@ PostgreSQL), so concurrent merges never lose each other's keys.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from quaero.errors import FailedPrecondition, InvalidArgument, JobNotFound, Reason
+from quaero.errors import AlreadyExists, FailedPrecondition, InvalidArgument, JobNotFound, Reason
 from quaero.ids import check_job_id, check_request_id
 from quaero.job_status import JobStatus
 from quaero.limits import without_nul
@@ -112,21 +113,26 @@ class JobStore:
 
     # ---- creation ----------------------------------------------------------------------------
     def create(self, *, parent_id: str, type: str, name: str, config: dict[str, Any],
-               metadata: dict[str, Any], request_id: str, depth: int = 0) -> Job:
-        jsonvalues.check_object(config, "config")
-        jsonvalues.check_object(metadata, "metadata")
+               metadata: dict[str, Any], request_id: str, depth: int = 0, caller: str = "") -> Job:
+        """A new job. With a request_id (AIP-155), scoped to CreateJob and the caller's role: the same id
+        with the same request returns the job the first call made; with another request, ALREADY_EXISTS."""
+        config_text = jsonvalues.check_object(config, "config")
+        metadata_text = jsonvalues.check_object(metadata, "metadata")
         jsonvalues.check_auth_id(metadata, "metadata", merge=False)
         if parent_id:
             parent_id = check_job_id(parent_id, "parent_id")
         check_text(name, "name", MAX_NAME_CHARS, Reason.NAME_TOO_LONG)
         check_text(type, "type", MAX_TYPE_CHARS, Reason.TYPE_TOO_LONG)
         check_request_id(request_id)
+        key = fingerprint = None
         if request_id:
-            existing = self._by_request_id(request_id)
+            key = _digest("CreateJob", caller, request_id)
+            fingerprint = _digest(parent_id, type, name, config_text, metadata_text, str(depth))
+            existing = self._by_request(key, fingerprint, request_id)
             if existing is not None:
                 return existing
         row = self.rows.new_row(parent_id or None, type, name, config, metadata, depth, self.rows.clock.now())
-        row["request_id"] = request_id or None
+        row["request_id"], row["request_hash"] = key, fingerprint
         try:
             with self.db.write_engine.begin() as conn:
                 if parent_id:
@@ -135,8 +141,8 @@ class JobStore:
                 if parent_id:
                     self.rows.bump_parent(conn, parent_id, created=1)
         except sa.exc.IntegrityError:
-            # Two creates with one request_id raced: the first one won; return it.
-            existing = self._by_request_id(request_id) if request_id else None
+            # Two creates with one request_id raced: the first one won; answer as a retry would be.
+            existing = self._by_request(key, fingerprint, request_id) if key else None
             if existing is None:
                 raise
             return existing
@@ -157,10 +163,16 @@ class JobStore:
         self.notifier.notify()
         return created
 
-    def _by_request_id(self, request_id: str) -> Job | None:
+    def _by_request(self, key: str, fingerprint: str | None, request_id: str) -> Job | None:
         with self.db.read_engine.connect() as conn:
-            row = conn.execute(sa.select(jobs).where(jobs.c.request_id == request_id)).mappings().first()
-        return Job.from_row(row) if row is not None else None
+            row = conn.execute(sa.select(jobs).where(jobs.c.request_id == key)).mappings().first()
+        if row is None:
+            return None
+        if row["request_hash"] != fingerprint:
+            raise AlreadyExists(Reason.REQUEST_ID_REUSED, f"request_id {request_id!r} was used before with a different "
+                                "request; a retry must send the same request, and a new request needs a new "
+                                "request_id", "request_id")
+        return Job.from_row(row)
 
     # ---- updates -----------------------------------------------------------------------------
     def update_json(self, job_id: str, column: str, value: dict[str, Any], replace: bool, etag: str) -> Job:
@@ -229,3 +241,8 @@ class JobStore:
             raise JobNotFound(job_id) from None
         return JobLog.from_row({**row, "id": log_id})
 
+
+
+def _digest(*parts: str) -> str:
+    """SHA-256 of the parts (NUL-separated): the stored form of scoped request ids and request fingerprints."""
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()

@@ -22,12 +22,31 @@ def set_status(manager: Any, job_id: str, status: int, **kwargs: Any) -> jobs_pb
     return manager.client.jobs.UpdateJobStatus(S.UpdateJobStatusRequest(job_id=job_id, status=status, **kwargs))
 
 
-def test_create_with_a_repeated_request_id_returns_the_first_job(manager: Any) -> None:
+def test_a_retried_create_with_its_request_id_returns_the_first_job(manager: Any) -> None:
     first = create(manager, name="once", request_id="req-123")
-    again = create(manager, name="twice", request_id="req-123")
-    assert again.id == first.id and again.name == "once"
+    again = create(manager, name="once", request_id="req-123")
+    assert again.id == first.id
     listed = manager.client.jobs.ListJobs(S.ListJobsRequest(page_size=1000)).jobs
-    assert sum(1 for job in listed if job.name in ("once", "twice")) == 1
+    assert sum(1 for job in listed if job.name == "once") == 1
+
+
+def test_a_request_id_reused_with_another_request_is_refused(manager: Any) -> None:
+    create(manager, name="once", request_id="req-456")
+    expect_error(lambda: create(manager, name="twice", request_id="req-456"), grpc.StatusCode.ALREADY_EXISTS,
+                 "REQUEST_ID_REUSED", "request_id")
+    for bad in ("has space", "x" * 129, "tab\t", "é"):
+        expect_error(lambda bad=bad: create(manager, request_id=bad), grpc.StatusCode.INVALID_ARGUMENT,
+                     "INVALID_REQUEST_ID", "request_id")
+
+
+def test_request_ids_are_scoped_by_the_callers_role(manager: Any) -> None:
+    mine = create(manager, name="same", request_id="shared-id")
+    with manager.connect_as_executor() as executor:
+        theirs = executor.jobs.CreateJob(S.CreateJobRequest(type="test", name="same", request_id="shared-id"))
+        assert theirs.id != mine.id
+        assert executor.jobs.CreateJob(S.CreateJobRequest(type="test", name="same", request_id="shared-id")).id \
+            == theirs.id
+    assert create(manager, name="same", request_id="shared-id").id == mine.id
 
 
 def test_status_moves_forward_and_sets_times(manager: Any) -> None:

@@ -130,6 +130,13 @@ def test_a_repeated_request_id_starts_one_run(harness: CrawlHarness) -> None:
     second = harness.start(definition, request_id="run-once")
     assert first.parent_job_id == second.parent_job_id
     harness.wait(first.parent_job_id)
+    # The same request_id for another definition is a mistake, not a retry; and an operator's own
+    # CreateJob with that id is another caller's request: it makes its own job.
+    other = harness.definition([f"http://{APP}:{site.port}/other"])
+    expect_error(lambda: harness.start(other, request_id="run-once"), grpc.StatusCode.ALREADY_EXISTS,
+                 "REQUEST_ID_REUSED", "request_id")
+    mine = harness.client.jobs.CreateJob(jobs_pb2.CreateJobRequest(type="crawl", name="x", request_id="run-once"))
+    assert mine.id != first.parent_job_id
 
 
 @pytest.mark.parametrize("crawl,field", [
