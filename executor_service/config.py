@@ -23,10 +23,12 @@ class ExecutorSettings:
     tls: ServerTls | None = None  # serve TLS
     manager_tls_ca: Path | None = None  # trust for the manager (QUAERO_TLS_CA)
     faults: str = ""
+    worker_id: str = ""  # stable across restarts (identity.py); empty: a new one per process
 
     @classmethod
     def from_env(cls, listen: str, manager: str, workers: int, lease_seconds: float) -> ExecutorSettings:
         return cls(listen=listen, manager=manager, token=read_token(), manager_token=read_executor_token(),
+                   worker_id=os.environ.get("QUAERO_EXECUTOR_ID", "").strip(),
                    workers=workers, lease_seconds=lease_seconds,
                    resolve=parse_resolve(os.environ.get("QUAERO_RESOLVE", "")),
                    ca_bundle=os.environ.get("QUAERO_CA_BUNDLE") or None, tls=ServerTls.from_env(),

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from quaero.api.executor.v1 import executor_pb2_grpc
 from quaero.client import ManagerClient
+from quaero.config import ensure_data_dir
 from quaero.rpc.interceptors import ExceptionToStatus
 from quaero.rpc.pool import WorkerPool
 from quaero.rpc.roles import Role
@@ -15,6 +18,8 @@ from quaero.rpc.server import banner, build_server, serve_until_signalled
 from .config import ExecutorSettings
 from .crawl.fetcher import Fetcher
 from .crawl.transport import GuardedTransport
+from .identity import claim_identity
+from .manager_link import ManagerLink
 from .runs import Runs
 from .servicer import ExecutorServicer, relayed_from_manager
 from .worker import Worker
@@ -31,7 +36,9 @@ class ExecutorServer:
         self.settings = settings
         self.manager = ManagerClient.connect(settings.manager, settings.manager_token, tls_ca=settings.manager_tls_ca)
         self.fetcher = Fetcher(GuardedTransport(resolve=settings.resolve, ca_bundle=settings.ca_bundle))
-        self.worker = Worker(self.manager, self.fetcher, settings.workers, lease_seconds=settings.lease_seconds)
+        self.worker = Worker(self.manager, self.fetcher, settings.workers, worker_id=settings.worker_id or None,
+                             lease_seconds=settings.lease_seconds)
+        self.link = ManagerLink(self.manager, self._manager_reachable)
         self.runs = runs = Runs(self.manager)
 
         def register(server: grpc.Server) -> tuple[str, ...]:
@@ -47,10 +54,17 @@ class ExecutorServer:
     def start(self) -> int:
         self.service.server.start()
         self.worker.start()
-        self.service.mark_serving()
+        self.service.health.set("", health_pb2.HealthCheckResponse.SERVING)  # liveness
+        self.link.start()  # the Executor service's own status follows the manager
         return self.port
 
+    def _manager_reachable(self, reachable: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if reachable else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in SERVICE_NAMES:
+            self.service.health.set(name, status)
+
     def stop(self, grace: float = 5.0) -> None:
+        self.link.stop()
         self.service.health.enter_graceful_shutdown()
         self.service.server.stop(grace).wait()
         self.worker.stop()
@@ -74,6 +88,8 @@ def keep_large_buffers_out_of_the_heap() -> None:
 
 def serve(settings: ExecutorSettings) -> None:
     keep_large_buffers_out_of_the_heap()
+    identity = claim_identity(ensure_data_dir(), settings.worker_id)
+    settings = replace(settings, worker_id=identity.worker_id)
     executor = ExecutorServer(settings)
     port = executor.start()
     serve_until_signalled(banner("quaero-executor", settings.listen, port,

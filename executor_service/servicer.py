@@ -5,17 +5,25 @@ from __future__ import annotations
 import grpc
 
 from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
-from quaero.errors import QuaeroError, Reason, Unavailable
+from quaero.errors import FailedPrecondition, QuaeroError, Reason, Unavailable
 
 from .runs import Runs
 
 
 def relayed_from_manager(error: QuaeroError) -> QuaeroError:
-    """How a manager error reaches the executor's caller: unchanged, but an outage says so (this
-    executor retried already; the status also tells the caller's client not to retry again)."""
+    """How a manager error reaches the executor's caller: unchanged, but for two cases that are not the
+    caller's doing. An outage says so (this executor retried already; the status also tells the caller's
+    client not to retry again). A refusal of the executor's own token (UNAUTHENTICATED, or
+    PERMISSION_DENIED for a token of the wrong role) is this executor's misconfiguration: relayed as
+    it is, it would tell a caller with a good token that its token is wrong."""
     if error.code_name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
         reason = error.reason if error.reason not in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else Reason.MANAGER_UNAVAILABLE
         return Unavailable(reason, f"the manager is not reachable: {error.message}", error.field, error.metadata)
+    if error.code_name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return FailedPrecondition(
+            Reason.MANAGER_REJECTED_EXECUTOR_TOKEN, f"the manager refused this executor's own token ({error.reason}: "
+            f"{error.message}); the executor needs the manager's executor token (QUAERO_EXECUTOR_TOKEN or the "
+            "executor-token file): fix the executor's configuration", None, {"manager_reason": error.reason})
     return error
 
 

@@ -60,8 +60,22 @@ class Worker:
 
     def start(self) -> None:
         if self.slots:
+            # Pages an earlier run of this executor (same worker id) held when it died come back at once.
+            self._release("start")
             for thread in self._threads:
                 thread.start()
+
+    def _release(self, when: str) -> None:
+        try:
+            released = self.manager.jobs.ReleaseLeases(jobs_pb2.ReleaseLeasesRequest(worker_id=self.worker_id),
+                                                       timeout=5).released
+        except grpc.RpcError as error:
+            log.warning("event=release_failed when=%s code=%s", when, error.code().name)  # type: ignore[attr-defined]
+            return
+        except ValueError:  # the channel is closed
+            return
+        if released:
+            log.info("event=leases_released when=%s worker_id=%s count=%d", when, self.worker_id, released)
 
     def stop(self) -> None:
         self._stop.set()
@@ -71,6 +85,8 @@ class Worker:
                 entry.control.cancel("the executor is stopping")
             self._active_lock.notify_all()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.slots:
+            self._release("stop")  # the pages this executor gave up on go back to pending now
         self.pages.close()
 
     @contextlib.contextmanager

@@ -27,6 +27,9 @@ log = logging.getLogger("quaero.manager")
 SERVICE_NAMES = ("quaero.manager.v1.JobManager", "quaero.manager.v1.AuthStore",
                  "quaero.manager.v1.JobDefinitions", "quaero.manager.v1.Documents")
 HOUSEKEEPING_SECONDS = 1.0
+# A call that met a dropped or locked database runs again after each pause (SQLAlchemy replaces the
+# pool's dead connections); UNAVAILABLE only when these are spent.
+DATABASE_RETRY_PAUSES = (0.05, 0.25, 1.0)
 
 
 class ManagerServer:
@@ -55,7 +58,8 @@ class ManagerServer:
                              "(QUAERO_API_TOKEN, QUAERO_EXECUTOR_TOKEN)")
         tokens = {settings.tokens.operator: Role.OPERATOR, settings.tokens.executor: Role.EXECUTOR}
         self.service = build_server(register, tokens=tokens, access=MANAGER_ACCESS, listen=listen, pool=pool,
-                                    errors=ExceptionToStatus(translate=unavailable_for), tls=settings.tls,
+                                    errors=ExceptionToStatus(translate=unavailable_for,
+                                                             retry_translated=DATABASE_RETRY_PAUSES), tls=settings.tls,
                                     faults=settings.faults)
         self.port = self.service.port
         self._housekeeping = threading.Thread(target=self._keep_house, name="housekeeping", daemon=True)

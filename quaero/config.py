@@ -25,8 +25,12 @@ def data_dir() -> Path:
 
 
 def ensure_data_dir() -> Path:
+    """The data directory, created private (0700: it holds tokens, keys and crawled logged-in pages); one an
+    older release left open to others is made private."""
     path = data_dir()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
     return path
 
 

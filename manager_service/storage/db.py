@@ -6,6 +6,7 @@ PostgreSQL: one pooled engine for both.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +65,24 @@ def _normalise_url(url: str) -> str:
     return url
 
 
+def _private_sqlite_file(url: str) -> None:
+    """The database holds crawled logged-in pages: it is created 0600 (SQLite gives its -wal and -shm files
+    the database file's mode), and a file an older release left readable by others is made private."""
+    path = sa.engine.make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        for name in (path, path + "-wal", path + "-shm"):
+            if os.path.exists(name) and os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+
+
 def connect(url: str) -> Database:
     url = _normalise_url(url)
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         args = {"check_same_thread": False, "timeout": 10}
         # Every user of these pools ends its own transaction (commit, or rollback on error/close), so the
         # pool's extra rollback on return is skipped: on the hot path it was one more SQLite call each.

@@ -218,6 +218,8 @@ class JobStore:
             job = self.rows.select_for_update(conn, job_id)
             if job is None:
                 raise JobNotFound(job_id)
+            if _repeats(job, status, error, error_reason, result):
+                return job  # a retry of the write that put the job here (e.g. after a dropped connection)
             check_transition(job, status)
             updated = self.lifecycle.set_status(conn, job, status, etag=etag, error=error, error_reason=error_reason,
                                                 result=result)
@@ -246,3 +248,9 @@ class JobStore:
 def _digest(*parts: str) -> str:
     """SHA-256 of the parts (NUL-separated): the stored form of scoped request ids and request fingerprints."""
     return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _repeats(job: Job, status: JobStatus, error: str, error_reason: str, result: dict[str, Any] | None) -> bool:
+    """Whether an UpdateJobStatus asks for exactly what the job already is: an idempotent no-op."""
+    return (job.status == status and status.terminal and error in ("", job.error)
+            and error_reason in ("", job.error_reason) and (result is None or result == job.result))

@@ -8,8 +8,9 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -106,15 +107,17 @@ class ExceptionToStatus(ServerInterceptor):
     - a grpc.RpcError from a call this server made downstream (the executor calling the manager) -> the
       same status, relayed by `relay` (by default unchanged; UNAVAILABLE and DEADLINE_EXCEEDED without
       client retries: this server retried already);
-    - an error a `translate` function recognises (e.g. a dropped database connection -> UNAVAILABLE);
+    - an error a `translate` function recognises (e.g. a dropped database connection -> UNAVAILABLE),
+      after running a unary method again after each of the `retry_translated` pauses;
     - anything else -> INTERNAL with an incident id to quote; the details stay in the server's log.
     Requests that do not parse (bad UTF-8, nested too deep) or are over the request limit are answered
     here too, with a reason, instead of gRPC's own INTERNAL."""
 
     def __init__(self, translate: Callable[[Exception], QuaeroError | None] | None = None,
                  relay: Callable[[QuaeroError], QuaeroError] | None = None,
-                 max_request_bytes: int = MAX_MESSAGE_BYTES) -> None:
+                 max_request_bytes: int = MAX_MESSAGE_BYTES, retry_translated: Sequence[float] = ()) -> None:
         self._max_request_bytes = max_request_bytes
+        self._retry_pauses = tuple(retry_translated)
         self._translate = translate
         self._relay = relay
         self._cache: dict[str, Any] = {}
@@ -139,11 +142,19 @@ class ExceptionToStatus(ServerInterceptor):
         if type(request) is Undecodable:
             self._abort(context, method_name, request.error)
             return None
-        try:
-            result = method(request, context)
-        except Exception as error:
-            self._abort(context, method_name, error)
-            raise
+        for pause in (*self._retry_pauses, None):
+            try:
+                result = method(request, context)
+                break
+            except Exception as error:
+                if pause is not None and self._translate is not None and not isinstance(error, QuaeroError) \
+                        and self._translate(error) is not None and context.is_active():
+                    # e.g. a database connection that dropped: the pool reconnects, the call runs again
+                    log.warning("event=rpc_retried method=%s error=%s", method_name, type(error).__name__)
+                    time.sleep(pause)
+                    continue
+                self._abort(context, method_name, error)
+                raise
         if isinstance(result, Iterator):
             return self._stream(result, context, method_name)
         return result

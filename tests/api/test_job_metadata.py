@@ -207,5 +207,20 @@ def test_the_manager_recovers_when_postgresql_drops_its_connections(postgres_url
         assert killed and killed[0] > 0
         assert metadata_of(running, job.id) == {"a": 1, "b": 2}
         assert struct_to_dict(update(running, job.id, {"c": 3}).metadata) == {"a": 1, "b": 2, "c": 3}
+        # Every other kind of call, each right after the server dropped every connection again: each
+        # one succeeds (the manager runs it again on a new connection), none answers UNAVAILABLE.
+        jobs = running.client.jobs
+        calls = [lambda: jobs.ListJobs(jobs_pb2.ListJobsRequest(page_size=5)),
+                 lambda: jobs.CreateJob(jobs_pb2.CreateJobRequest(type="t", parent_id=job.id)),
+                 lambda: jobs.GetJobStats(jobs_pb2.GetJobStatsRequest(job_id=job.id)),
+                 lambda: jobs.AddJobLog(jobs_pb2.AddJobLogRequest(job_id=job.id, message="after a drop")),
+                 lambda: jobs.UpdateJobProgress(jobs_pb2.UpdateJobProgressRequest(job_id=job.id, progress_total=3))]
+        for call in calls:
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND "
+                              "pid <> pg_backend_pid()", (database,))
+            call()
+        logs = jobs.ListJobLogs(jobs_pb2.ListJobLogsRequest(job_id=job.id)).logs
+        assert [log.message for log in logs] == ["after a drop"]
     finally:
         running.close()

@@ -62,11 +62,18 @@ def test_status_moves_forward_and_sets_times(manager: Any) -> None:
 def test_nothing_leaves_a_terminal_state(manager: Any, terminal: int) -> None:
     job = create(manager)
     set_status(manager, job.id, S.JOB_STATUS_RUNNING)
-    final = set_status(manager, job.id, terminal)
-    for target in (S.JOB_STATUS_PENDING, S.JOB_STATUS_RUNNING, S.JOB_STATUS_COMPLETED, S.JOB_STATUS_FAILED):
+    final = set_status(manager, job.id, terminal, error="the end")
+    others = [t for t in (S.JOB_STATUS_PENDING, S.JOB_STATUS_RUNNING, S.JOB_STATUS_COMPLETED, S.JOB_STATUS_FAILED,
+                          S.JOB_STATUS_CANCELLED) if t != terminal]
+    for target in others:
         error = expect_error(lambda t=target: set_status(manager, job.id, t), grpc.StatusCode.FAILED_PRECONDITION,
                              "ILLEGAL_TRANSITION")
         assert "final" in error.details()
+    # the same final status with something else to say is refused too
+    expect_error(lambda: set_status(manager, job.id, terminal, error="another ending"),
+                 grpc.StatusCode.FAILED_PRECONDITION, "ILLEGAL_TRANSITION")
+    # a retry of the very write that ended it is answered with the job, unchanged
+    assert set_status(manager, job.id, terminal, error="the end").etag == final.etag
     assert manager.client.jobs.GetJob(S.GetJobRequest(job_id=job.id)).etag == final.etag
 
 
@@ -246,3 +253,32 @@ def test_an_expired_lease_returns_the_job_to_pending_and_too_many_attempts_fail_
     settled = manager.client.jobs.GetJob(S.GetJobRequest(job_id=parent.id))
     assert settled.status == S.JOB_STATUS_FAILED and settled.children_failed == 1
     executor.close()
+
+
+def test_a_completion_retried_after_it_committed_is_answered_not_refused(manager: Any) -> None:
+    parent = create(manager)
+    set_status(manager, parent.id, S.JOB_STATUS_RUNNING)
+    kind = f"retry-{time.monotonic_ns()}"
+    for name in ("a", "b"):
+        manager.client.jobs.BatchCreateChildJobs(S.BatchCreateChildJobsRequest(
+            parent_id=parent.id, children=[S.ChildJobSpec(type=kind, name=name, dedup_key=name)]))
+    with manager.connect_as_executor() as executor:
+        leased = executor.jobs.LeaseJobs(S.LeaseJobsRequest(worker_id="w", max_jobs=2, type=kind)).leased_jobs
+        first, second = leased[0], leased[1]
+        done = S.CompleteLeasedJobRequest(job_id=first.job.id, lease_token=first.lease.lease_token,
+                                          status=S.JOB_STATUS_COMPLETED)
+        answer = executor.jobs.CompleteLeasedJob(done)
+        again = executor.jobs.CompleteLeasedJob(done)  # the answer to the first was lost: the client retries
+        assert again.id == answer.id and again.etag == answer.etag and again.status == S.JOB_STATUS_COMPLETED
+        counted = manager.client.jobs.GetJob(S.GetJobRequest(job_id=parent.id))
+        assert counted.progress_current == 1, "the retry did not count the child twice"
+        # The same for a give-back (PENDING, for another attempt later).
+        back = S.CompleteLeasedJobRequest(job_id=second.job.id, lease_token=second.lease.lease_token,
+                                          status=S.JOB_STATUS_PENDING, error="robots.txt answered 503",
+                                          error_reason="ROBOTS_UNAVAILABLE")
+        assert executor.jobs.CompleteLeasedJob(back).status == S.JOB_STATUS_PENDING
+        assert executor.jobs.CompleteLeasedJob(back).status == S.JOB_STATUS_PENDING
+        # A different ending with the old token is not a retry: refused.
+        expect_error(lambda: executor.jobs.CompleteLeasedJob(S.CompleteLeasedJobRequest(
+            job_id=first.job.id, lease_token=first.lease.lease_token, status=S.JOB_STATUS_FAILED)),
+            grpc.StatusCode.ABORTED, "LEASE_LOST")

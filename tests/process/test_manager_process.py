@@ -157,3 +157,23 @@ def test_sigterm_stops_the_service_whichever_thread_the_kernel_gives_it_to(tmp_p
         finally:
             manager.stop()
         assert "event=shutdown" in manager.logs()
+
+
+def test_the_data_directory_and_the_database_are_private(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    manager = start_manager({"QUAERO_DATA_DIR": str(fresh), "QUAERO_API_TOKEN": "t"})
+    try:
+        with ManagerClient.connect(manager.address, "t") as client:
+            client.jobs.CreateJob(jobs_pb2.CreateJobRequest(type="t"))  # a write: the WAL exists now
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+        for name in ("quaero.db", "quaero.db-wal", "quaero.db-shm", "executor-token", "secret.key"):
+            assert stat.S_IMODE((fresh / name).stat().st_mode) == 0o600, name
+    finally:
+        manager.stop()
+    # What an older release left readable is made private at the next start.
+    (fresh).chmod(0o755)
+    (fresh / "quaero.db").chmod(0o644)
+    manager = start_manager({"QUAERO_DATA_DIR": str(fresh), "QUAERO_API_TOKEN": "t"})
+    manager.stop()
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+    assert stat.S_IMODE((fresh / "quaero.db").stat().st_mode) == 0o600
