@@ -134,6 +134,21 @@ def buf_lint() -> None:
     print("build: buf lint clean", flush=True)
 
 
+def node_client() -> None:
+    """The Node.js client the tests drive (clients/node: @grpc/grpc-js, @grpc/proto-loader), from its lock file."""
+    client = ROOT / "clients" / "node"
+    if (client / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        return
+    if not shutil.which("npm"):
+        message = "build: npm is not installed, so the Node.js client test cannot run"
+        if os.environ.get("CI", "").lower() == "true":
+            sys.exit(message)
+        print(message + "; it will be skipped", flush=True)
+        return
+    _quietly(["npm", "ci", "--silent", "--no-audit", "--no-fund", "--prefix", str(client)],
+             "installing the Node.js client's packages")
+
+
 def _quietly(command: list[str], what: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -219,6 +234,7 @@ def main() -> int:
         buf_lint()
         lint()
         verify_services()
+        node_client()
         code = run_tests(sys.argv[2:])
         return code
     if command == "demo":
