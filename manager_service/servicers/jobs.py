@@ -12,6 +12,7 @@ import grpc
 from quaero.api.manager.v1 import documents_pb2, jobs_pb2, jobs_pb2_grpc
 from quaero.convert import dict_to_struct, job_status, job_status_to_proto, message_size, struct_to_dict, to_timestamp
 from quaero.errors import InvalidArgument, Reason
+from quaero.ids import check_job_id
 from quaero.job_status import JobStatus
 
 from ..storage.jobs import JobStore
@@ -133,7 +134,7 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
 
     def GetJobStats(self, request: jobs_pb2.GetJobStatsRequest, context: grpc.ServicerContext) -> jobs_pb2.JobStats:
         counts = self.jobs.stats(request.job_id)
-        return jobs_pb2.JobStats(job_id=request.job_id, total=sum(counts.values()),
+        return jobs_pb2.JobStats(job_id=check_job_id(request.job_id), total=sum(counts.values()),
                                  **{status.value: count for status, count in counts.items()})
 
     def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[jobs_pb2.Job]:

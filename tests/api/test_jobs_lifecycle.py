@@ -282,3 +282,20 @@ def test_a_completion_retried_after_it_committed_is_answered_not_refused(manager
         expect_error(lambda: executor.jobs.CompleteLeasedJob(S.CompleteLeasedJobRequest(
             job_id=first.job.id, lease_token=first.lease.lease_token, status=S.JOB_STATUS_FAILED)),
             grpc.StatusCode.ABORTED, "LEASE_LOST")
+
+
+def test_every_rpc_takes_any_spelling_of_a_job_id_and_answers_the_canonical_one(manager: Any) -> None:
+    parent = create(manager)
+    child = create(manager, parent_id=parent.id)
+    manager.client.jobs.AddJobLog(S.AddJobLogRequest(job_id=parent.id, message="hello"))
+    for spelling in (parent.id.upper(), "{" + parent.id + "}", "urn:uuid:" + parent.id, parent.id.replace("-", "")):
+        assert manager.client.jobs.GetJob(S.GetJobRequest(job_id=spelling)).id == parent.id
+        stats = manager.client.jobs.GetJobStats(S.GetJobStatsRequest(job_id=spelling))
+        assert stats.total == 1 and stats.job_id == parent.id
+        logs = manager.client.jobs.ListJobLogs(S.ListJobLogsRequest(job_id=spelling)).logs
+        assert [log.message for log in logs] == ["hello"] and logs[0].job_id == parent.id
+        assert [j.id for j in manager.client.jobs.ListJobs(S.ListJobsRequest(parent_id=spelling)).jobs] == [child.id]
+        progressed = manager.client.jobs.UpdateJobProgress(S.UpdateJobProgressRequest(job_id=spelling))
+        assert progressed.id == parent.id
+        first = next(iter(manager.client.jobs.WatchJob(S.WatchJobRequest(job_id=spelling), timeout=5)))
+        assert first.id == parent.id
