@@ -117,19 +117,26 @@ def lint() -> None:
 BUF_VERSION = "1.75.0"
 
 
+def _npm(arguments: list[str], what: str) -> bool:
+    """Runs npm (Node.js comes with the machine image; buf and the Node.js client come from npm). Without
+    npm: a failure under CI=true, a notice otherwise (False)."""
+    if not shutil.which("npm"):
+        message = f"build: npm is not installed, so {what} cannot run"
+        if os.environ.get("CI", "").lower() == "true":
+            sys.exit(message)
+        print(message + "; skipped", flush=True)
+        return False
+    _quietly(["npm", *arguments, "--silent", "--no-audit", "--no-fund"], f"installing {what}")
+    return True
+
+
 def buf_lint() -> None:
     """buf lint (STANDARD rules, see protos/buf.yaml), with buf installed from npm into .venv/buf."""
     prefix = VENV / "buf"
     binary = prefix / "node_modules" / ".bin" / "buf"
-    if not binary.exists():
-        if not shutil.which("npm"):
-            message = "build: npm is not installed, so buf lint cannot run"
-            if os.environ.get("CI", "").lower() == "true":
-                sys.exit(message)
-            print(message + "; skipped", flush=True)
-            return
-        subprocess.run(["npm", "install", "--silent", "--no-save", "--prefix", str(prefix),
-                        f"@bufbuild/buf@{BUF_VERSION}"], check=True)
+    if not binary.exists() and not _npm(["install", "--no-save", "--prefix", str(prefix),
+                                         f"@bufbuild/buf@{BUF_VERSION}"], "buf lint"):
+        return
     subprocess.run([str(binary), "lint"], check=True, cwd=PROTOS)
     print("build: buf lint clean", flush=True)
 
@@ -137,16 +144,8 @@ def buf_lint() -> None:
 def node_client() -> None:
     """The Node.js client the tests drive (clients/node: @grpc/grpc-js, @grpc/proto-loader), from its lock file."""
     client = ROOT / "clients" / "node"
-    if (client / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        return
-    if not shutil.which("npm"):
-        message = "build: npm is not installed, so the Node.js client test cannot run"
-        if os.environ.get("CI", "").lower() == "true":
-            sys.exit(message)
-        print(message + "; it will be skipped", flush=True)
-        return
-    _quietly(["npm", "ci", "--silent", "--no-audit", "--no-fund", "--prefix", str(client)],
-             "installing the Node.js client's packages")
+    if not (client / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        _npm(["ci", "--prefix", str(client)], "the Node.js client")
 
 
 def _quietly(command: list[str], what: str) -> None:
