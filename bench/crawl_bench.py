@@ -1,20 +1,29 @@
-"""Crawl benchmark: a local site of 1,000 cookie-protected pages, crawled by the full system (manager +
-executor processes, concurrency 16) and by a bare async httpx crawler with the same concurrency and
-cookies, in the same run. Prints pages/s of both, the ratio, and the executor's peak RSS."""
+"""Crawl benchmark: one local site of cookie-protected pages (its own process), crawled in the same run by
+Scrapy (robots.txt obeyed, no delay), a bare async httpx crawler (no robots.txt, no database, no gRPC) and
+the full system (manager + executor processes, robots.txt obeyed, a durable job per page) on SQLite and
+on PostgreSQL, all at the same concurrency with the same session cookie. Each crawler runs --runs times,
+interleaved; the table holds medians: pages/s, the ratio to Scrapy and to the bare crawler, and CPU per
+page of each process (manager, executor, database: the PostgreSQL server's processes)."""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
+import resource
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
@@ -26,21 +35,35 @@ HOST = "bench.site.test"
 TOKEN = "bench-" + secrets.token_hex(8)
 SESSION = secrets.token_urlsafe(16)
 HREF = re.compile(r'href="([^"]+)"')
+TICK = os.sysconf("SC_CLK_TCK")
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass
+class Run:
+    pages: int
+    seconds: float
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds
+    peak_mib: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.pages / self.seconds
 
 
 def start_site(pages: int) -> tuple[subprocess.Popen[str], int]:
-    """The site runs in its own process so that it does not share a GIL with either crawler."""
+    """The site runs in its own process so that it does not share a GIL with any crawler."""
     code = f"""
 import sys
 from quaero.testing.site import Response, SiteServer
 PAGES, SESSION = {pages}, {SESSION!r}
 def handle(request):
+    if request.path == "/robots.txt":
+        return Response(body="User-agent: *\\nDisallow: /private/\\n", content_type="text/plain")
     if "session=" + SESSION not in request.cookie:
         return Response(status=302, headers=[("Location", "/login")])
-    if request.path == "/robots.txt":
-        return Response(body="User-agent: *\\nAllow: /\\n", content_type="text/plain")
     n = int(request.path.rsplit("/", 1)[1]) if request.path.startswith("/p/") else 0
-    links = " ".join(f'<a href="/p/{{k}}">{{k}}</a>' for k in (2 * n + 1, 2 * n + 2, (n * 7 + 3) % PAGES) if k < PAGES)
+    links = " ".join(f'<a href="/p/{{k}}">{{k}}</a>' for k in (2 * n + 1, 2 * n + 2, (n * 7 + 3) % PAGES) if 0 < k < PAGES)
     return Response(body=f"<html><title>Page {{n}}</title><body><p>Members only {{n}}</p>{{links}}</body></html>")
 site = SiteServer(handle).start()
 print(site.port, flush=True)
@@ -51,107 +74,201 @@ sys.stdin.read()
     return process, int(process.stdout.readline())
 
 
-async def bare_crawl(start: str, port: int, concurrency: int, limit: int) -> int:
-    """The baseline: BFS with httpx.AsyncClient, a fixed Cookie header, no database, no gRPC."""
-    seen = {start}
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    queue.put_nowait(start)
-    fetched = 0
-    transport = httpx.AsyncHTTPTransport(retries=1)
+def process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal fetched
-        while True:
-            url = await queue.get()
+
+def postgres_cpu() -> float:
+    """CPU of every PostgreSQL server process so far (the benchmark runs alone on the server)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
             try:
-                response = await client.get(url.replace(HOST, "127.0.0.1"), headers={
-                    "Host": f"{HOST}:{port}", "Cookie": f"session={SESSION}"})
-                fetched += 1
-                for link in HREF.findall(response.text):
-                    absolute = f"http://{HOST}:{port}{link}"
-                    if absolute not in seen and len(seen) < limit:
-                        seen.add(absolute)
-                        queue.put_nowait(absolute)
-            finally:
-                queue.task_done()
-
-    async with httpx.AsyncClient(transport=transport, limits=httpx.Limits(max_connections=concurrency)) as client:
-        workers = [asyncio.create_task(worker(client)) for _ in range(concurrency)]
-        await queue.join()
-        for task in workers:
-            task.cancel()
-    return fetched
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += process_cpu(int(entry.name))
+            except OSError:
+                continue
+    return total
 
 
-def full_system(port: int, pages: int, concurrency: int, work: Path) -> tuple[int, float, int, dict[str, float]]:
-    env = {"QUAERO_DATA_DIR": str(work), "QUAERO_API_TOKEN": TOKEN, "QUAERO_DATABASE_URL": "",
-           "QUAERO_RESOLVE": f"{HOST}=127.0.0.1"}
-    manager = start_manager(env)
-    executor = start_executor(env, manager.address, extra=["--workers", str(concurrency), "--log-level", "WARNING"])
-    try:
-        client = ManagerClient.connect(manager.address, TOKEN)
-        client.auth.PutCredentials(auth_pb2.PutCredentialsRequest(id="bench", site_domain=HOST, cookies=[
-            auth_pb2.Cookie(name="session", value=SESSION, domain=HOST, path="/")]))
-        definition = definitions_pb2.JobDefinition(id="bench", auth_id="bench", crawl=definitions_pb2.CrawlConfig(
-            start_urls=[f"http://{HOST}:{port}/"], max_depth=30, max_pages=pages, concurrency=concurrency,
-            ignore_robots_txt=True, allowed_networks=["127.0.0.1/32"]))
-        client.definitions.CreateJobDefinition(definitions_pb2.CreateJobDefinitionRequest(job_definition=definition))
-        channel = open_channel(executor.address, TOKEN)
-        began = time.perf_counter()
-        started = executor_pb2_grpc.ExecutorStub(channel).ExecuteJobDefinition(
-            executor_pb2.ExecuteJobDefinitionRequest(definition_id="bench"))
-        for update in client.jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=started.parent_job_id)):
-            if update.status not in (jobs_pb2.JOB_STATUS_PENDING, jobs_pb2.JOB_STATUS_RUNNING):
-                break
-        elapsed = time.perf_counter() - began
-        stored, token = 0, ""
-        while True:
-            page = client.documents.ListDocuments(documents_pb2.ListDocumentsRequest(
-                parent_job_id=started.parent_job_id, page_size=1000, page_token=token, omit_text=True))
-            stored += sum(1 for d in page.documents if "Page" in d.title)
-            token = page.next_page_token
-            if not token:
-                break
-        cpu_seconds: dict[str, float] = {}
-        for name, pid in (("manager", manager.process.pid), ("executor", executor.process.pid)):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu_seconds[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            print(f"{name} CPU: {cpu_seconds[name]:.2f} s", flush=True)
-        status = Path(f"/proc/{executor.process.pid}/status").read_text()
-        peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
-        channel.close()
-        client.close()
-        return stored, elapsed, peak_kib, cpu_seconds
-    finally:
-        executor.stop()
-        manager.stop()
+def scrapy_crawl(port: int, concurrency: int) -> Run:
+    result = subprocess.run([sys.executable, str(Path(__file__).with_name("scrapy_baseline.py")), str(port), SESSION,
+                             str(concurrency)], capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"scrapy failed: {result.stderr[-2000:]}")
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    return Run(found["pages"], found["seconds"], {"scrapy": found["cpu_seconds"]})
+
+
+def bare_crawl(port: int, concurrency: int, limit: int) -> Run:
+    """BFS with httpx.AsyncClient, a fixed Cookie header, no robots.txt, no database, no gRPC."""
+    start = f"http://{HOST}:{port}/"
+
+    async def crawl() -> int:
+        seen = {start}
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        queue.put_nowait(start)
+        fetched = 0
+
+        async def worker(client: httpx.AsyncClient) -> None:
+            nonlocal fetched
+            while True:
+                url = await queue.get()
+                try:
+                    response = await client.get(url.replace(HOST, "127.0.0.1"), headers={
+                        "Host": f"{HOST}:{port}", "Cookie": f"session={SESSION}"})
+                    fetched += 1
+                    for link in HREF.findall(response.text):
+                        absolute = f"http://{HOST}:{port}{link}"
+                        if absolute not in seen and len(seen) < limit:
+                            seen.add(absolute)
+                            queue.put_nowait(absolute)
+                finally:
+                    queue.task_done()
+
+        transport = httpx.AsyncHTTPTransport(retries=1)
+        async with httpx.AsyncClient(transport=transport, limits=httpx.Limits(max_connections=concurrency)) as client:
+            workers = [asyncio.create_task(worker(client)) for _ in range(concurrency)]
+            await queue.join()
+            for task in workers:
+                task.cancel()
+        return fetched
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    began = time.perf_counter()
+    fetched = asyncio.run(crawl())
+    seconds = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return Run(fetched, seconds, {"bare": after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime})
+
+
+def quaero_crawl(port: int, pages: int, concurrency: int, database_url: str) -> Run:
+    with tempfile.TemporaryDirectory() as work:
+        env = {"QUAERO_DATA_DIR": work, "QUAERO_API_TOKEN": TOKEN, "QUAERO_DATABASE_URL": database_url,
+               "QUAERO_RESOLVE": f"{HOST}=127.0.0.1"}
+        manager = start_manager(env)
+        executor = start_executor(env, manager.address, extra=["--workers", str(concurrency), "--log-level",
+                                                                "WARNING"])
+        try:
+            return _run_definition(manager, executor, port, pages, concurrency, bool(database_url))
+        finally:
+            executor.stop()
+            manager.stop()
+
+
+def _run_definition(manager: object, executor: object, port: int, pages: int, concurrency: int,
+                    postgres: bool) -> Run:
+    address, executor_address = manager.address, executor.address  # type: ignore[attr-defined]
+    client = ManagerClient.connect(address, TOKEN)
+    client.auth.PutCredentials(auth_pb2.PutCredentialsRequest(id="bench", site_domain=HOST, cookies=[
+        auth_pb2.Cookie(name="session", value=SESSION, domain=HOST, path="/")]))
+    definition = definitions_pb2.JobDefinition(id="bench", auth_id="bench", crawl=definitions_pb2.CrawlConfig(
+        start_urls=[f"http://{HOST}:{port}/"], max_depth=30, max_pages=pages, concurrency=concurrency,
+        allowed_networks=["127.0.0.1/32"]))
+    client.definitions.CreateJobDefinition(definitions_pb2.CreateJobDefinitionRequest(job_definition=definition))
+    channel = open_channel(executor_address, TOKEN)
+    pids = {"manager": manager.process.pid, "executor": executor.process.pid}  # type: ignore[attr-defined]
+    before = {name: process_cpu(pid) for name, pid in pids.items()}
+    database_before = postgres_cpu() if postgres else 0.0
+    began = time.perf_counter()
+    started = executor_pb2_grpc.ExecutorStub(channel).ExecuteJobDefinition(
+        executor_pb2.ExecuteJobDefinitionRequest(definition_id="bench"))
+    for update in client.jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=started.parent_job_id)):
+        if update.status not in (jobs_pb2.JOB_STATUS_PENDING, jobs_pb2.JOB_STATUS_RUNNING):
+            break
+    seconds = time.perf_counter() - began
+    cpu = {name: process_cpu(pid) - before[name] for name, pid in pids.items()}
+    if postgres:
+        cpu["database"] = postgres_cpu() - database_before
+    stored, token = 0, ""
+    while True:
+        page = client.documents.ListDocuments(documents_pb2.ListDocumentsRequest(
+            parent_job_id=started.parent_job_id, page_size=1000, page_token=token, omit_text=True))
+        stored += sum(1 for d in page.documents if "Page" in d.title)
+        token = page.next_page_token
+        if not token:
+            break
+    status = Path(f"/proc/{pids['executor']}/status").read_text()
+    peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+    channel.close()
+    client.close()
+    return Run(stored, seconds, cpu, peak_kib / 1024)
+
+
+def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], None]]:
+    name = "quaero_bench_" + secrets.token_hex(4)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + "/" + name, drop
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pages", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each crawler, interleaved (medians)")
+    parser.add_argument("--postgres", default=PG_ADMIN, help="admin URL of a PostgreSQL server; '' to skip it")
+    parser.add_argument("--only", default="", help="comma-separated crawlers: scrapy,bare,sqlite,postgres")
     args = parser.parse_args()
+    chosen = set(args.only.split(",")) if args.only else {"scrapy", "bare", "sqlite", "postgres"}
+    if not args.postgres:
+        chosen.discard("postgres")
     site, port = start_site(args.pages)
+    results: dict[str, list[Run]] = {name: [] for name in ("scrapy", "bare", "sqlite", "postgres") if name in chosen}
     try:
-        began = time.perf_counter()
-        bare = asyncio.run(bare_crawl(f"http://{HOST}:{port}/", port, args.concurrency, args.pages))
-        bare_seconds = time.perf_counter() - began
-        with tempfile.TemporaryDirectory() as tmp:
-            stored, seconds, peak_kib, cpu_seconds = full_system(port, args.pages, args.concurrency, Path(tmp))
+        for round_number in range(args.runs):
+            for name in results:
+                if name == "scrapy":
+                    run = scrapy_crawl(port, args.concurrency)
+                elif name == "bare":
+                    run = bare_crawl(port, args.concurrency, args.pages)
+                elif name == "sqlite":
+                    run = quaero_crawl(port, args.pages, args.concurrency, "")
+                else:
+                    url, drop = fresh_postgres(args.postgres)
+                    try:
+                        run = quaero_crawl(port, args.pages, args.concurrency, url)
+                    finally:
+                        drop()
+                cpu = ", ".join(f"{k} {v:.2f} s" for k, v in run.cpu.items())
+                print(f"round {round_number + 1} {name:8} {run.pages} pages in {run.seconds:.2f} s = {run.rate:.0f}/s "
+                      f"(CPU {cpu})", flush=True)
+                results[name].append(run)
     finally:
         site.terminate()
         site.wait()
-    bare_rate, full_rate = bare / bare_seconds, stored / seconds
-    print(f"bare httpx crawler: {bare} pages in {bare_seconds:.2f} s = {bare_rate:.0f} pages/s")
-    print(f"full system:        {stored} pages in {seconds:.2f} s = {full_rate:.0f} pages/s")
-    per_page = ", ".join(f"{name} {1000 * cpu / max(stored, 1):.1f} ms" for name, cpu in cpu_seconds.items())
-    print("\n| crawler | pages | seconds | pages/s | × bare | CPU per page | executor peak RSS |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    print(f"| bare async httpx (baseline) | {bare} | {bare_seconds:.2f} | {bare_rate:.0f} | 1.00 | - | - |")
-    print(f"| Quaero (manager + executor, SQLite) | {stored} | {seconds:.2f} | {full_rate:.0f} | "
-          f"{full_rate / bare_rate:.2f} | {per_page} | {peak_kib / 1024:.0f} MiB |")
-    return 0 if stored == bare == args.pages else 1
+    print_table(results, args.runs)
+    return 0
+
+
+def median_rate(runs: list[Run]) -> float:
+    return statistics.median(run.rate for run in runs)
+
+
+def print_table(results: dict[str, list[Run]], runs: int) -> None:
+    labels = {"scrapy": "Scrapy (robots.txt obeyed)", "bare": "bare async httpx (no robots.txt)",
+              "sqlite": "Quaero, SQLite", "postgres": "Quaero, PostgreSQL"}
+    scrapy = median_rate(results["scrapy"]) if results.get("scrapy") else None
+    bare = median_rate(results["bare"]) if results.get("bare") else None
+    print(f"\nmedians of {runs} runs each")
+    print("| crawler | pages | pages/s | × Scrapy | × bare | CPU per page (ms) | executor peak RSS |")
+    print("|---|---:|---:|---:|---:|---|---:|")
+    for name, measured in results.items():
+        rate = median_rate(measured)
+        names = list(measured[0].cpu)
+        per_page = ", ".join(f"{process} {statistics.median(1000 * r.cpu[process] / max(r.pages, 1) for r in measured):.1f}"
+                             for process in names)
+        peak = f"{statistics.median(r.peak_mib for r in measured):.0f} MiB" if measured[0].peak_mib else "-"
+        print(f"| {labels[name]} | {measured[0].pages} | {rate:.0f} | "
+              f"{rate / scrapy:.2f} | " if scrapy else f"| {labels[name]} | {measured[0].pages} | {rate:.0f} | - | ",
+              end="")
+        print(f"{rate / bare:.2f} | {per_page} | {peak} |" if bare else f"- | {per_page} | {peak} |")
 
 
 if __name__ == "__main__":

@@ -1,37 +1,20 @@
-"""Wakes WatchJob streams when a job changes in this process. Watchers also re-read on a short
-timeout, so changes written by another manager process still reach them, a little later."""
+"""What the stores say after each commit: the ids of the jobs a write changed. Whoever subscribed (the
+watch hub) hears them; with nobody listening a notice costs one empty loop."""
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable, Iterable
+
+Listener = Callable[[Iterable[str]], None]
 
 
 class ChangeNotifier:
     def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._generation = 0
-        self.watchers = 0  # no watcher, no wake-up: writes skip the lock entirely
+        self._listeners: list[Listener] = []
 
-    def notify(self) -> None:
-        if not self.watchers:
-            return
-        with self._condition:
-            self._generation += 1
-            self._condition.notify_all()
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
 
-    def watch(self) -> None:
-        with self._condition:
-            self.watchers += 1
-
-    def unwatch(self) -> None:
-        with self._condition:
-            self.watchers -= 1
-
-    def generation(self) -> int:
-        with self._condition:
-            return self._generation
-
-    def wait_for_change(self, seen: int, timeout: float) -> int:
-        """Blocks until something changed after generation `seen` or timeout; returns the generation."""
-        with self._condition:
-            self._condition.wait_for(lambda: self._generation != seen, timeout)
-            return self._generation
+    def notify(self, *job_ids: str | None) -> None:
+        """After a commit: these jobs changed (None entries, e.g. a top-level job's parent, are skipped)."""
+        for listener in self._listeners:
+            listener([job_id for job_id in job_ids if job_id])

@@ -22,6 +22,7 @@ from .storage import Stores
 from .storage.clock import SYSTEM, Clock
 from .storage.db import connect, migrate, unavailable_for
 from .storage.secretbox import SecretBox, load_key
+from .watch import WatchHub
 
 log = logging.getLogger("quaero.manager")
 SERVICE_NAMES = ("quaero.manager.v1.JobManager", "quaero.manager.v1.AuthStore",
@@ -38,6 +39,8 @@ class ManagerServer:
         self.db = connect(settings.database_url)
         migrate(self.db)
         self.stores = stores = Stores.open(self.db, SecretBox(load_key(settings.data_dir, settings.secret_key)), clock)
+        self.hub = WatchHub(stores.jobs.read_many)
+        stores.notifier.subscribe(self.hub.changed)
         self._stopping = threading.Event()
         # SQLite calls hold the GIL nearly throughout: two threads keep both cores busy. PostgreSQL
         # calls wait on the network, so more threads overlap those waits.
@@ -45,7 +48,7 @@ class ManagerServer:
 
         def register(server: grpc.Server) -> tuple[str, ...]:
             jobs_pb2_grpc.add_JobManagerServicer_to_server(
-                JobManagerServicer(stores.jobs, stores.leases, pool.idle, caller=self._caller_role), server)
+                JobManagerServicer(stores.jobs, stores.leases, self.hub, pool.idle, caller=self._caller_role), server)
             auth_pb2_grpc.add_AuthStoreServicer_to_server(AuthStoreServicer(stores.credentials), server)
             definitions_pb2_grpc.add_JobDefinitionsServicer_to_server(JobDefinitionsServicer(stores.definitions),
                                                                       server)
@@ -90,6 +93,7 @@ class ManagerServer:
 
     def stop(self, grace: float = 5.0) -> None:
         self._stopping.set()
+        self.hub.stop()
         self.service.health.enter_graceful_shutdown()
         self.service.server.stop(grace).wait()
         self.db.dispose()

@@ -19,8 +19,9 @@ from ..storage.jobs import JobStore
 from ..storage.leases import LeaseQueue
 from ..storage.paging import MAX_PAGE_BYTES
 from ..storage.records import ChildSpec, DocumentInput, Job, JobLog
+from ..watch import WatchHub
 
-WATCH_POLL_SECONDS = 1.0
+WATCH_TICK_SECONDS = 5.0  # how often a quiet stream checks that its client is still there
 
 
 def job_to_proto(job: Job, basic: bool = False) -> jobs_pb2.Job:
@@ -41,6 +42,11 @@ def job_to_proto(job: Job, basic: bool = False) -> jobs_pb2.Job:
     if job.status == JobStatus.PENDING:
         to_timestamp(job.not_before, message.schedule_time)
     return message
+
+
+def _watched_state(job: Job) -> tuple[Any, ...]:
+    """What a watcher is sent a new message for: status and progress."""
+    return job.status, job.progress_current, job.progress_total, job.children_failed
 
 
 def log_to_proto(log: JobLog) -> jobs_pb2.JobLog:
@@ -64,11 +70,12 @@ def document_input(document: documents_pb2.Document) -> DocumentInput | None:
 
 
 class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
-    def __init__(self, jobs: JobStore, leases: LeaseQueue,
+    def __init__(self, jobs: JobStore, leases: LeaseQueue, hub: WatchHub,
                  idle: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
                  caller: Callable[[grpc.ServicerContext], str] = lambda _context: "") -> None:
         self.jobs = jobs
         self.leases = leases
+        self.hub = hub
         self._idle = idle  # gives the server's work slot back while a watcher waits
         self._caller = caller  # the caller's role: request ids are scoped by it
 
@@ -138,23 +145,24 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
                                  **{status.value: count for status, count in counts.items()})
 
     def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[jobs_pb2.Job]:
-        last: tuple[Any, ...] | None = None
-        notifier = self.jobs.notifier
-        notifier.watch()
+        watcher = self.hub.watch(check_job_id(request.job_id))
+        context.add_callback(watcher.wake)  # a client that leaves ends the wait at once
         try:
-            while context.is_active():
-                seen = notifier.generation()
-                job = self.jobs.get(request.job_id)
-                state = (job.status, job.progress_current, job.progress_total, job.children_failed)
-                if state != last:
-                    last = state
-                    yield job_to_proto(job)
-                if job.status.terminal:
-                    return
+            job = self.jobs.get(watcher.job_id)  # read after registering: no change in between is missed
+            last = _watched_state(job)
+            yield job_to_proto(job)
+            while not job.status.terminal and context.is_active():
                 with self._idle():
-                    notifier.wait_for_change(seen, WATCH_POLL_SECONDS)
+                    # Messages are paced (the hub's budget across all streams); what changed meanwhile is
+                    # coalesced into the newest state, and the final one is sent at once.
+                    watcher.pause(self.hub.stream_interval())
+                    news = watcher.take(WATCH_TICK_SECONDS)
+                if news is None or _watched_state(news) == last:
+                    continue
+                job, last = news, _watched_state(news)
+                yield job_to_proto(job)
         finally:
-            notifier.unwatch()
+            self.hub.unwatch(watcher)
 
     def LeaseJobs(self, request: jobs_pb2.LeaseJobsRequest, context: grpc.ServicerContext) -> jobs_pb2.LeaseJobsResponse:
         jobs, token = self.leases.lease(request.worker_id, request.max_jobs, request.lease_duration.ToTimedelta(),

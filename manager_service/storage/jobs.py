@@ -61,6 +61,16 @@ class JobStore:
             raise JobNotFound(job_id)
         return Job.from_row(row)
 
+    def read_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs with these (canonical) ids that exist, in one query."""
+        found: dict[str, Job] = {}
+        with self.db.read_engine.connect() as conn:
+            for start in range(0, len(job_ids), 500):
+                for row in conn.execute(sa.select(jobs).where(jobs.c.id.in_(job_ids[start:start + 500]))).mappings():
+                    job = Job.from_row(row)
+                    found[job.id] = job
+        return found
+
     def list_page(self, parent_id: str, status: JobStatus | None, page_size: int, page_token: str,
                   all_levels: bool = False) -> Listing[Job]:
         """Newest first, by (created_at, id)."""
@@ -146,7 +156,7 @@ class JobStore:
             if existing is None:
                 raise
             return existing
-        self.notifier.notify()
+        self.notifier.notify(row["id"], parent_id)
         return self.get(row["id"])
 
     def create_children(self, parent_id: str, specs: Sequence[ChildSpec], max_children: int) -> CreatedChildren:
@@ -160,7 +170,7 @@ class JobStore:
                 raise FailedPrecondition(Reason.PARENT_TERMINAL, f"parent job {parent_id} is {parent.status}; it "
                                          "takes no more children")
             created = self.rows.insert_children(conn, parent, specs, max_children)
-        self.notifier.notify()
+        self.notifier.notify(parent_id)
         return created
 
     def _by_request(self, key: str, fingerprint: str | None, request_id: str) -> Job | None:
@@ -195,7 +205,7 @@ class JobStore:
             raise InvalidArgument(
                 Reason.METADATA_TOO_LARGE, f"{column} would be {size} bytes after the merge; the limit is "
                 f"{jsonvalues.MAX_JSON_BYTES} bytes (64 KiB); nothing was written", column)
-        self.notifier.notify()
+        self.notifier.notify(job_id)
         return Job.from_row(row)
 
     def update_progress(self, job_id: str, current: int, total: int) -> Job:
@@ -205,7 +215,7 @@ class JobStore:
         with self.db.write_engine.begin() as conn:
             job = self.rows.conditional_update(conn, job_id, "", {"progress_current": current,
                                                                   "progress_total": total})
-        self.notifier.notify()
+        self.notifier.notify(job_id)
         return job
 
     def update_status(self, job_id: str, status: JobStatus, *, error: str = "", error_reason: str = "",
@@ -221,9 +231,10 @@ class JobStore:
             if _repeats(job, status, error, error_reason, result):
                 return job  # a retry of the write that put the job here (e.g. after a dropped connection)
             check_transition(job, status)
+            changed: set[str] = set()
             updated = self.lifecycle.set_status(conn, job, status, etag=etag, error=error, error_reason=error_reason,
-                                                result=result)
-        self.notifier.notify()
+                                                result=result, changed=changed)
+        self.notifier.notify(*changed)
         return updated
 
     def add_log(self, job_id: str, level: int, message: str) -> JobLog:

@@ -54,8 +54,9 @@ class LeaseQueue:
                                   "lease_duration")
         token = secrets.token_hex(16)
         stamp = self.rows.clock.now()
+        changed: set[str] = set()
         with self.db.write_engine.begin() as conn:
-            self._expire(conn, stamp)
+            self._expire(conn, stamp, changed)
             candidates = sa.select(jobs.c.id).where(
                 jobs.c.status == PENDING, jobs.c.parent_id.is_not(None),
                 sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= stamp))
@@ -70,23 +71,24 @@ class LeaseQueue:
                         started_at=sa.func.coalesce(jobs.c.started_at, stamp), attempts=jobs.c.attempts + 1,
                         not_before=None, version=jobs.c.version + 1, updated_at=stamp)
                 .returning(*jobs.c)).mappings()]
-        if rows:
-            self.notifier.notify()
+        changed.update(job.id for job in rows)
+        self.notifier.notify(*changed)
         return rows, token
 
     def unlease(self, job_ids: Sequence[str], token: str) -> None:
         """Jobs just leased with `token` that the answer has no room for: back to pending, uncounted."""
         with self.db.write_engine.begin() as conn:
-            self._back_to_pending(conn, sa.and_(jobs.c.id.in_(job_ids), jobs.c.lease_token == token,
-                                                jobs.c.status == RUNNING), self.rows.clock.now())
+            back = self._back_to_pending(conn, sa.and_(jobs.c.id.in_(job_ids), jobs.c.lease_token == token,
+                                                       jobs.c.status == RUNNING), self.rows.clock.now())
+        self.notifier.notify(*back)
 
-    def _back_to_pending(self, conn: Connection, condition: Any, stamp: datetime) -> int:
+    def _back_to_pending(self, conn: Connection, condition: Any, stamp: datetime) -> list[str]:
         """Leased jobs back to pending as if never leased: the attempt is not counted, the token stops holding."""
         attempts = (sa.func.greatest if self.db.dialect == "postgresql" else sa.func.max)(jobs.c.attempts - 1, 0)
-        return conn.execute(
+        return list(conn.execute(
             sa.update(jobs).where(condition)
             .values(status=PENDING, lease_token=None, lease_owner=None, lease_expires_at=None, attempts=attempts,
-                    version=jobs.c.version + 1, updated_at=stamp)).rowcount or 0
+                    version=jobs.c.version + 1, updated_at=stamp).returning(jobs.c.id)).scalars())
 
     def release(self, worker_id: str) -> int:
         """Every job leased to worker_id back to pending now (its restart or its shutdown), the attempt not
@@ -97,18 +99,17 @@ class LeaseQueue:
         with self.db.write_engine.begin() as conn:
             released = self._back_to_pending(conn, sa.and_(jobs.c.status == RUNNING, jobs.c.lease_owner == worker_id),
                                              self.rows.clock.now())
-        if released:
-            self.notifier.notify()
-        return released
+        self.notifier.notify(*released)
+        return len(released)
 
     def expire(self) -> int:
+        changed: set[str] = set()
         with self.db.write_engine.begin() as conn:
-            count = self._expire(conn, self.rows.clock.now())
-        if count:
-            self.notifier.notify()
+            count = self._expire(conn, self.rows.clock.now(), changed)
+        self.notifier.notify(*changed)
         return count
 
-    def _expire(self, conn: Connection, stamp: datetime) -> int:
+    def _expire(self, conn: Connection, stamp: datetime, changed: set[str]) -> int:
         # An executor that stopped renewing (killed, partitioned) gives its jobs back to pending; a job
         # whose every attempt ended that way (it kills or hangs its executor) fails instead of
         # cycling forever.
@@ -116,6 +117,7 @@ class LeaseQueue:
             sa.select(jobs.c.id, jobs.c.attempts).where(jobs.c.status == RUNNING, jobs.c.lease_expires_at < stamp)
             .with_for_update(skip_locked=True)).all()
         retry = [job_id for job_id, attempts in expired if attempts < MAX_LEASE_ATTEMPTS]
+        changed.update(retry)
         if retry:
             conn.execute(
                 sa.update(jobs).where(jobs.c.id.in_(retry))
@@ -128,7 +130,7 @@ class LeaseQueue:
                 self.lifecycle.set_status(
                     conn, job, JobStatus.FAILED, error_reason=Reason.LEASE_ATTEMPTS_EXHAUSTED,
                     error=f"gave up after {attempts} attempts: each time the lease expired before the job finished "
-                          "(its executor stopped or hung on it)")
+                          "(its executor stopped or hung on it)", changed=changed)
         return len(expired)
 
     def renew(self, job_id: str, token: str, duration: timedelta) -> Job:
@@ -185,9 +187,10 @@ class LeaseQueue:
                     created = len(self.rows.insert_children(conn, parent, children, max_children,
                                                             bump_parent=False).jobs)
             # The parent's counters take the new children and this child's end in one UPDATE.
+            changed: set[str] = set()
             finished = self.lifecycle.set_status(conn, job, status, error=error, error_reason=error_reason,
-                                                 result=result, children_created=created)
-        self.notifier.notify()
+                                                 result=result, children_created=created, changed=changed)
+        self.notifier.notify(*changed)
         return finished
 
     def _give_back(self, job_id: str, token: str, retry_after: timedelta, error: str, error_reason: str) -> Job:
@@ -211,7 +214,7 @@ class LeaseQueue:
                                                          jobs.c.status == PENDING)).mappings().first()
             if row is None:
                 self._raise_lost(job_id, "", conn)
-        self.notifier.notify()
+        self.notifier.notify(job_id)
         return Job.from_row(row)
 
     def _raise_lost(self, job_id: str, why: str, conn: Connection | None = None) -> NoReturn:

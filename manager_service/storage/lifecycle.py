@@ -37,8 +37,12 @@ class Lifecycle:
         self.rows = rows
 
     def set_status(self, conn: Connection, job: Job, status: JobStatus, *, etag: str = "", error: str = "",
-                   error_reason: str = "", result: dict[str, Any] | None = None, children_created: int = 0) -> Job:
-        """Writes the status (and its times); a child's end settles its parent in the same transaction."""
+                   error_reason: str = "", result: dict[str, Any] | None = None, children_created: int = 0,
+                   changed: set[str] | None = None) -> Job:
+        """Writes the status (and its times); a child's end settles its parent in the same transaction.
+        The ids of every job this changed are added to `changed` (for the watchers)."""
+        changed = changed if changed is not None else set()
+        changed.add(job.id)
         stamp = self.rows.clock.now()
         values: dict[str, Any] = {"status": status.value}
         if status == JobStatus.RUNNING and job.started_at is None:
@@ -58,13 +62,15 @@ class Lifecycle:
         if status.terminal:
             if job.parent_id:
                 self._on_child_finished(conn, job.parent_id, failed=status == JobStatus.FAILED,
-                                        created=children_created)
+                                        created=children_created, changed=changed)
             if status == JobStatus.CANCELLED:
-                self.cancel_children(conn, job.id, stamp)
+                self.cancel_children(conn, job.id, stamp, changed)
         return updated
 
-    def _on_child_finished(self, conn: Connection, parent_id: str, failed: bool, created: int = 0) -> None:
+    def _on_child_finished(self, conn: Connection, parent_id: str, failed: bool, created: int,
+                           changed: set[str]) -> None:
         parent = self.rows.bump_parent(conn, parent_id, created=created, finished=1, failed=int(failed))
+        changed.add(parent_id)
         if parent.status != JobStatus.RUNNING:
             return
         policy = _run_policy(parent.config)
@@ -74,25 +80,28 @@ class Lifecycle:
             message = (f"{parent.children_failed} child jobs failed, more than the tolerance of "
                        f"{policy.max_child_failures} (failure_action stop_all): pending children cancelled")
             self.set_status(conn, parent, JobStatus.FAILED, error=message, error_reason=Reason.TOO_MANY_CHILD_FAILURES,
-                            result=summary)
-            self.cancel_children(conn, parent_id, self.rows.clock.now())
+                            result=summary, changed=changed)
+            self.cancel_children(conn, parent_id, self.rows.clock.now(), changed)
         elif parent.progress_current >= parent.progress_total:
             if over:
                 message = (f"{parent.children_failed} of {parent.progress_total} child jobs failed, more than the "
                            f"tolerance of {policy.max_child_failures}")
                 self.set_status(conn, parent, JobStatus.FAILED, error=message,
-                                error_reason=Reason.TOO_MANY_CHILD_FAILURES, result=summary)
+                                error_reason=Reason.TOO_MANY_CHILD_FAILURES, result=summary, changed=changed)
             else:
-                self.set_status(conn, parent, JobStatus.COMPLETED, result=summary)
+                self.set_status(conn, parent, JobStatus.COMPLETED, result=summary, changed=changed)
 
-    def cancel_children(self, conn: Connection, parent_id: str, stamp: datetime) -> int:
-        result = conn.execute(
+    def cancel_children(self, conn: Connection, parent_id: str, stamp: datetime, changed: set[str]) -> int:
+        cancelled = conn.execute(
             sa.update(jobs).where(jobs.c.parent_id == parent_id,
                                   jobs.c.status.in_((JobStatus.PENDING.value, JobStatus.RUNNING.value)))
             .values(status=JobStatus.CANCELLED.value, finished_at=stamp, lease_token=None, lease_expires_at=None,
                     error="cancelled with its parent", error_reason=Reason.PARENT_CANCELLED.value,
-                    version=jobs.c.version + 1, updated_at=stamp))
-        count = result.rowcount or 0
+                    version=jobs.c.version + 1, updated_at=stamp)
+            .returning(jobs.c.id)).scalars().all()
+        count = len(cancelled)
+        changed.update(cancelled)
+        changed.add(parent_id)
         if count:
             conn.execute(sa.update(jobs).where(jobs.c.id == parent_id).values(
                 progress_current=jobs.c.progress_current + count))
