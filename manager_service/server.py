@@ -14,6 +14,7 @@ from quaero.rpc.server import banner, build_server, serve_until_signalled
 
 from .access import MANAGER_ACCESS
 from .config import ManagerSettings
+from .pg_changes import ChangeListener
 from .servicers.credentials import AuthStoreServicer
 from .servicers.definitions import JobDefinitionsServicer
 from .servicers.documents import DocumentsServicer
@@ -41,6 +42,9 @@ class ManagerServer:
         self.stores = stores = Stores.open(self.db, SecretBox(load_key(settings.data_dir, settings.secret_key)), clock)
         self.hub = WatchHub(stores.jobs.read_many)
         stores.notifier.subscribe(self.hub.changed)
+        # Several managers on one PostgreSQL: the others' changes arrive by LISTEN/NOTIFY.
+        self.listener = (ChangeListener(settings.database_url, self.db.instance, self.hub)
+                         if self.db.dialect == "postgresql" else None)
         self._stopping = threading.Event()
         # SQLite calls hold the GIL nearly throughout: two threads keep both cores busy. PostgreSQL
         # calls wait on the network, so more threads overlap those waits.
@@ -71,6 +75,8 @@ class ManagerServer:
         return str(self.service.auth.role_of(context.invocation_metadata()) or "")
 
     def start(self) -> int:
+        if self.listener is not None:
+            self.listener.start()
         self.service.server.start()
         self._housekeeping.start()
         self.service.mark_serving()
@@ -94,6 +100,8 @@ class ManagerServer:
     def stop(self, grace: float = 5.0) -> None:
         self._stopping.set()
         self.hub.stop()
+        if self.listener is not None:
+            self.listener.stop()
         self.service.health.enter_graceful_shutdown()
         self.service.server.stop(grace).wait()
         self.db.dispose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Database:
     write_engine: Engine
     read_engine: Engine
+    # This process's name on the database server (PostgreSQL's application_name): change notices carry
+    # it, so a manager can tell its own changes from another manager's.
+    instance: str = ""
 
     @property
     def dialect(self) -> str:
@@ -94,8 +98,10 @@ def connect(url: str) -> Database:
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         return Database(writer, reader)
     # No pre-ping: it doubled the round trips of every call; broken connections are invalidated on error.
-    engine = sa.create_engine(url, hide_parameters=True, pool_size=20, max_overflow=20, pool_recycle=600)
-    return Database(engine, engine)
+    instance = f"quaero-manager-{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(url, hide_parameters=True, pool_size=20, max_overflow=20, pool_recycle=600,
+                              connect_args={"application_name": instance})
+    return Database(engine, engine, instance)
 
 
 def migrate(db: Database, revision: str = "head") -> None:

@@ -3,6 +3,7 @@ retry what is safe to retry, and call_patiently for the few calls worth waiting 
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,9 +63,35 @@ class TokenAndDeadline(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientI
         return continuation(self._details(details, False), request)
 
 
-def _service_config() -> str:
+def _service_config(balanced: bool = False) -> str:
     names = [{"service": service, "method": method} for service, methods in RETRYABLE.items() for method in methods]
-    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}]})
+    config: dict[str, Any] = {"methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}]}
+    if balanced:
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+    return json.dumps(config)
+
+
+def channel_target(address: str) -> tuple[str, bool]:
+    """(the gRPC target for `address`, whether it names several servers). `address` is HOST:PORT, or
+    several separated by commas (e.g. two managers on one PostgreSQL): they become one ipv4:/ipv6: target,
+    balanced round-robin; a server that goes away is skipped, and retried calls go to the others."""
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    if len(parts) <= 1:
+        return address.strip(), False
+    v4: list[str] = []
+    v6: list[str] = []
+    for part in parts:
+        host, _, port = part.rpartition(":")
+        host = host.strip("[]")
+        try:
+            resolved = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except (socket.gaierror, ValueError) as error:
+            raise ValueError(f"cannot resolve {part!r} in {address!r}: {error}") from None
+        for family, _type, _proto, _name, sockaddr in resolved:
+            entry = f"{sockaddr[0]}:{sockaddr[1]}" if family == socket.AF_INET else f"[{sockaddr[0]}]:{sockaddr[1]}"
+            (v4 if family == socket.AF_INET else v6).append(entry)
+    chosen, scheme = (v4, "ipv4") if v4 else (v6, "ipv6")
+    return f"{scheme}:{','.join(dict.fromkeys(chosen))}", True
 
 
 def open_channel(address: str, token: str, default_timeout: float = 10.0, tls_ca: Path | None = None) -> grpc.Channel:
@@ -73,12 +100,13 @@ def open_channel(address: str, token: str, default_timeout: float = 10.0, tls_ca
     # gRPC's default 4 MiB receive limit, as every other client has: the manager's answers are built to fit
     # it (pages cut by bytes, bounded objects), and keeping it here is how this project's tests notice
     # an answer that would not.
-    options = [("grpc.service_config", _service_config()), ("grpc.enable_retries", 1),
+    target, balanced = channel_target(address)
+    options = [("grpc.service_config", _service_config(balanced)), ("grpc.enable_retries", 1),
                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
     if tls_ca is not None:
-        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(tls_ca.read_bytes()), options=options)
+        channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(tls_ca.read_bytes()), options=options)
     else:
-        channel = grpc.insecure_channel(address, options=options)
+        channel = grpc.insecure_channel(target, options=options)
     return grpc.intercept_channel(channel, TokenAndDeadline(token, default_timeout))
 
 
