@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long a leased page stays ours without renewal; if this process dies, its pages "
                              "return to pending this long after (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default %(default)s)")
+    parser.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics (default: none)")
     args = parser.parse_args(argv)
     from quaero.config import MissingToken
     from quaero.rpc.server import run_main
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     from .server import serve
 
     return run_main("quaero-executor", args.log_level,
-                    lambda: serve(ExecutorSettings.from_env(args.listen, args.manager, args.workers, args.lease_seconds)),
+                    lambda: serve(ExecutorSettings.from_env(args.listen, args.manager, args.workers, args.lease_seconds),
+                                  args.metrics_listen),
                     expected=(OSError, MissingToken, ValueError))
 
 

@@ -36,6 +36,7 @@ from .crawl.cookie_jar import CookieJar
 from .crawl.fetcher import DEFAULT_USER_AGENT, Fetcher, FetchPolicy, FetchResult
 from .crawl.links import LinkScope, ParsedPage, parse_html
 from .crawl.verdicts import Verdict
+from .metrics import FETCH_SECONDS, PAGES
 
 log = logging.getLogger("quaero.executor.page")
 CHILD_TYPE = "crawl_page"
@@ -191,10 +192,13 @@ class PageRunner:
         if cookies and jar.all_expired_for(url):
             return Completion(jobs_pb2.JOB_STATUS_FAILED, Reason.AUTH_EXPIRED,
                               f"not authenticated: every stored cookie for {url} has expired; import fresh cookies")
+        started = time.perf_counter()
         try:
             page = self.fetcher.fetch(url, jar, policy, control)
         except Verdict as verdict:
+            FETCH_SECONDS.labels(verdict.reason).observe(time.perf_counter() - started)
             return self._verdict(job, url, verdict)
+        FETCH_SECONDS.labels("fetched").observe(time.perf_counter() - started)
         log.debug("event=page_fetched job_id=%s status=%d hops=%d body_bytes=%d", job.id, page.status_code,
                   len(page.hops), len(page.body))
         return self._stored(job, url, depth, page, spec, policy, choice, bool(cookies))
@@ -290,6 +294,7 @@ class PageRunner:
             return
         except FetchAborted:
             return
+        PAGES.labels(completion.reason or "OK", jobs_pb2.JobStatus.Name(completion.status)).inc()
         if completion.status == jobs_pb2.JOB_STATUS_FAILED:
             log.info("event=child_failed job_id=%s reason=%s", job.id, completion.reason)
 

@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2
 from quaero.api.executor.v1 import executor_pb2_grpc
 from quaero.client import ManagerClient
 from quaero.config import ensure_data_dir
+from quaero.metrics import serve_metrics
 from quaero.rpc.interceptors import ExceptionToStatus
 from quaero.rpc.pool import WorkerPool
 from quaero.rpc.roles import Role
@@ -20,6 +21,7 @@ from .crawl.fetcher import Fetcher
 from .crawl.transport import GuardedTransport
 from .identity import claim_identity
 from .manager_link import ManagerLink
+from .metrics import MANAGER_REACHABLE, PAGES_IN_FLIGHT
 from .runs import Runs
 from .servicer import ExecutorServicer, relayed_from_manager
 from .worker import Worker
@@ -39,6 +41,7 @@ class ExecutorServer:
         self.worker = Worker(self.manager, self.fetcher, settings.workers, worker_id=settings.worker_id or None,
                              lease_seconds=settings.lease_seconds)
         self.link = ManagerLink(self.manager, self._manager_reachable)
+        PAGES_IN_FLIGHT.set_function(lambda: self.worker.in_flight)
         self.runs = runs = Runs(self.manager)
 
         def register(server: grpc.Server) -> tuple[str, ...]:
@@ -59,6 +62,7 @@ class ExecutorServer:
         return self.port
 
     def _manager_reachable(self, reachable: bool) -> None:
+        MANAGER_REACHABLE.set(1 if reachable else 0)
         status = health_pb2.HealthCheckResponse.SERVING if reachable else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in SERVICE_NAMES:
             self.service.health.set(name, status)
@@ -86,11 +90,13 @@ def keep_large_buffers_out_of_the_heap() -> None:
         pass
 
 
-def serve(settings: ExecutorSettings) -> None:
+def serve(settings: ExecutorSettings, metrics_listen: str = "") -> None:
     keep_large_buffers_out_of_the_heap()
     identity = claim_identity(ensure_data_dir(), settings.worker_id)
     settings = replace(settings, worker_id=identity.worker_id)
     executor = ExecutorServer(settings)
     port = executor.start()
-    serve_until_signalled(banner("quaero-executor", settings.listen, port,
-                                 f"manager: {settings.manager}, workers: {settings.workers}"), executor.stop)
+    details = f"manager: {settings.manager}, workers: {settings.workers}"
+    if metrics_listen:
+        details += f", metrics: http://{metrics_listen.rsplit(':', 1)[0]}:{serve_metrics(metrics_listen)}/metrics"
+    serve_until_signalled(banner("quaero-executor", settings.listen, port, details), executor.stop)

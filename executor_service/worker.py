@@ -89,6 +89,11 @@ class Worker:
             self._release("stop")  # the pages this executor gave up on go back to pending now
         self.pages.close()
 
+    @property
+    def in_flight(self) -> int:
+        """Pages this executor holds leases on now."""
+        return len(self._active)
+
     @contextlib.contextmanager
     def run_slot(self, run_id: str, concurrency: int, control: Control) -> Iterator[bool]:
         """Holds one of a run's `concurrency` slots in this process; yields whether it had to wait."""

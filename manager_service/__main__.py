@@ -17,12 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to serve on; port 0 picks a free "
                         "one (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default %(default)s)")
+    parser.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics (default: none)")
     args = parser.parse_args(argv)
     from quaero.rpc.server import run_main
 
     from .server import serve
 
-    return run_main("quaero-manager", args.log_level, lambda: serve(args.listen), expected=(OSError, ValueError))
+    return run_main("quaero-manager", args.log_level, lambda: serve(args.listen, args.metrics_listen),
+                    expected=(OSError, ValueError))
 
 if __name__ == "__main__":
     sys.exit(main())

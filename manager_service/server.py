@@ -7,6 +7,7 @@ import threading
 import grpc
 
 from quaero.api.manager.v1 import auth_pb2_grpc, definitions_pb2_grpc, documents_pb2_grpc, jobs_pb2_grpc
+from quaero.metrics import serve_metrics
 from quaero.rpc.interceptors import ExceptionToStatus
 from quaero.rpc.pool import WorkerPool
 from quaero.rpc.roles import Role
@@ -14,6 +15,7 @@ from quaero.rpc.server import banner, build_server, serve_until_signalled
 
 from .access import MANAGER_ACCESS
 from .config import ManagerSettings
+from .metrics import LEASES_EXPIRED, PENDING_CHILDREN, WATCHERS
 from .pg_changes import ChangeListener
 from .servicers.credentials import AuthStoreServicer
 from .servicers.definitions import JobDefinitionsServicer
@@ -42,6 +44,8 @@ class ManagerServer:
         self.stores = stores = Stores.open(self.db, SecretBox(load_key(settings.data_dir, settings.secret_key)), clock)
         self.hub = WatchHub(stores.jobs.read_many)
         stores.notifier.subscribe(self.hub.changed)
+        WATCHERS.set_function(lambda: self.hub.watchers)
+        PENDING_CHILDREN.set_function(stores.jobs.pending_children)
         # Several managers on one PostgreSQL: the others' changes arrive by LISTEN/NOTIFY.
         self.listener = (ChangeListener(settings.database_url, self.db.instance, self.hub)
                          if self.db.dialect == "postgresql" else None)
@@ -92,6 +96,7 @@ class ManagerServer:
         try:
             expired = self.stores.leases.expire()
             if expired:
+                LEASES_EXPIRED.inc(expired)
                 log.warning("event=leases_expired count=%d", expired)
             self.db.checkpoint()
         except Exception as error:  # a database hiccup must not kill the housekeeping
@@ -107,10 +112,12 @@ class ManagerServer:
         self.db.dispose()
 
 
-def serve(listen: str) -> None:
+def serve(listen: str, metrics_listen: str = "") -> None:
     settings = ManagerSettings.from_env()
     manager = ManagerServer(settings, listen)
     port = manager.start()
     database = settings.database_url.split("://", 1)[0]
-    serve_until_signalled(banner("quaero-manager", listen, port, f"database: {database}, data: {settings.data_dir}"),
-                          manager.stop)
+    details = f"database: {database}, data: {settings.data_dir}"
+    if metrics_listen:
+        details += f", metrics: http://{metrics_listen.rsplit(':', 1)[0]}:{serve_metrics(metrics_listen)}/metrics"
+    serve_until_signalled(banner("quaero-manager", listen, port, details), manager.stop)

@@ -61,6 +61,12 @@ class JobStore:
             raise JobNotFound(job_id)
         return Job.from_row(row)
 
+    def pending_children(self) -> int:
+        """Child jobs waiting to be leased (for the metrics)."""
+        with self.db.read_engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
+                jobs.c.status == JobStatus.PENDING.value, jobs.c.parent_id.is_not(None))).scalar() or 0)
+
     def read_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
         """The jobs with these (canonical) ids that exist, in one query."""
         found: dict[str, Job] = {}

@@ -88,7 +88,8 @@ def channel_target(address: str) -> tuple[str, bool]:
         except (socket.gaierror, ValueError) as error:
             raise ValueError(f"cannot resolve {part!r} in {address!r}: {error}") from None
         for family, _type, _proto, _name, sockaddr in resolved:
-            entry = f"{sockaddr[0]}:{sockaddr[1]}" if family == socket.AF_INET else f"[{sockaddr[0]}]:{sockaddr[1]}"
+            ip, number = str(sockaddr[0]), int(sockaddr[1])
+            entry = f"{ip}:{number}" if family == socket.AF_INET else f"[{ip}]:{number}"
             (v4 if family == socket.AF_INET else v6).append(entry)
     chosen, scheme = (v4, "ipv4") if v4 else (v6, "ipv6")
     return f"{scheme}:{','.join(dict.fromkeys(chosen))}", True

@@ -200,6 +200,53 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
     return code is not None and code != grpc.StatusCode.OK
 
 
+class RpcMetrics(ServerInterceptor):
+    """Counts and times every RPC but health, by method and the status it ended with (the outermost
+    interceptor: refusals of the token are counted too)."""
+
+    def __init__(self) -> None:
+        from ..metrics import RPC_SECONDS, RPC_TOTAL
+
+        self._seconds = RPC_SECONDS
+        self._total = RPC_TOTAL
+
+    def wraps(self, method_name: str) -> bool:
+        return not method_name.startswith(HEALTH_PREFIX)
+
+    def intercept(self, method: Behaviour, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+        started = time.perf_counter()
+        name = method_name.rsplit("/", 1)[-1]
+        try:
+            result = method(request, context)
+        except BaseException:
+            self._record(name, context, started, failed=True)
+            raise
+        if isinstance(result, Iterator):
+            return self._stream(result, name, context, started)
+        self._record(name, context, started)
+        return result
+
+    def _stream(self, responses: Iterator[Any], name: str, context: grpc.ServicerContext,
+                started: float) -> Iterator[Any]:
+        failed = False
+        try:
+            yield from responses
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self._record(name, context, started, failed)
+
+    def _record(self, name: str, context: grpc.ServicerContext, started: float, failed: bool = False) -> None:
+        try:
+            code = context.code()  # type: ignore[attr-defined]
+        except AttributeError:
+            code = None
+        label = code.name if code is not None else ("UNKNOWN" if failed else "OK")
+        self._seconds.labels(name, label).observe(time.perf_counter() - started)
+        self._total.labels(name, label).inc()
+
+
 class BearerToken(ServerInterceptor):
     """Every RPC but health needs `authorization: Bearer <token>` (the scheme in any case, RFC 9110), the
     token compared in constant time with each role's; the method must be open to that role."""

@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..config import ServerTls
 from ..limits import MAX_MESSAGE_BYTES, MAX_RECEIVE_BYTES
-from .interceptors import BearerToken, ExceptionToStatus, FaultInjection
+from .interceptors import BearerToken, ExceptionToStatus, FaultInjection, RpcMetrics
 from .pool import WorkerPool
 from .reflection import enable_reflection
 from .roles import AccessPolicy, Role
@@ -49,7 +49,7 @@ def build_server(register: Callable[[grpc.Server], Iterable[str]], *, tokens: Ma
     status in `errors`; with health (NOT_SERVING until mark_serving) and reflection. `register` adds the
     servicers and returns their full service names."""
     auth = BearerToken(tokens, access)
-    interceptors: list[grpc.ServerInterceptor] = [auth]
+    interceptors: list[grpc.ServerInterceptor] = [RpcMetrics(), auth]
     injector = None
     if faults:
         log.warning("event=fault_injection_enabled spec=%s", faults)

@@ -1,0 +1,66 @@
+"""Prometheus metrics on both services: RPCs by method and code, pages by verdict, fetch latency, leases,
+watchers and pending children, scraped over HTTP from the real processes after a small crawl."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+
+from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
+from quaero.api.manager.v1 import definitions_pb2, jobs_pb2
+from quaero.client import ManagerClient
+from quaero.rpc.channel import open_channel
+from quaero.testing.harness import LOCAL_SITES
+from quaero.testing.processes import start_executor, start_manager
+from quaero.testing.site import Routes, SiteServer, html
+from tests.process.test_executor_process import wait_for
+
+TOKEN = "metrics-token"
+
+
+def scrape(banner: str) -> dict[str, float]:
+    url = re.search(r"metrics: (http://\S+/metrics)", banner)
+    assert url, banner
+    samples: dict[str, float] = {}
+    for line in httpx.get(url.group(1), timeout=5).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_both_services_serve_prometheus_metrics(tmp_path: Path) -> None:
+    site = SiteServer(Routes({("127.0.0.1", "/"): html("home", "/a", "/b", "/missing"),
+                              ("127.0.0.1", "/a"): html("a"), ("127.0.0.1", "/b"): html("b")})).start()
+    env = {"QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": TOKEN}
+    manager = start_manager(env, extra=["--metrics-listen", "127.0.0.1:0"])
+    executor = start_executor(env, manager.address, extra=["--workers", "2", "--metrics-listen", "127.0.0.1:0"])
+    try:
+        with ManagerClient.connect(manager.address, TOKEN) as client:
+            client.definitions.CreateJobDefinition(definitions_pb2.CreateJobDefinitionRequest(
+                job_definition=definitions_pb2.JobDefinition(id="metered", crawl=definitions_pb2.CrawlConfig(
+                    start_urls=[f"http://127.0.0.1:{site.port}/"], allowed_networks=[LOCAL_SITES],
+                    max_depth=1), max_child_failures=5)))
+            channel = open_channel(executor.address, TOKEN)
+            run = executor_pb2_grpc.ExecutorStub(channel).ExecuteJobDefinition(
+                executor_pb2.ExecuteJobDefinitionRequest(definition_id="metered"))
+            channel.close()
+            wait_for(lambda: client.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run.parent_job_id)).status
+                     == jobs_pb2.JOB_STATUS_COMPLETED, 60, "the crawl")
+        managed = scrape(manager.banner)
+        executed = scrape(executor.banner)
+        assert managed['quaero_rpc_total{code="OK",method="CompleteLeasedJob"}'] == 4
+        assert managed['quaero_rpc_total{code="OK",method="CreateJobDefinition"}'] == 1
+        assert managed['quaero_rpc_seconds_count{code="OK",method="GetJob"}'] >= 4
+        assert managed["quaero_pending_children"] == 0 and managed["quaero_watchers"] == 0
+        assert managed["quaero_leases_expired_total"] == 0
+        # four pages, the 404 among them (stored with its status code, as every answer is)
+        assert executed['quaero_pages_total{status="JOB_STATUS_COMPLETED",verdict="OK"}'] == 4
+        assert executed['quaero_fetch_seconds_count{outcome="fetched"}'] >= 3
+        assert executed["quaero_manager_reachable"] == 1 and executed["quaero_pages_in_flight"] == 0
+        assert 'quaero_rpc_total{code="OK",method="ExecuteJobDefinition"}' in executed
+    finally:
+        executor.stop()
+        manager.stop()
+        site.stop()
