@@ -29,6 +29,8 @@ log = logging.getLogger("quaero.executor.worker")
 LEASE_SECONDS = 30
 MAX_TRACKED_RUNS = 256
 WATCH_SECONDS = 0.5  # how often running pages are checked against their run's status and their lease
+LEASE_BATCH_DIVISOR = 4  # lease when this share of the slots is free ...
+LEASE_GATHER_SECONDS = 0.02  # ... or after this long with fewer
 
 
 def lease_duration(seconds: float) -> duration_pb2.Duration:
@@ -116,10 +118,17 @@ class Worker:
     # ---- leasing -----------------------------------------------------------------------------
     def _dispatch(self) -> None:
         idle = 0.05
+        batch = max(1, self.slots // LEASE_BATCH_DIVISOR)
         while not self._stop.is_set():
             with self._active_lock:
                 while len(self._active) >= self.slots and not self._stop.is_set():
                     self._active_lock.wait(0.5)
+                # Lease in batches: while busy, wait (briefly) until a quarter of the slots are free, so a
+                # busy crawl makes one LeaseJobs call per few pages rather than one per page.
+                deadline = time.monotonic() + LEASE_GATHER_SECONDS
+                while (0 < self.slots - len(self._active) < batch and self._active and not self._stop.is_set()
+                       and time.monotonic() < deadline):
+                    self._active_lock.wait(max(0.0, deadline - time.monotonic()))
                 free = self.slots - len(self._active)
             if self._stop.is_set():
                 return
