@@ -241,8 +241,11 @@ def main() -> int:
 
         return demo_main()
     if command == "bench":
+        _quietly([str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", f"{ROOT}[bench]"],
+                 "installing the benchmarks' Scrapy baseline")
         code = subprocess.call([str(VENV_PY), str(ROOT / "bench" / "manager_load.py"), *sys.argv[2:]], cwd=ROOT)
-        return code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "crawl_bench.py")], cwd=ROOT)
+        code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "crawl_bench.py")], cwd=ROOT)
+        return code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "watch_load.py")], cwd=ROOT)
     print(f"build: unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 

@@ -69,10 +69,14 @@ class Lifecycle:
 
     def _on_child_finished(self, conn: Connection, parent_id: str, failed: bool, created: int,
                            changed: set[str]) -> None:
-        parent = self.rows.bump_parent(conn, parent_id, created=created, finished=1, failed=int(failed))
+        counters = self.rows.bump_parent(conn, parent_id, created=created, finished=1, failed=int(failed))
         changed.add(parent_id)
-        if parent.status != JobStatus.RUNNING:
+        if counters.status != JobStatus.RUNNING:
             return
+        if not counters.children_failed and counters.progress_current < counters.progress_total:
+            return  # nothing failed and more to come: no decision to take (the common case, per page)
+        parent = self.rows.select_for_update(conn, parent_id)
+        assert parent is not None
         policy = _run_policy(parent.config)
         over = parent.children_failed > policy.max_child_failures
         summary = {"children": parent.progress_total, "failed": parent.children_failed}
