@@ -1,6 +1,7 @@
 """Load harness for the manager: a no-op baseline (health Check), GetJob and UpdateJobMetadata (merge)
-at 1, 8 and 32 calls in flight, against one running manager per database. Prints calls/s, p50, p99
-and each RPC's throughput as a ratio of the baseline measured in the same run."""
+at 1, 8 and 32 calls in flight, against one running manager per database. Prints calls/s, p50, p99,
+each RPC's throughput as a ratio of the baseline measured in the same run, and the server's CPU per call
+(the manager's, plus the PostgreSQL server's processes on PostgreSQL) against the baseline's."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from quaero.api.manager.v1 import jobs_pb2
 from quaero.client import ManagerClient
 from quaero.testing.processes import start_manager
+
+sys.path.insert(0, os.path.dirname(__file__))
+from crawl_bench import postgres_cpu, process_cpu  # noqa: E402
 
 TOKEN = "bench-" + secrets.token_hex(8)
 
@@ -79,6 +83,12 @@ def drive(start_call: Callable[[int], Any], in_flight: int, duration: float) -> 
     return Result(len(latencies), time.perf_counter() - began, latencies)
 
 
+def server_cpu(pid: int, postgres: bool) -> float:
+    """CPU seconds of the manager so far, plus the PostgreSQL server's when it is the database."""
+    total = process_cpu(pid)
+    return total + postgres_cpu() if postgres else total
+
+
 def bench_backend(label: str, env: dict[str, str], levels: list[int], duration: float) -> list[tuple[Any, ...]]:
     manager = start_manager(env)
     rows = []
@@ -98,17 +108,21 @@ def bench_backend(label: str, env: dict[str, str], levels: list[int], duration: 
             "UpdateJobMetadata (merge)": lambda n: client.jobs.UpdateJobMetadata.future(
                 jobs_pb2.UpdateJobMetadataRequest(job_id=job.id, metadata=patches[n % 256]), timeout=30),
         }
+        postgres = label == "PostgreSQL"
         for level in levels:
-            baseline = None
+            baseline = baseline_cpu = None
             for name, call in calls.items():
                 drive(call, level, min(0.3, duration))  # warm up
+                before = server_cpu(manager.process.pid, postgres)
                 result = drive(call, level, duration)
+                cpu_per_call = (server_cpu(manager.process.pid, postgres) - before) / result.calls * 1000
                 baseline = baseline or result.rate
+                baseline_cpu = baseline_cpu or cpu_per_call
                 rows.append((label, name, level, result.rate, result.percentile(0.5), result.percentile(0.99),
-                             result.rate / baseline))
+                             result.rate / baseline, cpu_per_call, cpu_per_call / baseline_cpu))
                 print(f"  {label:10} {name:27} in flight {level:3}: {result.rate:8.0f}/s p50 "
                       f"{result.percentile(0.5):6.2f} ms p99 {result.percentile(0.99):6.2f} ms "
-                      f"ratio {result.rate / baseline:.2f}", flush=True)
+                      f"ratio {result.rate / baseline:.2f} server CPU {cpu_per_call:.3f} ms/call", flush=True)
         client.close()
     finally:
         manager.stop()
@@ -142,10 +156,11 @@ def main() -> int:
                     rows += bench_backend("PostgreSQL", env, levels, args.duration)
             finally:
                 admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    print("\n| database | RPC | in flight | calls/s | p50 ms | p99 ms | × baseline |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for label, name, level, rate, p50, p99, ratio in rows:
-        print(f"| {label} | {name} | {level} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {ratio:.2f} |")
+    print("\n| database | RPC | in flight | calls/s | p50 ms | p99 ms | × baseline | server CPU ms/call | × baseline CPU |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, name, level, rate, p50, p99, ratio, cpu, cpu_ratio in rows:
+        print(f"| {label} | {name} | {level} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {ratio:.2f} | {cpu:.3f} | "
+              f"{cpu_ratio:.2f} |")
     return 0
 
 
