@@ -23,8 +23,11 @@ def up(
     except ServiceFailed as error:
         fail(str(error))
     stopping = threading.Event()
-    # SIGTERM (e.g. from a process supervisor) stops both services too, not just this process.
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
+    # SIGTERM (e.g. from a process supervisor) stops both services too, not just this process; SIGINT is
+    # handled the same way explicitly, because a process started in the background by a shell (or by a
+    # parent that was) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
     out.print(f"manager  {services[0].address}\nexecutor {services[1].address}\n"
               f"token    {data_dir() / TOKEN_FILE} (or QUAERO_API_TOKEN)\nPress Ctrl-C to stop.")
     try:
@@ -32,7 +35,5 @@ def up(
             if stopping.wait(0.5):
                 return
         fail("a service stopped unexpectedly; see its output above")
-    except KeyboardInterrupt:
-        pass
     finally:
         stop_services(services)
