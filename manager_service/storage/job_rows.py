@@ -29,6 +29,10 @@ BUMP_PARENT = (sa.update(jobs).where(jobs.c.id == sa.bindparam("b_parent_id"))
                        version=jobs.c.version + 1, updated_at=sa.bindparam("stamp", type_=jobs.c.updated_at.type))
                .returning(jobs.c.id, jobs.c.status, jobs.c.progress_current, jobs.c.progress_total,
                           jobs.c.children_failed))
+# Children: which dedup keys a parent already has (only when the new ones might not all fit), and the rows.
+KNOWN_DEDUP_KEYS = sa.select(jobs.c.dedup_key).where(
+    jobs.c.parent_id == sa.bindparam("k_parent_id"), jobs.c.dedup_key.in_(sa.bindparam("keys", expanding=True)))
+INSERT_JOBS = sa.insert(jobs)
 _DEFAULTS: dict[str, Any] = {column.name: None for column in jobs.c} | {
     "progress_current": 0, "progress_total": 0, "children_failed": 0, "error": "", "error_reason": "", "attempts": 0}
 
@@ -46,6 +50,7 @@ class JobRows:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._update_statements: dict[tuple[Any, ...], Any] = {}
+        self._insert_new_statement: Any = None
 
     @staticmethod
     def new_row(parent_id: str | None, type: str, name: str, config: dict[str, Any], metadata: dict[str, Any],
@@ -118,34 +123,53 @@ class JobRows:
                 unique[key] = spec
         if not unique:
             return result
-        known: set[str] = set()
-        keys = list(unique)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            known.update(conn.execute(sa.select(jobs.c.dedup_key).where(
-                jobs.c.parent_id == parent.id, jobs.c.dedup_key.in_(chunk))).scalars())
         room = max_children - parent.progress_total if max_children > 0 else len(unique)
         stamp = self.clock.now()
         rows: list[dict[str, Any]] = []
-        for key, spec in unique.items():
-            if key in known:
-                result.duplicates += 1
-                continue
-            if len(rows) >= room:
-                result.over_limit += 1
-                continue
-            # A microsecond apart, so that children are leased in the order they were discovered.
-            created = stamp + timedelta(microseconds=len(rows))
-            name = spec.name if len(spec.name) <= MAX_NAME_CHARS else spec.name[:MAX_NAME_CHARS - 1] + "…"
-            row = self.new_row(parent.id, spec.type[:MAX_TYPE_CHARS], name, spec.config, {}, spec.depth, created)
-            row["dedup_key"] = key
-            rows.append(row)
+        if len(unique) <= room:
+            # Every new key fits: one INSERT ... ON CONFLICT DO NOTHING (the parent's unique dedup key)
+            # says which were new; no SELECT first. This is the path of nearly every page.
+            rows = [self._child_row(parent.id, spec, key, stamp, index) for index, (key, spec) in enumerate(unique.items())]
+            inserted = set(conn.execute(self._insert_new(conn), rows).scalars())
+            result.duplicates += len(rows) - len(inserted)
+            rows = [row for row in rows if row["dedup_key"] in inserted]
+        else:
+            known: set[str] = set()
+            keys = list(unique)
+            for start in range(0, len(keys), 500):
+                known.update(conn.execute(KNOWN_DEDUP_KEYS, {"k_parent_id": parent.id,
+                                                             "keys": keys[start:start + 500]}).scalars())
+            for key, spec in unique.items():
+                if key in known:
+                    result.duplicates += 1
+                elif len(rows) >= room:
+                    result.over_limit += 1
+                else:
+                    rows.append(self._child_row(parent.id, spec, key, stamp, len(rows)))
+            if rows:
+                conn.execute(INSERT_JOBS, rows)
         if rows:
-            conn.execute(sa.insert(jobs), rows)
             if bump_parent:
                 self.bump_parent(conn, parent.id, created=len(rows))
             result.jobs = [Job.from_row(_DEFAULTS | row) for row in rows]
         return result
+
+    def _child_row(self, parent_id: str, spec: ChildSpec, key: str, stamp: datetime, index: int) -> dict[str, Any]:
+        # A microsecond apart, so that children are leased in the order they were discovered.
+        name = spec.name if len(spec.name) <= MAX_NAME_CHARS else spec.name[:MAX_NAME_CHARS - 1] + "…"
+        row = self.new_row(parent_id, spec.type[:MAX_TYPE_CHARS], name, spec.config, {}, spec.depth,
+                           stamp + timedelta(microseconds=index))
+        row["dedup_key"] = key
+        return row
+
+    def _insert_new(self, conn: Connection) -> Any:
+        if self._insert_new_statement is None:
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(jobs)
+            self._insert_new_statement = insert.on_conflict_do_nothing(
+                index_elements=[jobs.c.parent_id, jobs.c.dedup_key]).returning(jobs.c.dedup_key)
+        return self._insert_new_statement
 
 
 def raise_missing_or_stale(conn: Connection, job_id: str, etag: str, of_metadata: bool = False) -> NoReturn:

@@ -101,3 +101,20 @@ def test_completing_stores_the_page_creates_its_children_and_settles_the_run(sto
         stores.leases.complete(job.id, token, JobStatus.COMPLETED, result={}, error="", error_reason="",
                                document=None, children=[], max_children=10)
     assert stores.jobs.get(parent.id).status == JobStatus.COMPLETED
+
+
+def test_children_are_deduplicated_against_the_run_and_cut_at_max_children(stores: Stores, kind: str) -> None:
+    """Both ways of inserting children: all new keys fit (one INSERT ... ON CONFLICT DO NOTHING), and
+    some may not (the known keys are read first, so that a duplicate never takes a free place)."""
+    parent, _ = run_with_children(stores, kind, count=2)  # keys p0, p1
+    spec = lambda key: ChildSpec(kind, key, {}, key, 1)  # noqa: E731
+    fits = stores.jobs.create_children(parent.id, [spec("p0"), spec("a"), spec("b"), spec("a")], 10)
+    assert [job.dedup_key for job in fits.jobs] == ["a", "b"] and (fits.duplicates, fits.over_limit) == (2, 0)
+    assert [job.created_at for job in fits.jobs] == sorted(job.created_at for job in fits.jobs)
+    # 4 exist, room for 2 more: p1 and b are known, so c and d take the places and e is over the limit.
+    tight = stores.jobs.create_children(parent.id, [spec("p1"), spec("c"), spec("b"), spec("d"), spec("e")], 6)
+    assert [job.dedup_key for job in tight.jobs] == ["c", "d"] and (tight.duplicates, tight.over_limit) == (2, 1)
+    assert stores.jobs.get(parent.id).progress_total == 6
+    again = stores.jobs.create_children(parent.id, [spec("c"), spec("f")], 0)  # no limit: one statement
+    assert [job.dedup_key for job in again.jobs] == ["f"] and again.duplicates == 1
+    assert stores.jobs.get(parent.id).progress_total == 7
