@@ -30,6 +30,7 @@ from quaero.limits import MAX_TEXT_BYTES, truncate_utf8
 from quaero.patterns import compile_all
 from quaero.rpc.channel import TRANSIENT, call_patiently
 
+from .completions import Completions
 from .crawl.content import decode_text, is_text
 from .crawl.control import Control, FetchAborted
 from .crawl.cookie_jar import CookieJar
@@ -110,9 +111,11 @@ class PageRunner:
         self._gate = gate  # holds a run's concurrency slot (see Worker.run_slot)
         self._credentials = CredentialsCache(manager)
         self._parsers = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="parse")
+        self._completions = Completions(manager)
 
     def close(self) -> None:
         self._parsers.shutdown(wait=True, cancel_futures=True)
+        self._completions.close()
 
     def run(self, job: jobs_pb2.Job, entry: InFlight) -> None:
         """The page's verdict, recorded; FetchAborted when it was stopped from outside (nothing to record)."""
@@ -269,12 +272,13 @@ class PageRunner:
             request.document.CopyFrom(completion.document)
         if completion.status == jobs_pb2.JOB_STATUS_PENDING:
             request.retry_after.FromTimedelta(timedelta(seconds=min(max(completion.retry_after, 0.5), 3600)))
-        call_patiently(lambda: self.manager.jobs.CompleteLeasedJob(request, timeout=30), wait=entry.control.wait)
+        self._completions.record(request, entry.control)
 
     def record(self, job: jobs_pb2.Job, entry: InFlight, completion: Completion) -> None:
-        """CompleteLeasedJob; a transient manager error is retried with backoff. If the manager refuses
-        the page's record (a bug, or limits out of step), the page fails RECORD_FAILED at once rather
-        than being fetched again and again until its lease attempts run out."""
+        """The page's record, sent in a batch with others (Completions); a transient manager error is
+        retried with backoff. If the manager refuses the page's record (a bug, or limits out of step), the
+        page fails RECORD_FAILED at once rather than being fetched again and again until its lease
+        attempts run out."""
         try:
             self._complete(job, entry, completion)
         except grpc.RpcError as failure:

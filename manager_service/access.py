@@ -12,7 +12,8 @@ DEFINITIONS = "/quaero.manager.v1.JobDefinitions/"
 DOCUMENTS = "/quaero.manager.v1.Documents/"
 
 MANAGER_ACCESS = AccessPolicy({
-    **{JOBS + name: EXECUTOR for name in ("LeaseJobs", "RenewLease", "CompleteLeasedJob", "ReleaseLeases")},
+    **{JOBS + name: EXECUTOR for name in ("LeaseJobs", "RenewLease", "CompleteLeasedJob",
+                                                "CompleteLeasedJobs", "ReleaseLeases")},
     AUTH + "GetCredentials": EXECUTOR,
     **{AUTH + name: OPERATOR for name in ("PutCredentials", "ListCredentials", "DeleteCredentials")},
     **{DEFINITIONS + name: OPERATOR for name in ("CreateJobDefinition", "UpdateJobDefinition", "DeleteJobDefinition",

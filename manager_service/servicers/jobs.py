@@ -11,14 +11,14 @@ import grpc
 
 from quaero.api.manager.v1 import documents_pb2, jobs_pb2, jobs_pb2_grpc
 from quaero.convert import dict_to_struct, job_status, job_status_to_proto, message_size, struct_to_dict, to_timestamp
-from quaero.errors import InvalidArgument, Reason
+from quaero.errors import InvalidArgument, QuaeroError, Reason
 from quaero.ids import check_job_id
 from quaero.job_status import JobStatus
 
 from ..storage.jobs import JobStore
-from ..storage.leases import LeaseQueue
+from ..storage.leases import MAX_COMPLETIONS_AT_ONCE, LeaseQueue
 from ..storage.paging import MAX_PAGE_BYTES
-from ..storage.records import ChildSpec, DocumentInput, Job, JobLog
+from ..storage.records import ChildSpec, Completion, DocumentInput, Job, JobLog
 from ..watch import WatchHub
 
 WATCH_TICK_SECONDS = 5.0  # how often a quiet stream checks that its client is still there
@@ -53,6 +53,13 @@ def log_to_proto(log: JobLog) -> jobs_pb2.JobLog:
     message = jobs_pb2.JobLog(id=log.id, job_id=log.job_id, level=log.level, message=log.message)  # type: ignore[arg-type]
     to_timestamp(log.created_at, message.create_time)
     return message
+
+
+def completion_input(request: jobs_pb2.CompleteLeasedJobRequest) -> Completion:
+    return Completion(
+        request.job_id, request.lease_token, job_status(request.status), struct_to_dict(request.result, "result"),
+        request.error, request.error_reason, document_input(request.document) if request.HasField("document") else None,
+        child_specs(request.children), request.max_children, request.retry_after.ToTimedelta())
 
 
 def child_specs(children: Any) -> list[ChildSpec]:
@@ -191,13 +198,33 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
 
     def CompleteLeasedJob(self, request: jobs_pb2.CompleteLeasedJobRequest,
                           context: grpc.ServicerContext) -> jobs_pb2.Job:
-        document = document_input(request.document) if request.HasField("document") else None
-        return job_to_proto(self.leases.complete(
-            request.job_id, request.lease_token, job_status(request.status),
-            result=struct_to_dict(request.result, "result"),
-            error=request.error, error_reason=request.error_reason, document=document,
-            children=child_specs(request.children), max_children=request.max_children,
-            retry_after=request.retry_after.ToTimedelta()))
+        outcome = self.leases.complete_many([completion_input(request)])[0]
+        if isinstance(outcome, QuaeroError):
+            raise outcome
+        return job_to_proto(outcome)
+
+    def CompleteLeasedJobs(self, request: jobs_pb2.CompleteLeasedJobsRequest,
+                           context: grpc.ServicerContext) -> jobs_pb2.CompleteLeasedJobsResponse:
+        if len(request.completions) > MAX_COMPLETIONS_AT_ONCE:
+            raise InvalidArgument(Reason.TOO_MANY_COMPLETIONS, f"at most {MAX_COMPLETIONS_AT_ONCE} completions per "
+                                  "call", "completions")
+        completions: list[Completion | QuaeroError] = []
+        for item in request.completions:
+            try:
+                completions.append(completion_input(item))
+            except QuaeroError as refused:  # e.g. a Struct value with no JSON form: this completion only
+                completions.append(refused)
+        recorded = iter(self.leases.complete_many([c for c in completions if not isinstance(c, QuaeroError)]))
+        response = jobs_pb2.CompleteLeasedJobsResponse()
+        for index, completion in enumerate(completions):
+            outcome = completion if isinstance(completion, QuaeroError) else next(recorded)
+            if isinstance(outcome, QuaeroError):
+                field = f"completions[{index}]" + (f".{outcome.field}" if outcome.field else "")
+                response.outcomes.add(code=grpc.StatusCode[outcome.code_name].value[0], reason=outcome.reason,
+                                      message=outcome.message, field=field)
+            else:
+                response.outcomes.add(job=job_to_proto(outcome, basic=True))
+        return response
 
     def ReleaseLeases(self, request: jobs_pb2.ReleaseLeasesRequest,
                       context: grpc.ServicerContext) -> jobs_pb2.ReleaseLeasesResponse:

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from quaero.errors import InvalidArgument, JobNotFound, LeaseLost, Reason
+from quaero.errors import InvalidArgument, JobNotFound, LeaseLost, QuaeroError, Reason
 from quaero.ids import check_job_id
 from quaero.job_status import JobStatus
 from quaero.limits import MAX_DOCUMENT_URL_CHARS, without_nul
@@ -24,7 +24,7 @@ from .documents import DocumentStore
 from .job_rows import JobRows
 from .lifecycle import MAX_ERROR_CHARS, Lifecycle
 from .models import jobs
-from .records import MAX_TYPE_CHARS, ChildSpec, DocumentInput, Job, check_children, check_text
+from .records import MAX_TYPE_CHARS, ChildSpec, Completion, DocumentInput, Job, check_children, check_text
 
 MAX_LEASE_ATTEMPTS = 5
 MAX_WORKER_ID_CHARS = 128
@@ -32,6 +32,7 @@ MAX_LEASE_TOKEN_CHARS = 64
 MAX_ERROR_REASON_CHARS = 64
 MAX_LEASED_AT_ONCE = 100
 MAX_RETRY_AFTER = timedelta(hours=1)
+MAX_COMPLETIONS_AT_ONCE = 100
 PENDING, RUNNING = JobStatus.PENDING.value, JobStatus.RUNNING.value
 
 
@@ -151,70 +152,111 @@ class LeaseQueue:
                  retry_after: timedelta = timedelta(0)) -> Job:
         """Finishes a leased child in one transaction: document, discovered children, status, parent.
         PENDING gives it back instead, to be leased again after retry_after."""
-        job_id = check_job_id(job_id)
-        check_text(token, "lease_token", MAX_LEASE_TOKEN_CHARS)
-        check_text(error_reason, "error_reason", MAX_ERROR_REASON_CHARS)
-        if status == PENDING:
-            return self._give_back(job_id, token, retry_after, error, error_reason)
-        if not status.terminal:
+        [outcome] = self.complete_many([Completion(job_id, token, status, result, error, error_reason, document,
+                                                   children, max_children, retry_after)])
+        if isinstance(outcome, QuaeroError):
+            raise outcome
+        return outcome
+
+    def complete_many(self, completions: Sequence[Completion]) -> list[Job | QuaeroError]:
+        """Several completions in one transaction, each as `complete` would record it alone; an error that
+        concerns one completion (invalid, not found, lease lost) is its outcome and writes nothing of it.
+        Every such error is found before the completion's first write, so the others are unaffected."""
+        if len(completions) > MAX_COMPLETIONS_AT_ONCE:
+            raise InvalidArgument(Reason.TOO_MANY_COMPLETIONS, f"at most {MAX_COMPLETIONS_AT_ONCE} completions per "
+                                  "call", "completions")
+        outcomes: list[Job | QuaeroError | None] = []  # None: valid, to be recorded
+        seen: set[str] = set()
+        for completion in completions:
+            try:
+                self._check(completion)
+                if completion.job_id in seen:
+                    raise InvalidArgument(Reason.DUPLICATE_COMPLETION, f"job {completion.job_id} is completed more "
+                                          "than once in this call", "job_id")
+                seen.add(completion.job_id)
+                outcomes.append(None)
+            except QuaeroError as refused:
+                outcomes.append(refused)
+        changed: set[str] = set()
+        with self.db.write_engine.begin() as conn:
+            stamp = self.rows.clock.now()
+            for index, completion in enumerate(completions):
+                if outcomes[index] is None:
+                    try:
+                        outcomes[index] = self._record(conn, completion, stamp, changed)
+                    except (JobNotFound, LeaseLost) as refused:
+                        outcomes[index] = refused
+        self.notifier.notify(*changed)
+        return [outcome for outcome in outcomes if outcome is not None]  # (all are set by now)
+
+    @staticmethod
+    def _check(completion: Completion) -> None:
+        """Everything about a completion that needs no database (InvalidArgument otherwise)."""
+        completion.job_id = check_job_id(completion.job_id)
+        check_text(completion.token, "lease_token", MAX_LEASE_TOKEN_CHARS)
+        check_text(completion.error_reason, "error_reason", MAX_ERROR_REASON_CHARS)
+        if completion.status == PENDING:
+            if completion.retry_after < timedelta(0) or completion.retry_after > MAX_RETRY_AFTER:
+                raise InvalidArgument(Reason.INVALID_RETRY_AFTER, "retry_after must be between 0 and 1 hour",
+                                      "retry_after")
+            return
+        if not completion.status.terminal:
             raise InvalidArgument(Reason.INVALID_STATUS, "a leased job completes as completed, failed or cancelled, "
                                   "or goes back to pending for a retry", "status")
-        jsonvalues.check_object(result, "result")
-        check_children(children, "children")
-        if document is not None:
+        jsonvalues.check_object(completion.result, "result")
+        check_children(completion.children, "children")
+        if completion.document is not None:
             for name in ("url", "final_url"):
-                if len(getattr(document, name)) > MAX_DOCUMENT_URL_CHARS:
+                if len(getattr(completion.document, name)) > MAX_DOCUMENT_URL_CHARS:
                     raise InvalidArgument(Reason.VALUE_TOO_LONG, f"document.{name} is longer than "
                                           f"{MAX_DOCUMENT_URL_CHARS} characters", f"document.{name}")
-        for index, spec in enumerate(children):
+        for index, spec in enumerate(completion.children):
             jsonvalues.check_object(spec.config, f"children[{index}].config")
-        with self.db.write_engine.begin() as conn:
-            job = self.rows.select_for_update(conn, job_id)
-            if job is None:
-                raise JobNotFound(job_id)
-            if job.lease_token != token or not token:
-                raise LeaseLost(job_id, f"the job is {job.status}")
-            if job.status == status:
-                return job  # a retried completion whose first try committed: the job keeps its last token
-            if job.status != JobStatus.RUNNING:
-                raise LeaseLost(job_id, f"the job is {job.status}")
-            if document is not None:
-                self.documents.upsert(conn, document, job.id, job.parent_id or "", self.rows.clock.now())
-            created = 0
-            if children and status == JobStatus.COMPLETED and job.parent_id:
-                parent = self.rows.lock_parent(conn, job.parent_id)
-                if not parent.status.terminal:
-                    created = len(self.rows.insert_children(conn, parent, children, max_children,
-                                                            bump_parent=False).jobs)
-            # The parent's counters take the new children and this child's end in one UPDATE.
-            changed: set[str] = set()
-            finished = self.lifecycle.set_status(conn, job, status, error=error, error_reason=error_reason,
-                                                 result=result, children_created=created, changed=changed)
-        self.notifier.notify(*changed)
-        return finished
 
-    def _give_back(self, job_id: str, token: str, retry_after: timedelta, error: str, error_reason: str) -> Job:
+    def _record(self, conn: Connection, completion: Completion, stamp: datetime, changed: set[str]) -> Job:
+        """One completion inside the caller's transaction. Raises JobNotFound or LeaseLost before writing."""
+        if completion.status == PENDING:
+            return self._give_back(conn, completion, stamp, changed)
+        job = self.rows.select_for_update(conn, completion.job_id)
+        if job is None:
+            raise JobNotFound(completion.job_id)
+        if job.lease_token != completion.token or not completion.token:
+            raise LeaseLost(job.id, f"the job is {job.status}")
+        if job.status == completion.status:
+            return job  # a retried completion whose first try committed: the job keeps its last token
+        if job.status != JobStatus.RUNNING:
+            raise LeaseLost(job.id, f"the job is {job.status}")
+        if completion.document is not None:
+            self.documents.upsert(conn, completion.document, job.id, job.parent_id or "", stamp)
+        created = 0
+        if completion.children and completion.status == JobStatus.COMPLETED and job.parent_id:
+            parent = self.rows.lock_parent(conn, job.parent_id)
+            if not parent.status.terminal:
+                created = len(self.rows.insert_children(conn, parent, completion.children, completion.max_children,
+                                                        bump_parent=False).jobs)
+        # The parent's counters take the new children and this child's end in one UPDATE.
+        return self.lifecycle.set_status(conn, job, completion.status, error=completion.error,
+                                         error_reason=completion.error_reason, result=completion.result,
+                                         children_created=created, changed=changed)
+
+    def _give_back(self, conn: Connection, completion: Completion, stamp: datetime, changed: set[str]) -> Job:
         """A leased child goes back to pending, not to be leased before retry_after (the page failed in a
         way worth another try, e.g. robots.txt answered 503). The parent's counters do not move."""
-        if retry_after < timedelta(0) or retry_after > MAX_RETRY_AFTER:
-            raise InvalidArgument(Reason.INVALID_RETRY_AFTER, "retry_after must be between 0 and 1 hour",
-                                  "retry_after")
-        stamp = self.rows.clock.now()
-        with self.db.write_engine.begin() as conn:
-            row = conn.execute(
-                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == RUNNING)
-                .values(status=PENDING, lease_expires_at=None,
-                        not_before=stamp + (retry_after or timedelta(seconds=1)),
-                        error=without_nul(error)[:MAX_ERROR_CHARS], error_reason=error_reason,
-                        version=jobs.c.version + 1, updated_at=stamp)
-                .returning(*jobs.c)).mappings().first()
-            if row is None:
-                # A retried give-back whose first try committed: still pending, still this token's.
-                row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id, jobs.c.lease_token == token,
-                                                         jobs.c.status == PENDING)).mappings().first()
-            if row is None:
-                self._raise_lost(job_id, "", conn)
-        self.notifier.notify(job_id)
+        job_id, token = completion.job_id, completion.token
+        row = conn.execute(
+            sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == RUNNING)
+            .values(status=PENDING, lease_expires_at=None,
+                    not_before=stamp + (completion.retry_after or timedelta(seconds=1)),
+                    error=without_nul(completion.error)[:MAX_ERROR_CHARS], error_reason=completion.error_reason,
+                    version=jobs.c.version + 1, updated_at=stamp)
+            .returning(*jobs.c)).mappings().first()
+        if row is None:
+            # A retried give-back whose first try committed: still pending, still this token's.
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id, jobs.c.lease_token == token,
+                                                     jobs.c.status == PENDING)).mappings().first()
+        if row is None:
+            self._raise_lost(job_id, "", conn)
+        changed.add(job_id)
         return Job.from_row(row)
 
     def _raise_lost(self, job_id: str, why: str, conn: Connection | None = None) -> NoReturn:

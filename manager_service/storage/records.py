@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from quaero.errors import InvalidArgument, Reason
@@ -120,6 +120,21 @@ class CreatedChildren:
     jobs: list[Job] = field(default_factory=list)
     duplicates: int = 0
     over_limit: int = 0
+
+
+@dataclass
+class Completion:
+    """How a leased job ends, as CompleteLeasedJob says it."""
+    job_id: str
+    token: str
+    status: JobStatus
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    error_reason: str = ""
+    document: DocumentInput | None = None
+    children: Sequence[ChildSpec] = ()
+    max_children: int = 0
+    retry_after: timedelta = timedelta(0)
 
 
 @dataclass

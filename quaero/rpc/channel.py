@@ -21,7 +21,8 @@ TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 RETRYABLE = {
     "quaero.manager.v1.JobManager": ["CreateJob", "BatchCreateChildJobs", "GetJob", "ListJobs", "UpdateJobProgress",
                                       "UpdateJobConfig", "UpdateJobMetadata", "ListJobLogs", "GetJobStats",
-                                      "LeaseJobs", "RenewLease", "CompleteLeasedJob"],
+                                      "LeaseJobs", "RenewLease", "CompleteLeasedJob",
+                                      "CompleteLeasedJobs"],
     "quaero.manager.v1.AuthStore": ["GetCredentials", "ListCredentials"],
     "quaero.manager.v1.JobDefinitions": ["GetJobDefinition", "ListJobDefinitions"],
     "quaero.manager.v1.Documents": ["GetDocument", "ListDocuments"],

@@ -284,6 +284,44 @@ def test_a_completion_retried_after_it_committed_is_answered_not_refused(manager
             grpc.StatusCode.ABORTED, "LEASE_LOST")
 
 
+def test_completions_in_one_call_each_get_their_own_outcome(manager: Any) -> None:
+    parent = create(manager)
+    set_status(manager, parent.id, S.JOB_STATUS_RUNNING)
+    kind = f"batch-{time.monotonic_ns()}"
+    manager.client.jobs.BatchCreateChildJobs(S.BatchCreateChildJobsRequest(
+        parent_id=parent.id, children=[S.ChildJobSpec(type=kind, name=n, dedup_key=n) for n in "abcd"]))
+    with manager.connect_as_executor() as executor:
+        leased = executor.jobs.LeaseJobs(S.LeaseJobsRequest(worker_id="w", max_jobs=4, type=kind)).leased_jobs
+        a, b, c, d = (S.CompleteLeasedJobRequest(job_id=job.job.id, lease_token=job.lease.lease_token)
+                      for job in leased)
+        a.status = S.JOB_STATUS_COMPLETED
+        a.document.url, a.document.title = "https://site.test/a", "A"
+        a.children.add(type=kind, name="e", dedup_key="e")
+        b.status, b.lease_token = S.JOB_STATUS_COMPLETED, "not-the-token"  # refused: that page only
+        c.status = S.JOB_STATUS_RUNNING  # not an ending
+        d.status, d.error, d.error_reason = S.JOB_STATUS_FAILED, "HTTP 500", "HTTP_ERROR"
+        batch = S.CompleteLeasedJobsRequest(completions=[a, b, c, d, a])
+        outcomes = executor.jobs.CompleteLeasedJobs(batch).outcomes
+        assert [o.code for o in outcomes] == [0, grpc.StatusCode.ABORTED.value[0],
+                                              grpc.StatusCode.INVALID_ARGUMENT.value[0], 0,
+                                              grpc.StatusCode.INVALID_ARGUMENT.value[0]]
+        assert [o.reason for o in outcomes] == ["", "LEASE_LOST", "INVALID_STATUS", "", "DUPLICATE_COMPLETION"]
+        assert [o.field for o in outcomes[1:3]] == ["completions[1].lease_token", "completions[2].status"]
+        assert outcomes[0].job.status == S.JOB_STATUS_COMPLETED and not outcomes[0].job.HasField("result")
+        assert outcomes[3].job.status == S.JOB_STATUS_FAILED and outcomes[3].job.error_reason == "HTTP_ERROR"
+        run = manager.client.jobs.GetJob(S.GetJobRequest(job_id=parent.id))
+        assert (run.progress_current, run.progress_total, run.children_failed) == (2, 5, 1)
+        # The whole call retried (its answer was lost): the recorded ones are answered, nothing counts twice.
+        again = executor.jobs.CompleteLeasedJobs(S.CompleteLeasedJobsRequest(completions=[a, d])).outcomes
+        assert [o.code for o in again] == [0, 0] and again[0].job.etag == outcomes[0].job.etag
+        assert manager.client.jobs.GetJob(S.GetJobRequest(job_id=parent.id)).progress_current == 2
+        expect_error(lambda: executor.jobs.CompleteLeasedJobs(S.CompleteLeasedJobsRequest(completions=[b] * 101)),
+                     grpc.StatusCode.INVALID_ARGUMENT, "TOO_MANY_COMPLETIONS", "completions")
+        assert executor.jobs.CompleteLeasedJobs(S.CompleteLeasedJobsRequest()).outcomes == []
+    expect_error(lambda: manager.client.jobs.CompleteLeasedJobs(S.CompleteLeasedJobsRequest(completions=[a])),
+                 grpc.StatusCode.PERMISSION_DENIED)
+
+
 def test_every_rpc_takes_any_spelling_of_a_job_id_and_answers_the_canonical_one(manager: Any) -> None:
     parent = create(manager)
     child = create(manager, parent_id=parent.id)

@@ -50,7 +50,8 @@ def test_both_services_serve_prometheus_metrics(tmp_path: Path) -> None:
                      == jobs_pb2.JOB_STATUS_COMPLETED, 60, "the crawl")
         managed = scrape(manager.banner)
         executed = scrape(executor.banner)
-        assert managed['quaero_rpc_total{code="OK",method="CompleteLeasedJob"}'] == 4
+        # four pages recorded in one to four calls (records that queue up are sent together)
+        assert 1 <= managed['quaero_rpc_total{code="OK",method="CompleteLeasedJobs"}'] <= 4
         assert managed['quaero_rpc_total{code="OK",method="CreateJobDefinition"}'] == 1
         assert managed['quaero_rpc_seconds_count{code="OK",method="GetJob"}'] >= 4
         assert managed["quaero_pending_children"] == 0 and managed["quaero_watchers"] == 0

@@ -81,7 +81,7 @@ def inject(harness: CrawlHarness, spec: str) -> None:
 
 def test_a_record_the_manager_refuses_fails_the_page_record_failed_at_once(faulty: CrawlHarness) -> None:
     site = faulty.site({(APP, "/"): html("home", "/a"), (APP, "/a"): html("a")})
-    inject(faulty, "CompleteLeasedJob=INVALID_ARGUMENT*1")
+    inject(faulty, "CompleteLeasedJobs=INVALID_ARGUMENT*1")
     started = time.monotonic()
     result = faulty.crawl([f"http://{APP}:{site.port}/"], max_child_failures=1)
     assert time.monotonic() - started < 10
@@ -93,10 +93,20 @@ def test_a_record_the_manager_refuses_fails_the_page_record_failed_at_once(fault
 
 def test_a_transient_manager_error_while_recording_is_retried(faulty: CrawlHarness) -> None:
     site = faulty.site({(APP, "/"): html("home", "/a"), (APP, "/a"): html("a")})
-    inject(faulty, "CompleteLeasedJob=UNAVAILABLE*6")  # more than gRPC's own 5 attempts
+    inject(faulty, "CompleteLeasedJobs=UNAVAILABLE*6")  # more than gRPC's own 5 attempts
     result = faulty.crawl([f"http://{APP}:{site.port}/"])
     assert result.parent.status == jobs_pb2.JOB_STATUS_COMPLETED
     assert sorted(d.title for d in result.documents) == ["a", "home"]
+
+
+def test_a_manager_without_batched_records_gets_one_record_per_page(faulty: CrawlHarness) -> None:
+    """An older manager answers CompleteLeasedJobs UNIMPLEMENTED: the executor records page by page."""
+    site = faulty.site({(APP, "/"): html("home", "/a", "/b"), (APP, "/a"): html("a"), (APP, "/b"): html("b")})
+    inject(faulty, "CompleteLeasedJobs=UNIMPLEMENTED")
+    result = faulty.crawl([f"http://{APP}:{site.port}/"])
+    assert result.parent.status == jobs_pb2.JOB_STATUS_COMPLETED
+    assert sorted(d.title for d in result.documents) == ["a", "b", "home"]
+    assert all(child.attempts == 1 for child in result.children)
 
 
 def test_a_start_that_cannot_create_its_first_pages_fails_the_run_with_a_reason(faulty: CrawlHarness) -> None:

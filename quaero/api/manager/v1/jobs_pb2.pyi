@@ -1119,6 +1119,94 @@ class CompleteLeasedJobRequest(_message.Message):
 Global___CompleteLeasedJobRequest: _TypeAlias = CompleteLeasedJobRequest  # noqa: Y015
 
 @_typing.final
+class CompleteLeasedJobsRequest(_message.Message):
+    """Request for CompleteLeasedJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLETIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def completions(self) -> _containers.RepeatedCompositeFieldContainer[Global___CompleteLeasedJobRequest]:
+        """At most 100, each for a different job."""
+
+    def __init__(
+        self,
+        *,
+        completions: _abc.Iterable[Global___CompleteLeasedJobRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completions", b"completions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteLeasedJobsRequest: _TypeAlias = CompleteLeasedJobsRequest  # noqa: Y015
+
+@_typing.final
+class CompleteLeasedJobsResponse(_message.Message):
+    """Response of CompleteLeasedJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CompletionOutcome]:
+        """One per completion, in the request's order."""
+
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___CompletionOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteLeasedJobsResponse: _TypeAlias = CompleteLeasedJobsResponse  # noqa: Y015
+
+@_typing.final
+class CompletionOutcome(_message.Message):
+    """How one completion of a CompleteLeasedJobs call ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """0 when recorded; otherwise the gRPC status code CompleteLeasedJob would have answered for this
+    completion alone (google.rpc.Code: 3 INVALID_ARGUMENT, 5 NOT_FOUND, 10 ABORTED for a lost lease).
+    """
+    reason: _builtins.str
+    """With a code: the ErrorInfo reason (e.g. LEASE_LOST), the message, and the request field at fault."""
+    message: _builtins.str
+    field: _builtins.str
+    @_builtins.property
+    def job(self) -> Global___Job:
+        """The job as recorded (JOB_VIEW_BASIC: no config, metadata or result); unset when refused."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___Job | None = ...,
+        code: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        field: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "job", b"job", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompletionOutcome: _TypeAlias = CompletionOutcome  # noqa: Y015
+
+@_typing.final
 class ReleaseLeasesRequest(_message.Message):
     """Request for ReleaseLeases."""
 

@@ -111,6 +111,11 @@ class JobManagerStub:
                 request_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.CompleteLeasedJobRequest.SerializeToString,
                 response_deserializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.Job.FromString,
                 _registered_method=True)
+        self.CompleteLeasedJobs = channel.unary_unary(
+                '/quaero.manager.v1.JobManager/CompleteLeasedJobs',
+                request_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.CompleteLeasedJobsRequest.SerializeToString,
+                response_deserializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.CompleteLeasedJobsResponse.FromString,
+                _registered_method=True)
         self.ReleaseLeases = channel.unary_unary(
                 '/quaero.manager.v1.JobManager/ReleaseLeases',
                 request_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.ReleaseLeasesRequest.SerializeToString,
@@ -234,6 +239,15 @@ class JobManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompleteLeasedJobs(self, request, context):
+        """Finishes several leased jobs in one call and one transaction, each as CompleteLeasedJob would,
+        with an outcome per job: a lost lease or a refused record fails only its own job. An executor
+        sends the records that queued while its previous call was in flight (one call per few pages).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReleaseLeases(self, request, context):
         """Returns every job leased to worker_id to pending at once, without an attempt counted against it:
         an executor that restarts under the same worker id takes its predecessor's pages back without
@@ -321,6 +335,11 @@ def add_JobManagerServicer_to_server(servicer, server):
                     servicer.CompleteLeasedJob,
                     request_deserializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.CompleteLeasedJobRequest.FromString,
                     response_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+            ),
+            'CompleteLeasedJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteLeasedJobs,
+                    request_deserializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.CompleteLeasedJobsRequest.FromString,
+                    response_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.CompleteLeasedJobsResponse.SerializeToString,
             ),
             'ReleaseLeases': grpc.unary_unary_rpc_method_handler(
                     servicer.ReleaseLeases,
@@ -735,6 +754,33 @@ class JobManager:
             '/quaero.manager.v1.JobManager/CompleteLeasedJob',
             quaero_dot_manager_dot_v1_dot_jobs__pb2.CompleteLeasedJobRequest.SerializeToString,
             quaero_dot_manager_dot_v1_dot_jobs__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteLeasedJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quaero.manager.v1.JobManager/CompleteLeasedJobs',
+            quaero_dot_manager_dot_v1_dot_jobs__pb2.CompleteLeasedJobsRequest.SerializeToString,
+            quaero_dot_manager_dot_v1_dot_jobs__pb2.CompleteLeasedJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,11 @@ class JobManagerStub:
     """Finishes a leased job in one transaction: its status, result, the document it produced and the
     children it discovered; updates the parent's counters and finishes the parent when it is done.
     """
+    CompleteLeasedJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CompleteLeasedJobsRequest, _jobs_pb2.CompleteLeasedJobsResponse]
+    """Finishes several leased jobs in one call and one transaction, each as CompleteLeasedJob would,
+    with an outcome per job: a lost lease or a refused record fails only its own job. An executor
+    sends the records that queued while its previous call was in flight (one call per few pages).
+    """
     ReleaseLeases: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ReleaseLeasesRequest, _jobs_pb2.ReleaseLeasesResponse]
     """Returns every job leased to worker_id to pending at once, without an attempt counted against it:
     an executor that restarts under the same worker id takes its predecessor's pages back without
@@ -132,6 +137,11 @@ class JobManagerAsyncStub(JobManagerStub):
     CompleteLeasedJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CompleteLeasedJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
     """Finishes a leased job in one transaction: its status, result, the document it produced and the
     children it discovered; updates the parent's counters and finishes the parent when it is done.
+    """
+    CompleteLeasedJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CompleteLeasedJobsRequest, _jobs_pb2.CompleteLeasedJobsResponse]  # type: ignore[assignment]
+    """Finishes several leased jobs in one call and one transaction, each as CompleteLeasedJob would,
+    with an outcome per job: a lost lease or a refused record fails only its own job. An executor
+    sends the records that queued while its previous call was in flight (one call per few pages).
     """
     ReleaseLeases: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ReleaseLeasesRequest, _jobs_pb2.ReleaseLeasesResponse]  # type: ignore[assignment]
     """Returns every job leased to worker_id to pending at once, without an attempt counted against it:
@@ -275,6 +285,17 @@ class JobManagerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
         """Finishes a leased job in one transaction: its status, result, the document it produced and the
         children it discovered; updates the parent's counters and finishes the parent when it is done.
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteLeasedJobs(
+        self,
+        request: _jobs_pb2.CompleteLeasedJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.CompleteLeasedJobsResponse, _abc.Awaitable[_jobs_pb2.CompleteLeasedJobsResponse]]:
+        """Finishes several leased jobs in one call and one transaction, each as CompleteLeasedJob would,
+        with an outcome per job: a lost lease or a refused record fails only its own job. An executor
+        sends the records that queued while its previous call was in flight (one call per few pages).
         """
 
     @_abc_1.abstractmethod
