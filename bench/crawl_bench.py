@@ -29,6 +29,7 @@ from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 from quaero.client import ManagerClient
 from quaero.rpc.channel import open_channel
+from quaero.testing.metrics import rpc_counts, scrape
 from quaero.testing.processes import start_executor, start_manager
 
 HOST = "bench.site.test"
@@ -45,6 +46,7 @@ class Run:
     seconds: float
     cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds
     peak_mib: float = 0.0
+    calls: dict[str, float] = field(default_factory=dict)  # manager RPC method -> calls answered
 
     @property
     def rate(self) -> float:
@@ -147,7 +149,7 @@ def quaero_crawl(port: int, pages: int, concurrency: int, database_url: str) -> 
     with tempfile.TemporaryDirectory() as work:
         env = {"QUAERO_DATA_DIR": work, "QUAERO_API_TOKEN": TOKEN, "QUAERO_DATABASE_URL": database_url,
                "QUAERO_RESOLVE": f"{HOST}=127.0.0.1"}
-        manager = start_manager(env)
+        manager = start_manager(env, extra=["--metrics-listen", "127.0.0.1:0"])
         executor = start_executor(env, manager.address, extra=["--workers", str(concurrency), "--log-level",
                                                                 "WARNING"])
         try:
@@ -169,6 +171,7 @@ def _run_definition(manager: object, executor: object, port: int, pages: int, co
     client.definitions.CreateJobDefinition(definitions_pb2.CreateJobDefinitionRequest(job_definition=definition))
     channel = open_channel(executor_address, TOKEN)
     pids = {"manager": manager.process.pid, "executor": executor.process.pid}  # type: ignore[attr-defined]
+    calls_before = rpc_counts(scrape(manager.banner))  # type: ignore[attr-defined]
     before = {name: process_cpu(pid) for name, pid in pids.items()}
     database_before = postgres_cpu() if postgres else 0.0
     began = time.perf_counter()
@@ -181,6 +184,8 @@ def _run_definition(manager: object, executor: object, port: int, pages: int, co
     cpu = {name: process_cpu(pid) - before[name] for name, pid in pids.items()}
     if postgres:
         cpu["database"] = postgres_cpu() - database_before
+    calls = {method: count - calls_before.get(method, 0.0)
+             for method, count in rpc_counts(scrape(manager.banner)).items()}  # type: ignore[attr-defined]
     stored, token = 0, ""
     while True:
         page = client.documents.ListDocuments(documents_pb2.ListDocumentsRequest(
@@ -193,7 +198,7 @@ def _run_definition(manager: object, executor: object, port: int, pages: int, co
     peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
     channel.close()
     client.close()
-    return Run(stored, seconds, cpu, peak_kib / 1024)
+    return Run(stored, seconds, cpu, peak_kib / 1024, calls)
 
 
 def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], None]]:
@@ -269,6 +274,12 @@ def print_table(results: dict[str, list[Run]], runs: int) -> None:
               f"{rate / scrapy:.2f} | " if scrapy else f"| {labels[name]} | {measured[0].pages} | {rate:.0f} | - | ",
               end="")
         print(f"{rate / bare:.2f} | {per_page} | {peak} |" if bare else f"- | {per_page} | {peak} |")
+    for name, measured in results.items():
+        if measured[0].calls:
+            methods = sorted({method for run in measured for method in run.calls})
+            per_page = {m: statistics.median(r.calls.get(m, 0.0) / max(r.pages, 1) for r in measured) for m in methods}
+            listed = ", ".join(f"{m} {v:.2f}" for m, v in sorted(per_page.items(), key=lambda item: -item[1]) if v >= 0.005)
+            print(f"{labels[name]}: manager calls per page {sum(per_page.values()):.2f} ({listed})")
 
 
 if __name__ == "__main__":

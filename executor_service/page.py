@@ -32,7 +32,7 @@ from quaero.rpc.channel import TRANSIENT, call_patiently
 
 from .completions import Completions
 from .crawl.content import decode_text, is_text
-from .crawl.control import Control, FetchAborted
+from .crawl.control import Control
 from .crawl.cookie_jar import CookieJar
 from .crawl.fetcher import DEFAULT_USER_AGENT, Fetcher, FetchPolicy, FetchResult
 from .crawl.links import LinkScope, ParsedPage, parse_html
@@ -117,20 +117,20 @@ class PageRunner:
         self._parsers.shutdown(wait=True, cancel_futures=True)
         self._completions.close()
 
-    def run(self, job: jobs_pb2.Job, entry: InFlight) -> None:
-        """The page's verdict, recorded; FetchAborted when it was stopped from outside (nothing to record)."""
+    def run(self, job: jobs_pb2.Job, entry: InFlight) -> Completion | None:
+        """The page's verdict, to be recorded (`record`); None when there is nothing to record (the run
+        ended meanwhile); FetchAborted when it was stopped from outside."""
         control = entry.control
         parent = self._parent_of(job, control)
         if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
-            return  # cancelled or finished meanwhile; the manager has settled this child already
+            return None  # cancelled or finished meanwhile; the manager has settled this child already
         spec = CrawlSpec.from_config(struct_to_dict(parent.config).get("crawl") or {})
         with self._gate(parent.id, spec.concurrency, control) as waited:
             if waited:  # the run may have been cancelled while this page waited for its turn
                 parent = self._parent_of(job, control)
                 if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
-                    return
-            completion = self._crawl(job, parent, spec, control)
-        self.record(job, entry, completion)
+                    return None
+            return self._crawl(job, parent, spec, control)
 
     def _parent_of(self, job: jobs_pb2.Job, control: Control) -> jobs_pb2.Job:
         return call_patiently(lambda: self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job.parent_id)),
@@ -263,7 +263,11 @@ class PageRunner:
         body, page.body = page.body, b""
         return self._parsers.submit(_decode_and_parse, body, page.content_type).result()
 
-    def _complete(self, job: jobs_pb2.Job, entry: InFlight, completion: Completion) -> None:
+    def record(self, job: jobs_pb2.Job, entry: InFlight, completion: Completion, finished: Callable[[], None]) -> None:
+        """Hands the page's record over (it is sent in a batch with others: Completions) and returns;
+        `finished` is called once it is settled. A transient manager error is retried with backoff. If
+        the manager refuses the record (a bug, or limits out of step), the page fails RECORD_FAILED at
+        once rather than being fetched again and again until its lease attempts run out."""
         request = jobs_pb2.CompleteLeasedJobRequest(
             job_id=job.id, lease_token=entry.token, status=completion.status, error=completion.error,
             error_reason=completion.reason, children=completion.children, max_children=completion.max_children)
@@ -272,35 +276,31 @@ class PageRunner:
             request.document.CopyFrom(completion.document)
         if completion.status == jobs_pb2.JOB_STATUS_PENDING:
             request.retry_after.FromTimedelta(timedelta(seconds=min(max(completion.retry_after, 0.5), 3600)))
-        self._completions.record(request, entry.control)
 
-    def record(self, job: jobs_pb2.Job, entry: InFlight, completion: Completion) -> None:
-        """The page's record, sent in a batch with others (Completions); a transient manager error is
-        retried with backoff. If the manager refuses the page's record (a bug, or limits out of step), the
-        page fails RECORD_FAILED at once rather than being fetched again and again until its lease
-        attempts run out."""
-        try:
-            self._complete(job, entry, completion)
-        except grpc.RpcError as failure:
-            code = failure.code()  # type: ignore[attr-defined]
-            if code == grpc.StatusCode.ABORTED or code in TRANSIENT:
-                # ABORTED: the lease was lost (cancelled, or expired and taken); transient: the manager is
-                # away for over a minute, so nothing can be recorded and the lease decides.
-                log.warning("event=complete_failed job_id=%s code=%s detail=%s", job.id, code.name,
-                            failure.details())  # type: ignore[attr-defined]
-                return
-            log.error("event=record_refused job_id=%s code=%s detail=%s", job.id, code.name,
-                      failure.details())  # type: ignore[attr-defined]
-            if completion.reason != Reason.RECORD_FAILED:  # (if even that is refused, there is nothing smaller)
-                self.record(job, entry, Completion(
-                    jobs_pb2.JOB_STATUS_FAILED, Reason.RECORD_FAILED,
-                    f"the manager refused this page's record ({code.name}: {failure.details()})"))  # type: ignore[attr-defined]
-            return
-        except FetchAborted:
-            return
-        PAGES.labels(completion.reason or "OK", jobs_pb2.JobStatus.Name(completion.status)).inc()
-        if completion.status == jobs_pb2.JOB_STATUS_FAILED:
-            log.info("event=child_failed job_id=%s reason=%s", job.id, completion.reason)
+        def settled(failure: BaseException | None) -> None:
+            if failure is None:
+                PAGES.labels(completion.reason or "OK", jobs_pb2.JobStatus.Name(completion.status)).inc()
+                if completion.status == jobs_pb2.JOB_STATUS_FAILED:
+                    log.info("event=child_failed job_id=%s reason=%s", job.id, completion.reason)
+            elif isinstance(failure, grpc.RpcError):
+                code = failure.code()  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.ABORTED or code in TRANSIENT:
+                    # ABORTED: the lease was lost (cancelled, or expired and taken); transient: the manager
+                    # is away for over a minute, so nothing can be recorded and the lease decides.
+                    log.warning("event=complete_failed job_id=%s code=%s detail=%s", job.id, code.name,
+                                failure.details())  # type: ignore[attr-defined]
+                else:
+                    log.error("event=record_refused job_id=%s code=%s detail=%s", job.id, code.name,
+                              failure.details())  # type: ignore[attr-defined]
+                    if completion.reason != Reason.RECORD_FAILED:  # (if even that is refused, nothing is smaller)
+                        self.record(job, entry, Completion(
+                            jobs_pb2.JOB_STATUS_FAILED, Reason.RECORD_FAILED,
+                            f"the manager refused this page's record ({code.name}: {failure.details()})"),  # type: ignore[attr-defined]
+                            finished)
+                        return
+            finished()
+
+        self._completions.submit(request, settled)
 
 
 def _decode_and_parse(body: bytes | bytearray, content_type: str) -> tuple[ParsedPage | None, str, bool]:

@@ -48,7 +48,11 @@ class Worker:
         self.worker_id = worker_id or f"executor-{uuid.uuid4().hex[:8]}"
         self.pages = PageRunner(manager, fetcher, self.run_slot)
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.slots), thread_name_prefix="crawl")
+        # Leases held: pages being fetched (`_fetching` of them, at most `slots`) and pages whose record
+        # is on its way to the manager (at most `slots` more): a slot is free again as soon as its page
+        # handed its record over.
         self._active: dict[str, InFlight] = {}
+        self._fetching = 0
         self._active_lock = threading.Condition()
         # One concurrency gate per run; the oldest are forgotten (finished runs need none).
         self._run_gates: OrderedDict[str, threading.Semaphore] = OrderedDict()
@@ -87,9 +91,9 @@ class Worker:
                 entry.control.cancel("the executor is stopping")
             self._active_lock.notify_all()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.pages.close()  # the records already handed over are sent first
         if self.slots:
             self._release("stop")  # the pages this executor gave up on go back to pending now
-        self.pages.close()
 
     @property
     def in_flight(self) -> int:
@@ -121,15 +125,15 @@ class Worker:
         batch = max(1, self.slots // LEASE_BATCH_DIVISOR)
         while not self._stop.is_set():
             with self._active_lock:
-                while len(self._active) >= self.slots and not self._stop.is_set():
+                while self._free() <= 0 and not self._stop.is_set():
                     self._active_lock.wait(0.5)
                 # Lease in batches: while busy, wait (briefly) until a quarter of the slots are free, so a
                 # busy crawl makes one LeaseJobs call per few pages rather than one per page.
                 deadline = time.monotonic() + LEASE_GATHER_SECONDS
-                while (0 < self.slots - len(self._active) < batch and self._active and not self._stop.is_set()
+                while (0 < self._free() < batch and self._fetching and not self._stop.is_set()
                        and time.monotonic() < deadline):
                     self._active_lock.wait(max(0.0, deadline - time.monotonic()))
-                free = self.slots - len(self._active)
+                free = self._free()
             if self._stop.is_set():
                 return
             try:
@@ -156,11 +160,16 @@ class Worker:
             with self._active_lock:
                 for entry in entries:
                     self._active[entry.job_id] = entry
+                self._fetching += len(entries)
             for leased, entry in zip(response.leased_jobs, entries, strict=True):
                 try:
                     self._pool.submit(self._run_leased, leased.job, entry)
                 except RuntimeError:  # shutting down: the lease expires and another executor takes it
                     return
+
+    def _free(self) -> int:
+        """Slots to lease for (under _active_lock)."""
+        return min(self.slots - self._fetching, 2 * self.slots - len(self._active))
 
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_seconds / 3):
@@ -206,9 +215,9 @@ class Worker:
                             entry.control.cancel(f"the run is {status_label(parent.status)}")
 
     def _run_leased(self, job: jobs_pb2.Job, entry: InFlight) -> None:
+        completion = None
         try:
-            self.pages.run(job, entry)
-            self.children_processed += 1
+            completion = self.pages.run(job, entry)
         except FetchAborted as stopped:
             log.info("event=child_abandoned job_id=%s why=%r", job.id, str(stopped))
         except grpc.RpcError as error:
@@ -219,11 +228,23 @@ class Worker:
             incident = uuid.uuid4().hex[:12]
             log.error("event=child_crashed job_id=%s incident=%s error=%s", job.id, incident, type(error).__name__,
                       exc_info=error)
-            self.pages.record(job, entry, Completion(jobs_pb2.JOB_STATUS_FAILED, Reason.EXECUTOR_ERROR,
-                                                     f"the executor failed on this page (incident {incident}, "
-                                                     f"{type(error).__name__}); see its log"))
+            completion = Completion(jobs_pb2.JOB_STATUS_FAILED, Reason.EXECUTOR_ERROR,
+                                    f"the executor failed on this page (incident {incident}, "
+                                    f"{type(error).__name__}); see its log")
         finally:
             with self._active_lock:
-                self._active.pop(job.id, None)
+                self._fetching -= 1
                 self._active_lock.notify_all()
-            self._wake.set()
+        if completion is None:
+            self._forget(job.id)
+        else:
+            self.pages.record(job, entry, completion, lambda: self._forget(job.id, recorded=True))
+
+    def _forget(self, job_id: str, recorded: bool = False) -> None:
+        """The page's lease is settled (recorded, refused, or left to expire): stop renewing it."""
+        if recorded:
+            self.children_processed += 1
+        with self._active_lock:
+            self._active.pop(job_id, None)
+            self._active_lock.notify_all()
+        self._wake.set()

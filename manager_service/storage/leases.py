@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -34,6 +35,26 @@ MAX_LEASED_AT_ONCE = 100
 MAX_RETRY_AFTER = timedelta(hours=1)
 MAX_COMPLETIONS_AT_ONCE = 100
 PENDING, RUNNING = JobStatus.PENDING.value, JobStatus.RUNNING.value
+
+
+@dataclass
+class _Tally:
+    finished: int = 0
+    failed: int = 0
+    created: int = 0
+
+
+@dataclass
+class _Parents:
+    """The parents of one call's completions: rows locked so far, and what their counters owe."""
+    locked: dict[str, Job] = field(default_factory=dict)
+    tallies: dict[str, _Tally] = field(default_factory=dict)
+
+    def tally(self, parent_id: str, created: int, failed: bool) -> None:
+        tally = self.tallies.setdefault(parent_id, _Tally())
+        tally.finished += 1
+        tally.failed += int(failed)
+        tally.created += created
 
 
 class LeaseQueue:
@@ -180,12 +201,22 @@ class LeaseQueue:
         changed: set[str] = set()
         with self.db.write_engine.begin() as conn:
             stamp = self.rows.clock.now()
+            # The jobs that end are locked in one statement, before any parent (one lock order for all).
+            held = self.rows.select_many_for_update(conn, [
+                c.job_id for c, outcome in zip(completions, outcomes, strict=True)
+                if outcome is None and c.status != PENDING])
+            parents = _Parents()
             for index, completion in enumerate(completions):
                 if outcomes[index] is None:
                     try:
-                        outcomes[index] = self._record(conn, completion, stamp, changed)
+                        outcomes[index] = self._record(conn, completion, held.get(completion.job_id), stamp,
+                                                       parents, changed)
                     except (JobNotFound, LeaseLost) as refused:
                         outcomes[index] = refused
+            # Each parent's counters move once for all of its children in this call.
+            for parent_id, tally in parents.tallies.items():
+                self.lifecycle.children_finished(conn, parent_id, finished=tally.finished, failed=tally.failed,
+                                                 created=tally.created, changed=changed)
         self.notifier.notify(*changed)
         return [outcome for outcome in outcomes if outcome is not None]  # (all are set by now)
 
@@ -213,11 +244,12 @@ class LeaseQueue:
         for index, spec in enumerate(completion.children):
             jsonvalues.check_object(spec.config, f"children[{index}].config")
 
-    def _record(self, conn: Connection, completion: Completion, stamp: datetime, changed: set[str]) -> Job:
-        """One completion inside the caller's transaction. Raises JobNotFound or LeaseLost before writing."""
+    def _record(self, conn: Connection, completion: Completion, job: Job | None, stamp: datetime,
+                parents: _Parents, changed: set[str]) -> Job:
+        """One completion inside the caller's transaction (`job`: its row, locked). Raises JobNotFound or
+        LeaseLost before writing anything; the parent's counters are left to the caller (`parents`)."""
         if completion.status == PENDING:
             return self._give_back(conn, completion, stamp, changed)
-        job = self.rows.select_for_update(conn, completion.job_id)
         if job is None:
             raise JobNotFound(completion.job_id)
         if job.lease_token != completion.token or not completion.token:
@@ -230,14 +262,18 @@ class LeaseQueue:
             self.documents.upsert(conn, completion.document, job.id, job.parent_id or "", stamp)
         created = 0
         if completion.children and completion.status == JobStatus.COMPLETED and job.parent_id:
-            parent = self.rows.lock_parent(conn, job.parent_id)
+            parent = parents.locked.get(job.parent_id) or self.rows.lock_parent(conn, job.parent_id)
             if not parent.status.terminal:
                 created = len(self.rows.insert_children(conn, parent, completion.children, completion.max_children,
                                                         bump_parent=False).jobs)
-        # The parent's counters take the new children and this child's end in one UPDATE.
-        return self.lifecycle.set_status(conn, job, completion.status, error=completion.error,
-                                         error_reason=completion.error_reason, result=completion.result,
-                                         children_created=created, changed=changed)
+            # Later children of this call see the places these took (the counters move at the end).
+            parents.locked[job.parent_id] = replace(parent, progress_total=parent.progress_total + created)
+        finished = self.lifecycle.set_status(conn, job, completion.status, error=completion.error,
+                                             error_reason=completion.error_reason, result=completion.result,
+                                             changed=changed, settle_parent=False)
+        if job.parent_id:
+            parents.tally(job.parent_id, created, failed=completion.status == JobStatus.FAILED)
+        return finished
 
     def _give_back(self, conn: Connection, completion: Completion, stamp: datetime, changed: set[str]) -> Job:
         """A leased child goes back to pending, not to be leased before retry_after (the page failed in a

@@ -38,9 +38,10 @@ class Lifecycle:
 
     def set_status(self, conn: Connection, job: Job, status: JobStatus, *, etag: str = "", error: str = "",
                    error_reason: str = "", result: dict[str, Any] | None = None, children_created: int = 0,
-                   changed: set[str] | None = None) -> Job:
-        """Writes the status (and its times); a child's end settles its parent in the same transaction.
-        The ids of every job this changed are added to `changed` (for the watchers)."""
+                   changed: set[str] | None = None, settle_parent: bool = True) -> Job:
+        """Writes the status (and its times); a child's end settles its parent in the same transaction
+        (unless the caller settles several children's parent at once: settle_parent=False, then
+        children_finished). The ids of every job this changed are added to `changed` (for the watchers)."""
         changed = changed if changed is not None else set()
         changed.add(job.id)
         stamp = self.rows.clock.now()
@@ -60,16 +61,18 @@ class Lifecycle:
             values["result"] = result
         updated = self.rows.conditional_update(conn, job.id, etag, values)
         if status.terminal:
-            if job.parent_id:
-                self._on_child_finished(conn, job.parent_id, failed=status == JobStatus.FAILED,
-                                        created=children_created, changed=changed)
+            if job.parent_id and settle_parent:
+                self.children_finished(conn, job.parent_id, finished=1, failed=int(status == JobStatus.FAILED),
+                                       created=children_created, changed=changed)
             if status == JobStatus.CANCELLED:
                 self.cancel_children(conn, job.id, stamp, changed)
         return updated
 
-    def _on_child_finished(self, conn: Connection, parent_id: str, failed: bool, created: int,
-                           changed: set[str]) -> None:
-        counters = self.rows.bump_parent(conn, parent_id, created=created, finished=1, failed=int(failed))
+    def children_finished(self, conn: Connection, parent_id: str, *, finished: int, failed: int, created: int,
+                          changed: set[str]) -> None:
+        """`finished` children of the parent ended (`failed` of them failed) and discovered `created` new
+        ones: its counters move in one UPDATE, and it ends when that was the last or too many failed."""
+        counters = self.rows.bump_parent(conn, parent_id, created=created, finished=finished, failed=failed)
         changed.add(parent_id)
         if counters.status != JobStatus.RUNNING:
             return

@@ -2,32 +2,19 @@
 watchers and pending children, scraped over HTTP from the real processes after a small crawl."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
-
-import httpx
 
 from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
 from quaero.api.manager.v1 import definitions_pb2, jobs_pb2
 from quaero.client import ManagerClient
 from quaero.rpc.channel import open_channel
 from quaero.testing.harness import LOCAL_SITES
+from quaero.testing.metrics import scrape
 from quaero.testing.processes import start_executor, start_manager
 from quaero.testing.site import Routes, SiteServer, html
 from tests.process.test_executor_process import wait_for
 
 TOKEN = "metrics-token"
-
-
-def scrape(banner: str) -> dict[str, float]:
-    url = re.search(r"metrics: (http://\S+/metrics)", banner)
-    assert url, banner
-    samples: dict[str, float] = {}
-    for line in httpx.get(url.group(1), timeout=5).text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 def test_both_services_serve_prometheus_metrics(tmp_path: Path) -> None:

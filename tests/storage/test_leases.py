@@ -118,3 +118,36 @@ def test_children_are_deduplicated_against_the_run_and_cut_at_max_children(store
     again = stores.jobs.create_children(parent.id, [spec("c"), spec("f")], 0)  # no limit: one statement
     assert [job.dedup_key for job in again.jobs] == ["f"] and again.duplicates == 1
     assert stores.jobs.get(parent.id).progress_total == 7
+
+
+def test_a_batch_of_completions_shares_the_parents_places_and_settles_it_once(stores: Stores, kind: str) -> None:
+    """Three pages of one run in one call: the children they discover share max_children (the second
+    page sees the places the first took), the counters move once, and the run ends when that was all."""
+    from manager_service.storage.records import Completion
+
+    parent, _ = run_with_children(stores, kind, count=3, max_child_failures=0)
+    leased, token = stores.leases.lease("w", 3, 30 * SECOND, kind)
+    found = lambda *keys: [ChildSpec(kind, k, {}, k, 1) for k in keys]  # noqa: E731
+    outcomes = stores.leases.complete_many([
+        Completion(leased[0].id, token, JobStatus.COMPLETED, children=found("x", "y"), max_children=6),
+        Completion(leased[1].id, token, JobStatus.COMPLETED, children=found("y", "z", "w"), max_children=6),
+        Completion(leased[2].id, "stale", JobStatus.COMPLETED)])
+    assert [type(o).__name__ for o in outcomes] == ["Job", "Job", "LeaseLost"]
+    run = stores.jobs.get(parent.id)
+    assert (run.progress_current, run.progress_total, run.status) == (2, 6, JobStatus.RUNNING)
+    more, token = stores.leases.lease("w", 5, 30 * SECOND, kind)
+    assert sorted(job.name for job in more) == ["x", "y", "z"]  # w found no place; the third page is still held
+    outcomes = stores.leases.complete_many(
+        [Completion(leased[2].id, _token_of(stores, leased[2].id), JobStatus.COMPLETED)]
+        + [Completion(job.id, token, JobStatus.FAILED if job.name == "z" else JobStatus.COMPLETED, error="x")
+           for job in more])
+    assert all(isinstance(o, Job) for o in outcomes)
+    run = stores.jobs.get(parent.id)
+    assert (run.progress_current, run.children_failed, run.status) == (6, 1, JobStatus.FAILED)
+    assert run.error_reason == "TOO_MANY_CHILD_FAILURES"
+
+
+def _token_of(stores: Stores, job_id: str) -> str:
+    token = stores.jobs.get(job_id).lease_token
+    assert token
+    return token
