@@ -2,7 +2,7 @@
 
 SQLite: WAL, a busy timeout, foreign keys on, and every write through ONE connection (a pool of one),
 which keeps write latency flat; reads use their own small pool, which WAL lets run beside the writer.
-PostgreSQL: one pooled engine for both.
+PostgreSQL: a pool for writes (transactions) and one for reads (autocommit: single statements).
 """
 from __future__ import annotations
 
@@ -99,9 +99,14 @@ def connect(url: str) -> Database:
         return Database(writer, reader)
     # No pre-ping: it doubled the round trips of every call; broken connections are invalidated on error.
     instance = f"quaero-manager-{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(url, hide_parameters=True, pool_size=20, max_overflow=20, pool_recycle=600,
-                              connect_args={"application_name": instance})
-    return Database(engine, engine, instance)
+    common: dict[str, Any] = {"hide_parameters": True, "pool_recycle": 600,
+                              "connect_args": {"application_name": instance}}
+    writer = sa.create_engine(url, pool_size=12, max_overflow=12, **common)
+    # Reads are single statements: in autocommit, each is one round trip (no BEGIN before it, no ROLLBACK
+    # after it on return to the pool). GetJob's server CPU on PostgreSQL: see README, Benchmarks.
+    reader = sa.create_engine(url, pool_size=8, max_overflow=8, isolation_level="AUTOCOMMIT",
+                              pool_reset_on_return=None, **common)
+    return Database(writer, reader, instance)
 
 
 def migrate(db: Database, revision: str = "head") -> None:

@@ -69,6 +69,8 @@ class JobsSql:
         # SQLAlchemy's own paths react the same way (the whole pool is replaced).
         connection.invalidate(error)
         self.db.write_engine.dispose(close=False)
+        if self.db.read_engine is not self.db.write_engine:
+            self.db.read_engine.dispose(close=False)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         for attempt in (1, 2):
