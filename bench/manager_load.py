@@ -83,10 +83,9 @@ def drive(start_call: Callable[[int], Any], in_flight: int, duration: float) -> 
     return Result(len(latencies), time.perf_counter() - began, latencies)
 
 
-def server_cpu(pid: int, postgres: bool) -> float:
-    """CPU seconds of the manager so far, plus the PostgreSQL server's when it is the database."""
-    total = process_cpu(pid)
-    return total + postgres_cpu() if postgres else total
+def server_cpu(pid: int, postgres: bool) -> tuple[float, float]:
+    """CPU seconds so far of the manager, and of the PostgreSQL server when it is the database."""
+    return process_cpu(pid), postgres_cpu() if postgres else 0.0
 
 
 def bench_backend(label: str, env: dict[str, str], levels: list[int], duration: float) -> list[tuple[Any, ...]]:
@@ -115,14 +114,17 @@ def bench_backend(label: str, env: dict[str, str], levels: list[int], duration: 
                 drive(call, level, min(0.3, duration))  # warm up
                 before = server_cpu(manager.process.pid, postgres)
                 result = drive(call, level, duration)
-                cpu_per_call = (server_cpu(manager.process.pid, postgres) - before) / result.calls * 1000
+                after = server_cpu(manager.process.pid, postgres)
+                manager_cpu, database_cpu = ((a - b) / result.calls * 1000 for a, b in zip(after, before, strict=True))
+                cpu_per_call = manager_cpu + database_cpu
                 baseline = baseline or result.rate
                 baseline_cpu = baseline_cpu or cpu_per_call
                 rows.append((label, name, level, result.rate, result.percentile(0.5), result.percentile(0.99),
                              result.rate / baseline, cpu_per_call, cpu_per_call / baseline_cpu))
                 print(f"  {label:10} {name:27} in flight {level:3}: {result.rate:8.0f}/s p50 "
                       f"{result.percentile(0.5):6.2f} ms p99 {result.percentile(0.99):6.2f} ms "
-                      f"ratio {result.rate / baseline:.2f} server CPU {cpu_per_call:.3f} ms/call", flush=True)
+                      f"ratio {result.rate / baseline:.2f} server CPU {cpu_per_call:.3f} ms/call (manager {manager_cpu:.3f}"
+                      + (f", database {database_cpu:.3f})" if postgres else ")"), flush=True)
         client.close()
     finally:
         manager.stop()
