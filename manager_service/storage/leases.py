@@ -34,6 +34,9 @@ MAX_ERROR_REASON_CHARS = 64
 MAX_LEASED_AT_ONCE = 100
 MAX_RETRY_AFTER = timedelta(hours=1)
 MAX_COMPLETIONS_AT_ONCE = 100
+# lease() returns expired leases to pending first, at most this often (it was a query per call; a lease
+# expires after 30 s by default, so a second more is nothing).
+EXPIRE_EVERY = timedelta(seconds=1)
 PENDING, RUNNING = JobStatus.PENDING.value, JobStatus.RUNNING.value
 
 
@@ -57,6 +60,28 @@ class _Parents:
         tally.created += created
 
 
+def _lease_statement(of_type: bool) -> Any:
+    """UPDATE ... RETURNING of the oldest pending children (FOR UPDATE SKIP LOCKED: concurrent leases on
+    PostgreSQL take different rows), built once: building it per call cost more than running it."""
+    now = sa.bindparam("l_now", type_=jobs.c.updated_at.type)
+    candidates = sa.select(jobs.c.id).where(
+        jobs.c.status == PENDING, jobs.c.parent_id.is_not(None),
+        sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
+    if of_type:
+        candidates = candidates.where(jobs.c.type == sa.bindparam("l_type"))
+    candidates = candidates.order_by(jobs.c.created_at, jobs.c.id).limit(sa.bindparam("l_limit")).with_for_update(
+        skip_locked=True)
+    return (sa.update(jobs).where(jobs.c.id.in_(candidates.scalar_subquery()))
+            .values(status=RUNNING, lease_token=sa.bindparam("l_token"), lease_owner=sa.bindparam("l_owner"),
+                    lease_expires_at=sa.bindparam("l_until", type_=jobs.c.lease_expires_at.type),
+                    started_at=sa.func.coalesce(jobs.c.started_at, now), attempts=jobs.c.attempts + 1,
+                    not_before=None, version=jobs.c.version + 1, updated_at=now)
+            .returning(*jobs.c))
+
+
+LEASE_OF_TYPE, LEASE_ANY = _lease_statement(True), _lease_statement(False)
+
+
 class LeaseQueue:
     def __init__(self, db: Database, rows: JobRows, lifecycle: Lifecycle, documents: DocumentStore,
                  notifier: ChangeNotifier) -> None:
@@ -65,6 +90,7 @@ class LeaseQueue:
         self.lifecycle = lifecycle
         self.documents = documents
         self.notifier = notifier
+        self._expired_at: datetime | None = None  # when lease() last returned expired leases to pending
 
     def lease(self, worker_id: str, max_jobs: int, duration: timedelta, type: str) -> tuple[list[Job], str]:
         check_text(worker_id, "worker_id", MAX_WORKER_ID_CHARS)
@@ -78,21 +104,12 @@ class LeaseQueue:
         stamp = self.rows.clock.now()
         changed: set[str] = set()
         with self.db.write_engine.begin() as conn:
-            self._expire(conn, stamp, changed)
-            candidates = sa.select(jobs.c.id).where(
-                jobs.c.status == PENDING, jobs.c.parent_id.is_not(None),
-                sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= stamp))
-            if type:
-                candidates = candidates.where(jobs.c.type == type)
-            candidates = candidates.order_by(jobs.c.created_at, jobs.c.id).limit(max_jobs).with_for_update(
-                skip_locked=True)
-            rows = [Job.from_row(row) for row in conn.execute(
-                sa.update(jobs).where(jobs.c.id.in_(candidates.scalar_subquery()))
-                .values(status=RUNNING, lease_token=token, lease_owner=worker_id,
-                        lease_expires_at=stamp + timedelta(seconds=seconds),
-                        started_at=sa.func.coalesce(jobs.c.started_at, stamp), attempts=jobs.c.attempts + 1,
-                        not_before=None, version=jobs.c.version + 1, updated_at=stamp)
-                .returning(*jobs.c)).mappings()]
+            if self._expired_at is None or stamp - self._expired_at >= EXPIRE_EVERY:
+                self._expire(conn, stamp, changed)
+                self._expired_at = stamp
+            rows = [Job.from_row(row) for row in conn.execute(LEASE_OF_TYPE if type else LEASE_ANY, {
+                "l_type": type, "l_limit": max_jobs, "l_now": stamp, "l_token": token, "l_owner": worker_id,
+                "l_until": stamp + timedelta(seconds=seconds)}).mappings()]
         changed.update(job.id for job in rows)
         self.notifier.notify(*changed)
         return rows, token
