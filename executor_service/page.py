@@ -11,10 +11,11 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from quaero.cookies import StoredCookie
 from quaero.crawl_spec import CrawlSpec
 from quaero.errors import Reason
 from quaero.limits import MAX_TEXT_BYTES, truncate_utf8
+from quaero.network_policy import NetworkPolicy
 from quaero.patterns import compile_all
 from quaero.rpc.channel import TRANSIENT, call_patiently
 
@@ -76,6 +78,50 @@ class Completion:
     retry_after: float = 0.0
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run's config means for its pages (the crawl spec, its network policy, compiled patterns,
+    the link scope), worked out once per config rather than on every page."""
+    spec: CrawlSpec
+    network: NetworkPolicy
+    logged_out: list[Any]
+    scope: LinkScope | None  # None when the run names no start URLs: each page's own URL scopes it
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> RunSettings:
+        spec = CrawlSpec.from_config(config.get("crawl") or {})
+        settings = cls(spec, spec.network_policy(), compile_all(spec.logged_out_patterns), None)
+        return replace(settings, scope=settings.scope_from("")) if spec.start_urls else settings
+
+    def scope_from(self, url: str) -> LinkScope:
+        spec = self.spec
+        return LinkScope(start_urls=list(spec.start_urls or (url,)), same_site_only=spec.same_site_only,
+                         include=list(spec.include_patterns), exclude=list(spec.exclude_patterns))
+
+
+class RunSettingsCache:
+    """RunSettings by the parent's config (its exact bytes): the pages of a run share one."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._settings: OrderedDict[bytes, RunSettings] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(self, parent: jobs_pb2.Job) -> RunSettings:
+        key = parent.config.SerializeToString(deterministic=True)
+        with self._lock:
+            found = self._settings.get(key)
+            if found is not None:
+                self._settings.move_to_end(key)
+                return found
+        settings = RunSettings.of(struct_to_dict(parent.config))
+        with self._lock:
+            self._settings[key] = settings
+            while len(self._settings) > self._size:
+                self._settings.popitem(last=False)
+        return settings
+
+
 class CredentialsCache:
     """Credentials by auth_id, kept for a couple of seconds: the children of one run share them, and a
     re-import is seen within CREDENTIALS_TTL_SECONDS. Which auth_id a child uses is still read from
@@ -110,6 +156,7 @@ class PageRunner:
         self.fetcher = fetcher
         self._gate = gate  # holds a run's concurrency slot (see Worker.run_slot)
         self._credentials = CredentialsCache(manager)
+        self._settings = RunSettingsCache()
         self._parsers = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="parse")
         self._completions = Completions(manager)
 
@@ -124,13 +171,13 @@ class PageRunner:
         parent = self._parent_of(job, control)
         if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
             return None  # cancelled or finished meanwhile; the manager has settled this child already
-        spec = CrawlSpec.from_config(struct_to_dict(parent.config).get("crawl") or {})
-        with self._gate(parent.id, spec.concurrency, control) as waited:
+        settings = self._settings.of(parent)
+        with self._gate(parent.id, settings.spec.concurrency, control) as waited:
             if waited:  # the run may have been cancelled while this page waited for its turn
                 parent = self._parent_of(job, control)
                 if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
                     return None
-            return self._crawl(job, parent, spec, control)
+            return self._crawl(job, parent, settings, control)
 
     def _parent_of(self, job: jobs_pb2.Job, control: Control) -> jobs_pb2.Job:
         return call_patiently(lambda: self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job.parent_id)),
@@ -161,13 +208,15 @@ class PageRunner:
         except grpc.RpcError as error:
             log.warning("event=job_log_failed job_id=%s code=%s", job_id, error.code().name)  # type: ignore[attr-defined]
 
-    def _policy(self, run_id: str, spec: CrawlSpec, user_agent: str) -> FetchPolicy:
+    @staticmethod
+    def _policy(run_id: str, settings: RunSettings, user_agent: str) -> FetchPolicy:
+        spec = settings.spec
         return FetchPolicy(user_agent=user_agent or DEFAULT_USER_AGENT, timeout=spec.request_timeout_seconds,
                            per_host_delay=spec.per_host_delay_seconds, obey_robots=not spec.ignore_robots_txt,
-                           logged_out=compile_all(spec.logged_out_patterns), network=spec.network_policy(),
-                           run_id=run_id)
+                           logged_out=settings.logged_out, network=settings.network, run_id=run_id)
 
-    def _crawl(self, job: jobs_pb2.Job, parent: jobs_pb2.Job, spec: CrawlSpec, control: Control) -> Completion:
+    def _crawl(self, job: jobs_pb2.Job, parent: jobs_pb2.Job, settings: RunSettings, control: Control) -> Completion:
+        spec = settings.spec
         config = struct_to_dict(job.config)  # an auth_id in here is deliberately ignored
         url = str(config.get("url", ""))
         depth = int(config.get("depth", job.depth))
@@ -190,7 +239,7 @@ class PageRunner:
                                   f"cannot load credentials {choice.auth_id!r}: {error.details()}")  # type: ignore[attr-defined]
             cookies = [cookie_from_proto(c) for c in credentials.cookies]
             user_agent = user_agent or credentials.user_agent
-        policy = self._policy(parent.id, spec, user_agent)
+        policy = self._policy(parent.id, settings, user_agent)
         jar = CookieJar(cookies)
         if cookies and jar.all_expired_for(url):
             return Completion(jobs_pb2.JOB_STATUS_FAILED, Reason.AUTH_EXPIRED,
@@ -204,7 +253,7 @@ class PageRunner:
         FETCH_SECONDS.labels("fetched").observe(time.perf_counter() - started)
         log.debug("event=page_fetched job_id=%s status=%d hops=%d body_bytes=%d", job.id, page.status_code,
                   len(page.hops), len(page.body))
-        return self._stored(job, url, depth, page, spec, policy, choice, bool(cookies))
+        return self._stored(job, url, depth, page, settings, policy, choice, bool(cookies))
 
     @staticmethod
     def _verdict(job: jobs_pb2.Job, url: str, verdict: Verdict) -> Completion:
@@ -219,7 +268,7 @@ class PageRunner:
                               f"{verdict}; gave up after {job.attempts} attempts")
         return Completion(jobs_pb2.JOB_STATUS_FAILED, verdict.reason, str(verdict))
 
-    def _stored(self, job: jobs_pb2.Job, url: str, depth: int, page: FetchResult, spec: CrawlSpec,
+    def _stored(self, job: jobs_pb2.Job, url: str, depth: int, page: FetchResult, settings: RunSettings,
                 policy: FetchPolicy, choice: AuthChoice, cookies_sent: bool) -> Completion:
         content_hash = hashlib.sha256(page.body).hexdigest()
         parsed, text, truncated = self._read(page)
@@ -229,9 +278,9 @@ class PageRunner:
             content_type=page.content_type)
         children: list[jobs_pb2.ChildJobSpec] = []
         dropped = parsed.links_dropped if parsed else 0
+        spec = settings.spec
         if parsed and depth < spec.max_depth:
-            scope = LinkScope(start_urls=list(spec.start_urls or (url,)), same_site_only=spec.same_site_only,
-                              include=list(spec.include_patterns), exclude=list(spec.exclude_patterns))
+            scope = settings.scope or settings.scope_from(url)
             links, over = scope.follow(parsed.links, page.final_url)
             dropped += over
             for link in links:
