@@ -7,6 +7,7 @@ a stream), and parsing is linear in C (0.5 s for 5 MiB of tag soup, where html.p
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,20 +105,57 @@ class _Collector:
         return self
 
 
+class _Target:
+    """The parser's target for the page being parsed: lxml inspects a target's methods when a parser is
+    made (inspect.getfullargspec, ~4% of the executor's CPU when a parser was made per page), so each
+    thread keeps one parser whose target hands the events to that page's collector."""
+
+    def __init__(self) -> None:
+        self.collector = _Collector()
+
+    def start(self, tag: Any, attrib: Any) -> None:
+        self.collector.start(tag, attrib)
+
+    def end(self, tag: Any) -> None:
+        self.collector.end(tag)
+
+    def data(self, data: str) -> None:
+        self.collector.data(data)
+
+    def close(self) -> _Collector:
+        return self.collector.close()
+
+
+# A parser kept after a page this big would hold libxml2's state for it (13 MiB for 5 MiB of nested
+# tags): such a page gets a parser of its own, freed at once.
+REUSED_PARSER_MAX_CHARS = 256 * 1024
+_parsers = threading.local()
+
+
 def parse_html(html: str) -> ParsedPage:
-    collector = _Collector()
-    parser = lxml.etree.HTMLParser(target=collector, recover=True, no_network=True)
+    reuse = len(html) <= REUSED_PARSER_MAX_CHARS
+    kept: tuple[Any, _Target] | None = getattr(_parsers, "kept", None) if reuse else None
+    if kept is None:
+        target = _Target()
+        kept = (lxml.etree.HTMLParser(target=target, recover=True, no_network=True), target)
+    parser, target = kept
+    collector = target.collector = _Collector()
     try:
         parser.feed(html)
         parser.close()
     except (lxml.etree.LxmlError, ValueError, UnicodeError):
         collector.close()  # keep what was read before the parser gave up
-    # The parser and its target form a reference cycle that holds libxml2's parser state (13 MiB for
-    # 5 MiB of nested tags) until the cyclic GC gets to it, which under load is many pages later
-    # (measured: +12 MiB per such page, 378 MiB for 16). Collecting the young generations now frees
-    # it at once; it costs ~10 us for a usual page.
-    del parser
-    gc.collect(1)
+        reuse = False  # (a parser that gave up midway is not trusted with the next page)
+    target.collector = _Collector()
+    if reuse:
+        _parsers.kept = kept
+    else:
+        _parsers.kept = None
+        # The parser and its target form a reference cycle that holds libxml2's parser state until the
+        # cyclic GC gets to it, which under load is many pages later (measured: +12 MiB per such page,
+        # 378 MiB for 16). Collecting the young generations now frees it at once (~10 us).
+        del parser, kept
+        gc.collect(1)
     title = " ".join("".join(collector.title).split())[:MAX_TITLE_CHARS]
     return ParsedPage(title=title, text="\n".join(collector.parts), links=collector.links,
                       text_truncated=collector.truncated, links_dropped=collector.links_dropped)
