@@ -229,6 +229,7 @@ def main() -> int:
     try:
         for round_number in range(args.runs):
             for name in results:
+                site_before = process_cpu(site.pid)
                 if name == "scrapy":
                     run = scrapy_crawl(port, args.concurrency)
                 elif name == "bare":
@@ -241,6 +242,7 @@ def main() -> int:
                         run = quaero_crawl(port, args.pages, args.concurrency, url)
                     finally:
                         drop()
+                run.cpu["site"] = process_cpu(site.pid) - site_before  # the same site serves every crawler
                 cpu = ", ".join(f"{k} {v:.2f} s" for k, v in run.cpu.items())
                 print(f"round {round_number + 1} {name:8} {run.pages} pages in {run.seconds:.2f} s = {run.rate:.0f}/s "
                       f"(CPU {cpu})", flush=True)
