@@ -12,6 +12,7 @@ from .definitions import DefinitionStore
 from .documents import DocumentStore
 from .job_rows import JobRows
 from .jobs import JobStore
+from .jobs_sql import JobsSql
 from .leases import LeaseQueue
 from .lifecycle import Lifecycle
 from .paging import PageTokens
@@ -32,7 +33,7 @@ class Stores:
     @classmethod
     def open(cls, db: Database, box: SecretBox, clock: Clock = SYSTEM) -> Stores:
         notifier = ChangeNotifier()
-        rows = JobRows(clock)
+        rows = JobRows(clock, JobsSql(db))
         lifecycle = Lifecycle(rows)
         tokens = PageTokens(box.derived_key("page tokens"))
         documents = DocumentStore(db, tokens)

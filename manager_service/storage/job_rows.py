@@ -15,6 +15,7 @@ from quaero.errors import Aborted, JobNotFound, Reason
 from quaero.job_status import JobStatus
 
 from .clock import Clock
+from .jobs_sql import JobsSql
 from .models import jobs
 from .records import MAX_NAME_CHARS, MAX_TYPE_CHARS, ChildSpec, CreatedChildren, Job, dedup_key_of, version_of
 
@@ -51,9 +52,9 @@ class ParentCounters:
 
 
 class JobRows:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, sql: JobsSql) -> None:
         self.clock = clock
-        self._update_statements: dict[tuple[Any, ...], Any] = {}
+        self.sql = sql
         self._insert_new_statement: Any = None
 
     @staticmethod
@@ -84,30 +85,13 @@ class JobRows:
             raise JobNotFound(parent_id, "parent_id", "parent job")
         return parent
 
-    def _update_statement(self, columns: tuple[str, ...], with_etag: bool) -> Any:
-        key = (columns, with_etag)
-        statement = self._update_statements.get(key)
-        if statement is None:
-            values: dict[str, Any] = {name: sa.bindparam(f"set_{name}", type_=jobs.c[name].type) for name in columns}
-            values["version"] = jobs.c.version + 1
-            values["updated_at"] = sa.bindparam("set_updated_at", type_=jobs.c.updated_at.type)
-            statement = sa.update(jobs).where(jobs.c.id == sa.bindparam("where_id"))
-            if with_etag:
-                statement = statement.where(jobs.c.version == sa.bindparam("where_version"))
-            statement = statement.values(values).returning(*jobs.c)
-            self._update_statements[key] = statement
-        return statement
-
     def conditional_update(self, conn: Connection, job_id: str, etag: str, values: Mapping[str, Any]) -> Job:
         """UPDATE ... RETURNING in one statement, conditional on the etag when one is given."""
-        columns = tuple(sorted(values))
-        statement = self._update_statement(columns, bool(etag))
-        parameters: dict[str, Any] = {f"set_{name}": values[name] for name in columns}
-        parameters.update(where_id=job_id, set_updated_at=self.clock.now())
+        version = None
         if etag:
-            version = version_of(etag)
-            parameters["where_version"] = version if version is not None else -1
-        row = conn.execute(statement, parameters).mappings().first()
+            parsed = version_of(etag)
+            version = parsed if parsed is not None else -1
+        row = self.sql.update_row(conn, job_id, values, self.clock.now(), version)
         if row is not None:
             return Job.from_row(row)
         raise_missing_or_stale(conn, job_id, etag)

@@ -22,7 +22,6 @@ from ..notifier import ChangeNotifier
 from . import jsonvalues
 from .db import Database
 from .job_rows import JobRows, raise_missing_or_stale
-from .jobs_sql import JobsSql
 from .lifecycle import Lifecycle, check_transition
 from .models import job_logs, jobs
 from .paging import Listing, PageTokens, page_request, stamp, unstamp
@@ -55,7 +54,7 @@ class JobStore:
         self.rows = rows
         self.lifecycle = lifecycle
         self.notifier = notifier
-        self._sql = JobsSql(db)
+        self._sql = rows.sql
 
     # ---- reads -------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:

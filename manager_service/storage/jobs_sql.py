@@ -1,15 +1,20 @@
-"""Driver-level SQL for the two hottest job calls: GetJob and the metadata/config update.
+"""Driver-level SQL for the hottest job statements: GetJob, the metadata/config update, and the
+conditional UPDATE ... RETURNING every status change goes through (a page's end, per page).
 
-Everything else goes through SQLAlchemy Core. These two run on the DB-API connection taken from the
-same SQLAlchemy pool, because SQLAlchemy's per-execution work cost three times the database's own
-(measured at store level on SQLite: merge 90 us through Core, 29 us here; see README, Benchmarks).
-The SQL is the same statement Core would send: one UPDATE ... RETURNING, merge inside the database.
+Everything else goes through SQLAlchemy Core. These run on the DB-API connection of the same
+SQLAlchemy pool (the status change on the connection of the caller's transaction), because
+SQLAlchemy's per-execution work cost three times the database's own (measured at store level on
+SQLite: merge 90 us through Core, 29 us here; see README, Benchmarks). The SQL is the statement Core
+would send.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy.engine import Connection
 
 from .db import Database
 from .jsonvalues import MAX_JSON_BYTES
@@ -28,6 +33,7 @@ class JobsSql:
         mark = "%s" if self.postgres else "?"
         self._mark = mark
         self._select = f"SELECT {SELECTED} FROM jobs WHERE id = {mark}"
+        self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
 
     def _update_sql(self, column: str, merge: bool, with_etag: bool) -> str:
         mark = self._mark
@@ -44,6 +50,41 @@ class JobsSql:
         also = ", metadata_version = metadata_version + 1" if column == "metadata" else ""
         return (f'UPDATE jobs SET "{column}" = {value}, version = version + 1{also}, updated_at = {mark} '
                 f"WHERE {condition} RETURNING {SELECTED}, {size}")
+
+    def update_row(self, conn: Connection, job_id: str, values: Mapping[str, Any], stamp: datetime,
+                   version: int | None) -> dict[str, Any] | None:
+        """UPDATE jobs SET <values>, version + 1, updated_at WHERE id [AND version] RETURNING the row,
+        inside `conn`'s transaction; None when no row matched."""
+        columns = tuple(sorted(values))
+        key = (columns, version is not None)
+        sql = self._updates.get(key)
+        if sql is None:
+            mark = self._mark
+            assignments = [f'"{name}" = {mark}::jsonb' if self.postgres and name in JSON_COLUMNS
+                           else f'"{name}" = {mark}' for name in columns]
+            condition = f"id = {mark}" + (f" AND version = {mark}" if version is not None else "")
+            sql = self._updates[key] = (f"UPDATE jobs SET {', '.join(assignments)}, version = version + 1, "
+                                        f"updated_at = {mark} WHERE {condition} RETURNING {SELECTED}")
+        parameters = [self._parameter(name, values[name]) for name in columns]
+        parameters += [self._timestamp(stamp), job_id]
+        if version is not None:
+            parameters.append(version)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, parameters)
+            values_row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return self._row(values_row) if values_row is not None else None
+
+    def _parameter(self, name: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if name in JSON_COLUMNS:
+            return json.dumps(value)
+        if name in TIME_COLUMNS:
+            return self._timestamp(value)
+        return value
 
     def _timestamp(self, moment: datetime) -> Any:
         # SQLAlchemy's SQLite DATETIME storage format (naive UTC), so both paths read each other's rows.
