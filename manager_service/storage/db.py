@@ -6,9 +6,12 @@ PostgreSQL: a pool for writes (transactions) and one for reads (autocommit: sing
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from sqlalchemy.engine import Engine
 from quaero.errors import QuaeroError, Reason, Unavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x717561657230  # an advisory lock key of this project's own ("quaer0")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -110,12 +114,33 @@ def connect(url: str) -> Database:
 
 
 def migrate(db: Database, revision: str = "head") -> None:
-    """Brings the schema to the newest Alembic revision (or to `revision`, for upgrade tests)."""
+    """Brings the schema to the newest Alembic revision (or to `revision`, for upgrade tests). Managers
+    started together on one database take turns: the first migrates, the others find the schema current."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with db.write_engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    with _sqlite_migration_lock(db):
+        with db.write_engine.begin() as connection:
+            if db.dialect == "postgresql":
+                # (the lock ends with this transaction)
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+
+@contextlib.contextmanager
+def _sqlite_migration_lock(db: Database) -> Iterator[None]:
+    """SQLite runs DDL outside a transaction (the driver starts one only for DML), so processes that
+    migrate one file take turns on a lock file beside it."""
+    path = db.write_engine.url.database if db.dialect == "sqlite" else None
+    if not path or path == ":memory:" or path.startswith("file:"):
+        yield
+        return
+    descriptor = os.open(path + ".migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # (releases the lock)
 
 
 def unavailable_for(error: Exception) -> QuaeroError | None:

@@ -60,3 +60,33 @@ def test_a_0002_database_upgrades_to_the_models_and_keeps_its_documents(empty_ur
         assert differences == [], differences
     finally:
         db.dispose()
+
+
+def test_managers_started_together_on_an_empty_database_all_start(empty_url: str) -> None:
+    """Four migrations at once on one new database (managers started together): one migrates, the
+    others wait for it and find the schema current; none fails on a table the other created."""
+    import threading
+
+    databases = [connect(empty_url) for _ in range(4)]
+    failures: list[BaseException] = []
+    start = threading.Barrier(len(databases))
+
+    def run(db: object) -> None:
+        try:
+            start.wait()
+            migrate(db)  # type: ignore[arg-type]
+        except BaseException as error:  # noqa: BLE001 - collected for the assertion
+            failures.append(error)
+
+    threads = [threading.Thread(target=run, args=(db,)) for db in databases]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert failures == []
+        with databases[0].write_engine.begin() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata_obj) == []
+    finally:
+        for db in databases:
+            db.dispose()
