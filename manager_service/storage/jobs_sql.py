@@ -86,6 +86,45 @@ class JobsSql:
             return self._timestamp(value)
         return value
 
+    def _update_json_postgres(self, job_id: str, column: str, text: str, merge: bool, version: int | None,
+                              stamp: datetime) -> tuple[dict[str, Any], int] | None:
+        """On PostgreSQL the size limit is part of the statement, so it runs alone in autocommit: one round
+        trip instead of BEGIN, UPDATE and COMMIT (the merge is computed twice, ~20 us of the database's
+        CPU, against two round trips saved). When nothing matched, one read says why."""
+        value = f'quaero_json_merge_patch("{column}", %s::jsonb)' if merge else "%s::jsonb"
+        etag_column = "metadata_version" if column == "metadata" else "version"
+        also = ", metadata_version = metadata_version + 1" if column == "metadata" else ""
+        condition = "id = %s" + (f" AND {etag_column} = %s" if version is not None else "")
+        update = (f'UPDATE jobs SET "{column}" = {value}, version = version + 1{also}, updated_at = %s '
+                  f"WHERE {condition} AND octet_length(({value})::text) <= {MAX_JSON_BYTES} "
+                  f'RETURNING {SELECTED}, octet_length("{column}"::text)')
+        parameters: list[Any] = [text, stamp, job_id] + ([version] if version is not None else []) + [text]
+        check = f"SELECT {etag_column}, octet_length(({value})::text) FROM jobs WHERE id = %s"
+        for _attempt in (1, 2, 3):
+            connection = self.db.read_engine.raw_connection()  # the autocommit pool
+            try:
+                cursor = connection.cursor()
+                cursor.execute(update, parameters)
+                values = cursor.fetchone()
+                if values is not None:
+                    return self._row(values[:-1]), int(values[-1])
+                cursor.execute(check, [text, job_id])
+                found = cursor.fetchone()
+                cursor.close()
+            except Exception as error:
+                # Not retried here: in autocommit a dropped connection may have committed the update.
+                if self._is_disconnect(error):
+                    self._after_disconnect(connection, error)
+                raise
+            finally:
+                connection.close()
+            if found is None or (version is not None and found[0] != version):
+                return None  # unknown id or stale etag: the caller tells which
+            if int(found[1]) > MAX_JSON_BYTES:
+                return {}, int(found[1])
+            # It would fit now: another write changed the job between the two statements. Again.
+        raise AssertionError(f"job {job_id}: the {column} update kept racing with other writes")
+
     def _timestamp(self, moment: datetime) -> Any:
         # SQLAlchemy's SQLite DATETIME storage format (naive UTC), so both paths read each other's rows.
         return moment if self.postgres else moment.replace(tzinfo=None).isoformat(" ", "microseconds")
@@ -136,7 +175,9 @@ class JobsSql:
     def update_json(self, job_id: str, column: str, text: str, merge: bool, version: int | None,
                     stamp: datetime) -> tuple[dict[str, Any], int] | None:
         """One UPDATE ... RETURNING; returns (row, serialised size of the column), or None when no row
-        matched (unknown id or stale version). A result over 64 KiB is rolled back, not committed."""
+        matched (unknown id or stale version). A result over 64 KiB is not written ({} and its size)."""
+        if self.postgres:
+            return self._update_json_postgres(job_id, column, text, merge, version, stamp)
         parameters: list[Any] = [text, self._timestamp(stamp), job_id]
         if version is not None:
             parameters.append(version)
