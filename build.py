@@ -108,9 +108,11 @@ def check_stubs_current() -> None:
 
 
 def lint() -> None:
-    subprocess.run([str(VENV_PY), "-m", "ruff", "check", "quaero", "manager_service", "executor_service", "tests",
-                    "bench", "build.py"], check=True, cwd=ROOT)
-    subprocess.run([str(VENV_PY), "-m", "mypy", "quaero", "manager_service", "executor_service", "bench"], check=True, cwd=ROOT)
+    checks = {"ruff": ["ruff", "check", "quaero", "manager_service", "executor_service", "tests", "bench", "build.py"],
+              "mypy": ["mypy", "quaero", "manager_service", "executor_service", "bench"]}
+    for name, arguments in checks.items():
+        if subprocess.run([str(VENV_PY), "-m", *arguments], cwd=ROOT).returncode != 0:
+            raise SystemExit(f"build: {name} found problems (listed above)")
     print("build: ruff and mypy clean", flush=True)
 
 

@@ -279,9 +279,9 @@ def print_table(results: dict[str, list[Run]], runs: int) -> None:
     for name, measured in results.items():
         if measured[0].calls:
             methods = sorted({method for run in measured for method in run.calls})
-            per_page = {m: statistics.median(r.calls.get(m, 0.0) / max(r.pages, 1) for r in measured) for m in methods}
-            listed = ", ".join(f"{m} {v:.2f}" for m, v in sorted(per_page.items(), key=lambda item: -item[1]) if v >= 0.005)
-            print(f"{labels[name]}: manager calls per page {sum(per_page.values()):.2f} ({listed})")
+            calls = {m: statistics.median(r.calls.get(m, 0.0) / max(r.pages, 1) for r in measured) for m in methods}
+            listed = ", ".join(f"{m} {v:.2f}" for m, v in sorted(calls.items(), key=lambda item: -item[1]) if v >= 0.005)
+            print(f"{labels[name]}: manager calls per page {sum(calls.values()):.2f} ({listed})")
 
 
 if __name__ == "__main__":
