@@ -14,6 +14,7 @@ from quaero.errors import InvalidArgument, NotFound, Reason
 from quaero.ids import check_document_id, check_job_id
 from quaero.limits import MAX_CONTENT_TYPE_CHARS, MAX_TEXT_BYTES, MAX_TITLE_CHARS, truncate_utf8, without_nul
 
+from . import driver
 from .db import Database
 from .models import documents
 from .paging import Listing, PageTokens, page_request, stamp, unstamp
@@ -37,6 +38,9 @@ def document_values(document: DocumentInput, job_id: str, parent_job_id: str, st
     }
 
 
+UPSERT_COLUMNS = tuple(column.name for column in documents.c)
+
+
 class DocumentStore:
     def __init__(self, db: Database, tokens: PageTokens) -> None:
         self.db = db
@@ -44,19 +48,27 @@ class DocumentStore:
         self._upsert = self._upsert_statement(db.dialect)
 
     @staticmethod
-    def _upsert_statement(dialect: str) -> Any:
-        """INSERT ... ON CONFLICT (parent_job_id, url_hash) DO UPDATE: one statement, built once. A run's
-        page fetched again (a retried child) replaces that run's document; other runs keep theirs."""
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(documents)
-        columns = [c.name for c in documents.c if c.name not in ("id", "url", "url_hash", "parent_job_id")]
-        return insert.on_conflict_do_update(index_elements=[documents.c.parent_job_id, documents.c.url_hash],
-                                            set_={name: insert.excluded[name] for name in columns})
+    def _upsert_statement(dialect: str) -> str:
+        """INSERT ... ON CONFLICT (parent_job_id, url_hash) DO UPDATE: one statement, built once, run at
+        the driver level (a page's record writes one; SQLAlchemy's per-execution work cost more than the
+        database's). A run's page fetched again (a retried child) replaces that run's document; other
+        runs keep theirs."""
+        mark = driver.placeholder(dialect == "postgresql")
+        names = ", ".join(f'"{name}"' for name in UPSERT_COLUMNS)
+        updates = ", ".join(f'"{name}" = excluded."{name}"' for name in UPSERT_COLUMNS
+                            if name not in ("id", "url", "url_hash", "parent_job_id"))
+        return (f"INSERT INTO documents ({names}) VALUES ({', '.join([mark] * len(UPSERT_COLUMNS))}) "
+                f"ON CONFLICT (parent_job_id, url_hash) DO UPDATE SET {updates}")
 
     def upsert(self, conn: Connection, document: DocumentInput, job_id: str, parent_job_id: str,
                stamp: datetime) -> None:
-        conn.execute(self._upsert, document_values(document, job_id, parent_job_id, stamp))
+        values = document_values(document, job_id, parent_job_id, stamp)
+        values["fetched_at"] = driver.timestamp(stamp, self.db.dialect == "postgresql")
+        cursor = driver.cursor(conn)
+        try:
+            cursor.execute(self._upsert, [values[name] for name in UPSERT_COLUMNS])
+        finally:
+            cursor.close()
 
     def get(self, document_id: str, url: str, parent_job_id: str = "") -> Document:
         """By id; by URL in one run (parent_job_id); or by URL alone: its latest version across runs."""

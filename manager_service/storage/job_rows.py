@@ -55,7 +55,6 @@ class JobRows:
     def __init__(self, clock: Clock, sql: JobsSql) -> None:
         self.clock = clock
         self.sql = sql
-        self._insert_new_statement: Any = None
 
     @staticmethod
     def new_row(parent_id: str | None, type: str, name: str, config: dict[str, Any], metadata: dict[str, Any],
@@ -125,7 +124,7 @@ class JobRows:
             # Every new key fits: one INSERT ... ON CONFLICT DO NOTHING (the parent's unique dedup key)
             # says which were new; no SELECT first. This is the path of nearly every page.
             rows = [self._child_row(parent.id, spec, key, stamp, index) for index, (key, spec) in enumerate(unique.items())]
-            inserted = set(conn.execute(self._insert_new(conn), rows).scalars())
+            inserted = self.sql.insert_new(conn, rows)
             result.duplicates += len(rows) - len(inserted)
             rows = [row for row in rows if row["dedup_key"] in inserted]
         else:
@@ -156,15 +155,6 @@ class JobRows:
                            stamp + timedelta(microseconds=index))
         row["dedup_key"] = key
         return row
-
-    def _insert_new(self, conn: Connection) -> Any:
-        if self._insert_new_statement is None:
-            from sqlalchemy.dialects import postgresql, sqlite
-
-            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(jobs)
-            self._insert_new_statement = insert.on_conflict_do_nothing(
-                index_elements=[jobs.c.parent_id, jobs.c.dedup_key]).returning(jobs.c.dedup_key)
-        return self._insert_new_statement
 
 
 def raise_missing_or_stale(conn: Connection, job_id: str, etag: str, of_metadata: bool = False) -> NoReturn:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from . import driver
 from .db import Database
 from .jsonvalues import MAX_JSON_BYTES
 from .models import jobs
@@ -24,13 +25,14 @@ COLUMNS = [column.name for column in jobs.c]
 JSON_COLUMNS = ("config", "metadata", "result")
 TIME_COLUMNS = ("lease_expires_at", "not_before", "created_at", "started_at", "finished_at", "updated_at")
 SELECTED = ", ".join(f'"{name}"' for name in COLUMNS)
+INSERT_CHUNK_ROWS = 500
 
 
 class JobsSql:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.postgres = db.dialect == "postgresql"
-        mark = "%s" if self.postgres else "?"
+        mark = driver.placeholder(self.postgres)
         self._mark = mark
         self._select = f"SELECT {SELECTED} FROM jobs WHERE id = {mark}"
         self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
@@ -69,13 +71,36 @@ class JobsSql:
         parameters += [self._timestamp(stamp), job_id]
         if version is not None:
             parameters.append(version)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = driver.cursor(conn)
         try:
             cursor.execute(sql, parameters)
             values_row = cursor.fetchone()
         finally:
             cursor.close()
         return self._row(values_row) if values_row is not None else None
+
+    def insert_new(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+        """INSERT ... ON CONFLICT (parent_id, dedup_key) DO NOTHING for rows of one shape, inside `conn`'s
+        transaction; returns the dedup keys that were new."""
+        if not rows:
+            return set()
+        columns = tuple(rows[0])
+        mark = self._mark
+        one = "(" + ", ".join(f"{mark}::jsonb" if self.postgres and name in JSON_COLUMNS else mark
+                              for name in columns) + ")"
+        names = ", ".join(f'"{name}"' for name in columns)
+        inserted: set[str] = set()
+        cursor = driver.cursor(conn)
+        try:
+            for start in range(0, len(rows), INSERT_CHUNK_ROWS):  # (SQLite takes at most 32,766 parameters)
+                chunk = rows[start:start + INSERT_CHUNK_ROWS]
+                cursor.execute(f"INSERT INTO jobs ({names}) VALUES {', '.join([one] * len(chunk))} "
+                               "ON CONFLICT (parent_id, dedup_key) DO NOTHING RETURNING dedup_key",
+                               [self._parameter(name, row[name]) for row in chunk for name in columns])
+                inserted.update(key for (key,) in cursor.fetchall())
+        finally:
+            cursor.close()
+        return inserted
 
     def _parameter(self, name: str, value: Any) -> Any:
         if value is None:
@@ -126,8 +151,7 @@ class JobsSql:
         raise AssertionError(f"job {job_id}: the {column} update kept racing with other writes")
 
     def _timestamp(self, moment: datetime) -> Any:
-        # SQLAlchemy's SQLite DATETIME storage format (naive UTC), so both paths read each other's rows.
-        return moment if self.postgres else moment.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return driver.timestamp(moment, self.postgres)
 
     def _row(self, values: tuple[Any, ...]) -> dict[str, Any]:
         row = dict(zip(COLUMNS, values, strict=False))
