@@ -253,4 +253,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except subprocess.CalledProcessError as failed:  # its own output is above; no traceback on top of it
+        sys.exit(f"build: {' '.join(map(str, failed.cmd))[:200]} failed (exit {failed.returncode})")
