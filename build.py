@@ -27,6 +27,7 @@ VENV = ROOT / ".venv"
 VENV_PY = VENV / "bin" / "python"
 GEN = ROOT / "quaero" / "api"  # generated: never edited by hand
 PROTOS = ROOT / "protos"
+API_BASELINE = PROTOS / "v1-baseline.binpb"  # buf image of the published API (buf breaking compares with it)
 # protoc writes `from quaero.api.manager.v1 import ...` (the proto package); the stubs live in quaero.api.
 _IMPORTS = re.compile(r"^(from|import) quaero\.(manager|executor)\b", re.MULTILINE)
 _MODULE_NAME = re.compile(r"(BuildTopDescriptorsAndMessages\(DESCRIPTOR, ')quaero\.(manager|executor)\.")
@@ -133,14 +134,21 @@ def _npm(arguments: list[str], what: str) -> bool:
 
 
 def buf_lint() -> None:
-    """buf lint (STANDARD rules, see protos/buf.yaml), with buf installed from npm into .venv/buf."""
+    """buf lint (STANDARD rules, see protos/buf.yaml) and buf breaking against the published API, with buf
+    installed from npm into .venv/buf."""
     prefix = VENV / "buf"
     binary = prefix / "node_modules" / ".bin" / "buf"
     if not binary.exists() and not _npm(["install", "--no-save", "--prefix", str(prefix),
                                          f"@bufbuild/buf@{BUF_VERSION}"], "buf lint"):
         return
     subprocess.run([str(binary), "lint"], check=True, cwd=PROTOS)
-    print("build: buf lint clean", flush=True)
+    # The published v1 API, as an image: a change that would break a client built against it (a field
+    # renamed, renumbered or retyped, a method removed) fails here. Additions pass.
+    if subprocess.run([str(binary), "breaking", "--against", API_BASELINE.name], cwd=PROTOS).returncode != 0:
+        sys.exit("build: protos/ would break clients of the published v1 API (listed above); keep the change "
+                 "compatible, or, for a deliberate v1 change, rebuild the baseline: "
+                 f"cd protos && {binary} build -o {API_BASELINE.name}")
+    print("build: buf lint clean, and compatible with the published v1 API", flush=True)
 
 
 def node_client() -> None:
