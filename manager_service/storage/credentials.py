@@ -29,7 +29,7 @@ from quaero.ids import check_credentials_id
 from .clock import Clock
 from .db import Database
 from .models import credentials
-from .paging import Listing, PageTokens, page_request, stamp, unstamp
+from .paging import Listing, PageTokens, keyset_page, page_request, stamp
 from .records import check_text
 from .secretbox import SecretBox
 
@@ -157,14 +157,10 @@ class CredentialStore:
         """Oldest first, by (created_at, id)."""
         scope = "ListCredentials"
         page = page_request(self.tokens, page_size, page_token, scope)
-        query = sa.select(credentials)
-        if page.after is not None:
-            created, last_id = unstamp(page.after[0]), page.after[1]  # signed: our own [stamp, id]
-            query = query.where(sa.or_(credentials.c.created_at > created,
-                                       sa.and_(credentials.c.created_at == created, credentials.c.id > last_id)))
+        query = keyset_page(sa.select(credentials), credentials.c.created_at, credentials.c.id, page,
+                            newest_first=False)
         with self.db.read_engine.connect() as conn:
-            rows = [Credentials.from_row(row) for row in conn.execute(
-                query.order_by(credentials.c.created_at, credentials.c.id).limit(page.limit)).mappings()]
+            rows = [Credentials.from_row(row) for row in conn.execute(query).mappings()]
         return Listing(rows, page.size, lambda item: self.tokens.make(scope, [stamp(item.created_at), item.id]))
 
     def delete(self, credentials_id: str) -> None:

@@ -17,7 +17,7 @@ from quaero.limits import MAX_CONTENT_TYPE_CHARS, MAX_TEXT_BYTES, MAX_TITLE_CHAR
 from . import driver
 from .db import Database
 from .models import documents
-from .paging import Listing, PageTokens, page_request, stamp, unstamp
+from .paging import Listing, PageTokens, keyset_page, page_request, stamp
 from .records import Document, DocumentInput
 
 
@@ -101,11 +101,7 @@ class DocumentStore:
         query = sa.select(*columns)
         if parent_job_id:
             query = query.where(documents.c.parent_job_id == parent_job_id)
-        if page.after is not None:
-            fetched, last_id = unstamp(page.after[0]), page.after[1]  # signed: our own [stamp, id]
-            query = query.where(sa.or_(documents.c.fetched_at < fetched,
-                                       sa.and_(documents.c.fetched_at == fetched, documents.c.id < last_id)))
-        query = query.order_by(documents.c.fetched_at.desc(), documents.c.id.desc()).limit(page.limit)
+        query = keyset_page(query, documents.c.fetched_at, documents.c.id, page)
         with self.db.read_engine.connect() as conn:
             rows = [Document.from_row(row) for row in conn.execute(query).mappings()]
         return Listing(rows, page.size, lambda doc: self.tokens.make(scope, [stamp(doc.fetched_at), doc.id]))

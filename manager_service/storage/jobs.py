@@ -24,7 +24,7 @@ from .db import Database
 from .job_rows import JobRows, raise_missing_or_stale
 from .lifecycle import Lifecycle, check_transition
 from .models import job_logs, jobs
-from .paging import Listing, PageTokens, page_request, stamp, unstamp
+from .paging import Listing, PageTokens, keyset_page, page_request, stamp
 from .records import (
     MAX_NAME_CHARS,
     MAX_TYPE_CHARS,
@@ -93,11 +93,7 @@ class JobStore:
             query = query.where(jobs.c.parent_id.is_(None))
         if status:
             query = query.where(jobs.c.status == status.value)
-        if page.after is not None:
-            created, last_id = unstamp(page.after[0]), page.after[1]  # signed: our own [stamp, id]
-            query = query.where(sa.or_(jobs.c.created_at < created,
-                                       sa.and_(jobs.c.created_at == created, jobs.c.id < last_id)))
-        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(page.limit)
+        query = keyset_page(query, jobs.c.created_at, jobs.c.id, page)
         with self.db.read_engine.connect() as conn:
             rows = [Job.from_row(row) for row in conn.execute(query).mappings()]
         return Listing(rows, page.size, lambda job: self.tokens.make(scope, [stamp(job.created_at), job.id]))

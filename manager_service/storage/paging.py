@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import sqlalchemy as sa
+
 from quaero.errors import InvalidArgument, Reason
 
 MAX_PAGE_SIZE = 1000
@@ -109,6 +111,19 @@ class Listing(Generic[T]):
     def items(self) -> tuple[list[T], str]:
         """The rows without measuring (for callers in this process)."""
         return self.cut(lambda row: row, lambda _row: 0)
+
+
+def keyset_page(query: Any, moment: Any, row_id: Any, page: PageRequest, newest_first: bool = True) -> Any:
+    """The query in (moment, id) order (newest first, or oldest first), resuming after the page token's
+    position, one page (+1)."""
+    if page.after is not None:
+        after, last_id = unstamp(page.after[0]), page.after[1]  # signed: our own [stamp, id]
+        if newest_first:
+            query = query.where(sa.or_(moment < after, sa.and_(moment == after, row_id < last_id)))
+        else:
+            query = query.where(sa.or_(moment > after, sa.and_(moment == after, row_id > last_id)))
+    order = (moment.desc(), row_id.desc()) if newest_first else (moment, row_id)
+    return query.order_by(*order).limit(page.limit)
 
 
 def stamp(moment: datetime) -> str:
