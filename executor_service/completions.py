@@ -19,6 +19,7 @@ import grpc
 from quaero.api.manager.v1 import jobs_pb2
 from quaero.client import ManagerClient
 from quaero.rpc.channel import call_patiently
+from quaero.rpc.status import status_code
 
 from .crawl.control import FetchAborted
 
@@ -38,9 +39,9 @@ Settled = Callable[[BaseException | None], None]
 class RecordRefused(grpc.RpcError):
     """One record of a batch refused by the manager: the status CompleteLeasedJob would have raised."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, reason: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
-        self._code, self._message, self.reason = code, message, reason
+        self._code, self._message = code, message
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -54,9 +55,6 @@ class _Pending:
     request: jobs_pb2.CompleteLeasedJobRequest
     size: int
     settled: Settled
-
-
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class Completions:
@@ -137,6 +135,6 @@ class Completions:
         response = call_patiently(lambda: self.manager.jobs.CompleteLeasedJobs(request, timeout=30), wait=self._wait)
         if len(response.outcomes) != len(batch):
             raise RecordRefused(grpc.StatusCode.INTERNAL, f"the manager answered {len(response.outcomes)} outcomes "
-                                f"for {len(batch)} records", "")
-        return [RecordRefused(_CODES.get(outcome.code, grpc.StatusCode.UNKNOWN), outcome.message, outcome.reason)
+                                f"for {len(batch)} records")
+        return [RecordRefused(status_code(outcome.code), f"{outcome.reason}: {outcome.message}")
                 if outcome.code else None for outcome in response.outcomes]

@@ -14,6 +14,7 @@ from quaero.convert import dict_to_struct, job_status, job_status_to_proto, mess
 from quaero.errors import InvalidArgument, QuaeroError, Reason
 from quaero.ids import check_job_id
 from quaero.job_status import JobStatus
+from quaero.rpc.status import code_number
 
 from ..storage.jobs import JobStore
 from ..storage.leases import MAX_COMPLETIONS_AT_ONCE, LeaseQueue
@@ -198,10 +199,7 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
 
     def CompleteLeasedJob(self, request: jobs_pb2.CompleteLeasedJobRequest,
                           context: grpc.ServicerContext) -> jobs_pb2.Job:
-        outcome = self.leases.complete_many([completion_input(request)])[0]
-        if isinstance(outcome, QuaeroError):
-            raise outcome
-        return job_to_proto(outcome)
+        return job_to_proto(self.leases.record(completion_input(request)))
 
     def CompleteLeasedJobs(self, request: jobs_pb2.CompleteLeasedJobsRequest,
                            context: grpc.ServicerContext) -> jobs_pb2.CompleteLeasedJobsResponse:
@@ -220,7 +218,7 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
             outcome = completion if isinstance(completion, QuaeroError) else next(recorded)
             if isinstance(outcome, QuaeroError):
                 field = f"completions[{index}]" + (f".{outcome.field}" if outcome.field else "")
-                response.outcomes.add(code=grpc.StatusCode[outcome.code_name].value[0], reason=outcome.reason,
+                response.outcomes.add(code=code_number(outcome), reason=outcome.reason,
                                       message=outcome.message, field=field)
             else:
                 response.outcomes.add(job=job_to_proto(outcome, basic=True))

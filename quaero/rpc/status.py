@@ -24,6 +24,19 @@ class _Status(grpc.Status):
         self.trailing_metadata = trailing_metadata
 
 
+def code_number(error: QuaeroError) -> int:
+    """The google.rpc.Code number of an error (as an outcome inside an answer carries it)."""
+    return int(code_pb2.Code.Value(error.code_name))
+
+
+def status_code(number: int) -> grpc.StatusCode:
+    """The grpc.StatusCode of a google.rpc.Code number (UNKNOWN for a number it does not know)."""
+    try:
+        return grpc.StatusCode[code_pb2.Code.Name(number)]
+    except (ValueError, KeyError):
+        return grpc.StatusCode.UNKNOWN
+
+
 def to_status(error: QuaeroError, *, no_retry: bool = False) -> grpc.Status:
     """The status of an error: its code, its message, and google.rpc.Status details with an ErrorInfo
     (reason, metadata) and, where a field is at fault, a BadRequest naming it. no_retry adds server
