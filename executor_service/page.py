@@ -7,19 +7,20 @@ lease to expire: that is left for executors that really died.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import struct_pb2
 
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 from quaero.client import ManagerClient
@@ -81,45 +82,27 @@ class Completion:
 @dataclass(frozen=True)
 class RunSettings:
     """What a run's config means for its pages (the crawl spec, its network policy, compiled patterns,
-    the link scope), worked out once per config rather than on every page."""
+    the link scope), worked out once per config rather than on every page (run_settings)."""
     spec: CrawlSpec
     network: NetworkPolicy
     logged_out: list[Any]
     scope: LinkScope | None  # None when the run names no start URLs: each page's own URL scopes it
 
-    @classmethod
-    def of(cls, config: dict[str, Any]) -> RunSettings:
-        spec = CrawlSpec.from_config(config.get("crawl") or {})
-        settings = cls(spec, spec.network_policy(), compile_all(spec.logged_out_patterns), None)
-        return replace(settings, scope=settings.scope_from("")) if spec.start_urls else settings
-
-    def scope_from(self, url: str) -> LinkScope:
-        spec = self.spec
-        return LinkScope(start_urls=list(spec.start_urls or (url,)), same_site_only=spec.same_site_only,
-                         include=list(spec.include_patterns), exclude=list(spec.exclude_patterns))
+    def scope_for(self, url: str) -> LinkScope:
+        return self.scope or _link_scope(self.spec, url)
 
 
-class RunSettingsCache:
-    """RunSettings by the parent's config (its exact bytes): the pages of a run share one."""
+def _link_scope(spec: CrawlSpec, url: str) -> LinkScope:
+    return LinkScope(start_urls=list(spec.start_urls or (url,)), same_site_only=spec.same_site_only,
+                     include=list(spec.include_patterns), exclude=list(spec.exclude_patterns))
 
-    def __init__(self, size: int = 64) -> None:
-        self._size = size
-        self._settings: OrderedDict[bytes, RunSettings] = OrderedDict()
-        self._lock = threading.Lock()
 
-    def of(self, parent: jobs_pb2.Job) -> RunSettings:
-        key = parent.config.SerializeToString(deterministic=True)
-        with self._lock:
-            found = self._settings.get(key)
-            if found is not None:
-                self._settings.move_to_end(key)
-                return found
-        settings = RunSettings.of(struct_to_dict(parent.config))
-        with self._lock:
-            self._settings[key] = settings
-            while len(self._settings) > self._size:
-                self._settings.popitem(last=False)
-        return settings
+@functools.lru_cache(maxsize=64)
+def run_settings(config: bytes) -> RunSettings:
+    """RunSettings by a parent's config (its exact serialized bytes): the pages of a run share one."""
+    spec = CrawlSpec.from_config(struct_to_dict(struct_pb2.Struct.FromString(config)).get("crawl") or {})
+    return RunSettings(spec, spec.network_policy(), compile_all(spec.logged_out_patterns),
+                       _link_scope(spec, "") if spec.start_urls else None)
 
 
 class CredentialsCache:
@@ -156,7 +139,6 @@ class PageRunner:
         self.fetcher = fetcher
         self._gate = gate  # holds a run's concurrency slot (see Worker.run_slot)
         self._credentials = CredentialsCache(manager)
-        self._settings = RunSettingsCache()
         self._parsers = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="parse")
         self._completions = Completions(manager)
 
@@ -171,7 +153,7 @@ class PageRunner:
         parent = self._parent_of(job, control)
         if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
             return None  # cancelled or finished meanwhile; the manager has settled this child already
-        settings = self._settings.of(parent)
+        settings = run_settings(parent.config.SerializeToString(deterministic=True))
         with self._gate(parent.id, settings.spec.concurrency, control) as waited:
             if waited:  # the run may have been cancelled while this page waited for its turn
                 parent = self._parent_of(job, control)
@@ -280,7 +262,7 @@ class PageRunner:
         dropped = parsed.links_dropped if parsed else 0
         spec = settings.spec
         if parsed and depth < spec.max_depth:
-            scope = settings.scope or settings.scope_from(url)
+            scope = settings.scope_for(url)
             links, over = scope.follow(parsed.links, page.final_url)
             dropped += over
             for link in links:

@@ -9,12 +9,15 @@ would send.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
+
+from quaero.errors import Aborted, Reason
 
 from . import driver
 from .db import Database
@@ -128,14 +131,13 @@ class JobsSql:
         for _attempt in (1, 2, 3):
             connection = self.db.read_engine.raw_connection()  # the autocommit pool
             try:
-                cursor = connection.cursor()
-                cursor.execute(update, parameters)
-                values = cursor.fetchone()
-                if values is not None:
-                    return self._row(values[:-1]), int(values[-1])
-                cursor.execute(check, [text, job_id])
-                found = cursor.fetchone()
-                cursor.close()
+                with contextlib.closing(connection.cursor()) as cursor:
+                    cursor.execute(update, parameters)
+                    values = cursor.fetchone()
+                    if values is not None:
+                        return self._row(values[:-1]), int(values[-1])
+                    cursor.execute(check, [text, job_id])
+                    found = cursor.fetchone()
             except Exception as error:
                 # Not retried here: in autocommit a dropped connection may have committed the update.
                 if self._is_disconnect(error):
@@ -148,7 +150,8 @@ class JobsSql:
             if int(found[1]) > MAX_JSON_BYTES:
                 return {}, int(found[1])
             # It would fit now: another write changed the job between the two statements. Again.
-        raise AssertionError(f"job {job_id}: the {column} update kept racing with other writes")
+        raise Aborted(Reason.WRITE_CONFLICT, f"job {job_id}: other writes changed its {column} three times while "
+                      "this update was checked; retry it", column, {"job_id": job_id})
 
     def _timestamp(self, moment: datetime) -> Any:
         return driver.timestamp(moment, self.postgres)

@@ -190,8 +190,12 @@ class LeaseQueue:
                  retry_after: timedelta = timedelta(0)) -> Job:
         """Finishes a leased child in one transaction: document, discovered children, status, parent.
         PENDING gives it back instead, to be leased again after retry_after."""
-        [outcome] = self.complete_many([Completion(job_id, token, status, result, error, error_reason, document,
-                                                   children, max_children, retry_after)])
+        return self.record(Completion(job_id, token, status, result, error, error_reason, document, children,
+                                      max_children, retry_after))
+
+    def record(self, completion: Completion) -> Job:
+        """One completion alone (complete_many of one); its error is raised."""
+        [outcome] = self.complete_many([completion])
         if isinstance(outcome, QuaeroError):
             raise outcome
         return outcome
@@ -239,7 +243,8 @@ class LeaseQueue:
 
     @staticmethod
     def _check(completion: Completion) -> None:
-        """Everything about a completion that needs no database (InvalidArgument otherwise)."""
+        """Everything about a completion that needs no database (InvalidArgument otherwise); its job_id
+        becomes the canonical spelling."""
         completion.job_id = check_job_id(completion.job_id)
         check_text(completion.token, "lease_token", MAX_LEASE_TOKEN_CHARS)
         check_text(completion.error_reason, "error_reason", MAX_ERROR_REASON_CHARS)
