@@ -8,6 +8,7 @@ from pathlib import Path
 from quaero.config import ServerTls, client_tls_ca, fault_spec, read_executor_token, read_token
 
 from .crawl.fetcher import parse_resolve
+from .render.browser import DEFAULT_PAGES, DEFAULT_RECYCLE_AFTER
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,14 @@ class ExecutorSettings:
     manager_tls_ca: Path | None = None  # trust for the manager (QUAERO_TLS_CA)
     faults: str = ""
     worker_id: str = ""  # stable across restarts (identity.py); empty: a new one per process
+    browser_pages: int = DEFAULT_PAGES  # pages rendered at once (render = "js"), in one browser
+    browser_recycle_after: int = DEFAULT_RECYCLE_AFTER  # a fresh browser after this many pages
 
     @classmethod
-    def from_env(cls, listen: str, manager: str, workers: int, lease_seconds: float) -> ExecutorSettings:
+    def from_env(cls, listen: str, manager: str, workers: int, lease_seconds: float,
+                 browser_pages: int = DEFAULT_PAGES) -> ExecutorSettings:
         return cls(listen=listen, manager=manager, token=read_token(), manager_token=read_executor_token(),
+                   browser_pages=browser_pages,
                    worker_id=os.environ.get("QUAERO_EXECUTOR_ID", "").strip(),
                    workers=workers, lease_seconds=lease_seconds,
                    resolve=parse_resolve(os.environ.get("QUAERO_RESOLVE", "")),

@@ -26,7 +26,7 @@ from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs
 from quaero.client import ManagerClient
 from quaero.convert import cookie_from_proto, dict_to_struct, struct_to_dict
 from quaero.cookies import StoredCookie
-from quaero.crawl_spec import CrawlSpec
+from quaero.crawl_spec import CrawlSpec, Render
 from quaero.errors import Reason
 from quaero.limits import MAX_TEXT_BYTES, truncate_utf8
 from quaero.network_policy import NetworkPolicy
@@ -41,6 +41,7 @@ from .crawl.fetcher import DEFAULT_USER_AGENT, Fetcher, FetchPolicy, FetchResult
 from .crawl.links import LinkScope, ParsedPage, parse_html
 from .crawl.verdicts import Verdict
 from .metrics import FETCH_SECONDS, PAGES
+from .render.browser import Renderer
 
 log = logging.getLogger("quaero.executor.page")
 CHILD_TYPE = "crawl_page"
@@ -134,9 +135,10 @@ Gate = Callable[[str, int, Control], AbstractContextManager[bool]]
 
 
 class PageRunner:
-    def __init__(self, manager: ManagerClient, fetcher: Fetcher, gate: Gate) -> None:
+    def __init__(self, manager: ManagerClient, fetcher: Fetcher, gate: Gate, renderer: Renderer | None = None) -> None:
         self.manager = manager
         self.fetcher = fetcher
+        self.renderer = renderer or Renderer(fetcher)  # starts no browser until a page needs one
         self._gate = gate  # holds a run's concurrency slot (see Worker.run_slot)
         self._credentials = CredentialsCache(manager)
         self._parsers = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="parse")
@@ -145,6 +147,7 @@ class PageRunner:
     def close(self) -> None:
         self._parsers.shutdown(wait=True, cancel_futures=True)
         self._completions.close()
+        self.renderer.close()
 
     def run(self, job: jobs_pb2.Job, entry: InFlight) -> Completion | None:
         """The page's verdict, to be recorded (`record`); None when there is nothing to record (the run
@@ -228,7 +231,10 @@ class PageRunner:
                               f"not authenticated: every stored cookie for {url} has expired; import fresh cookies")
         started = time.perf_counter()
         try:
-            page = self.fetcher.fetch(url, jar, policy, control)
+            if spec.render == Render.JS:
+                page = self.renderer.render(url, jar, cookies, policy, control)
+            else:
+                page = self.fetcher.fetch(url, jar, policy, control)
         except Verdict as verdict:
             FETCH_SECONDS.labels(verdict.reason).observe(time.perf_counter() - started)
             return self._verdict(job, url, verdict)
@@ -277,6 +283,7 @@ class PageRunner:
             result["text_truncated"] = True
         if dropped:
             result["links_dropped"] = dropped
+        result.update(page.notes)
         if page.refused_cookies:
             result["refused_cookies"] = [{"name": name, "reason": reason[:300]} for name, reason in page.refused_cookies]
         return Completion(jobs_pb2.JOB_STATUS_COMPLETED, result=result, document=document, children=children,

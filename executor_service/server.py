@@ -21,6 +21,7 @@ from .crawl.fetcher import Fetcher
 from .crawl.transport import GuardedTransport
 from .identity import claim_identity
 from .manager_link import ManagerLink
+from .render.browser import Renderer
 from .metrics import MANAGER_REACHABLE, PAGES_IN_FLIGHT
 from .runs import Runs
 from .servicer import ExecutorServicer, relayed_from_manager
@@ -39,7 +40,8 @@ class ExecutorServer:
         self.manager = ManagerClient.connect(settings.manager, settings.manager_token, tls_ca=settings.manager_tls_ca)
         self.fetcher = Fetcher(GuardedTransport(resolve=settings.resolve, ca_bundle=settings.ca_bundle))
         self.worker = Worker(self.manager, self.fetcher, settings.workers, worker_id=settings.worker_id or None,
-                             lease_seconds=settings.lease_seconds)
+                             lease_seconds=settings.lease_seconds,
+                             renderer=Renderer(self.fetcher, settings.browser_pages, settings.browser_recycle_after))
         self.link = ManagerLink(self.manager, self._manager_reachable)
         PAGES_IN_FLIGHT.set_function(lambda: self.worker.in_flight)
         self.runs = runs = Runs(self.manager)

@@ -24,6 +24,7 @@ from quaero.errors import Reason
 from .crawl.control import Control, FetchAborted
 from .crawl.fetcher import Fetcher
 from .page import CHILD_TYPE, Completion, InFlight, PageRunner
+from .render.browser import Renderer
 
 log = logging.getLogger("quaero.executor.worker")
 LEASE_SECONDS = 30
@@ -41,12 +42,12 @@ def lease_duration(seconds: float) -> duration_pb2.Duration:
 
 class Worker:
     def __init__(self, manager: ManagerClient, fetcher: Fetcher, workers: int, worker_id: str | None = None,
-                 lease_seconds: float = LEASE_SECONDS) -> None:
+                 lease_seconds: float = LEASE_SECONDS, renderer: Renderer | None = None) -> None:
         self.manager = manager
         self.lease_seconds = lease_seconds
         self.slots = max(0, workers)
         self.worker_id = worker_id or f"executor-{uuid.uuid4().hex[:8]}"
-        self.pages = PageRunner(manager, fetcher, self.run_slot)
+        self.pages = PageRunner(manager, fetcher, self.run_slot, renderer)
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.slots), thread_name_prefix="crawl")
         # Leases held: pages being fetched (`_fetching` of them, at most `slots`) and pages whose record
         # is on its way to the manager (at most `slots` more): a slot is free again as soon as its page

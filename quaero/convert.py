@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 
 from .cookies import StoredCookie
-from .crawl_spec import LIST_FIELDS, CrawlSpec, Definition, FailureAction
+from .crawl_spec import LIST_FIELDS, CrawlSpec, Definition, FailureAction, Render
 from .errors import InvalidArgument, Reason
 from .job_status import JobStatus
 
@@ -183,6 +183,9 @@ _ACTION_TO_PROTO = {FailureAction.STOP_ALL: definitions_pb2.FAILURE_ACTION_STOP_
                     FailureAction.CONTINUE: definitions_pb2.FAILURE_ACTION_CONTINUE}
 _ACTION_FROM_PROTO = {**{value: action for action, value in _ACTION_TO_PROTO.items()},
                       definitions_pb2.FAILURE_ACTION_UNSPECIFIED: FailureAction.CONTINUE}
+_RENDER_TO_PROTO = {Render.HTTP: definitions_pb2.RENDER_MODE_HTTP, Render.JS: definitions_pb2.RENDER_MODE_JS}
+_RENDER_FROM_PROTO = {**{value: mode for mode, value in _RENDER_TO_PROTO.items()},
+                      definitions_pb2.RENDER_MODE_UNSPECIFIED: Render.HTTP}
 _OPTIONAL = ("max_depth", "max_pages", "same_site_only", "concurrency", "per_host_delay_seconds",
              "request_timeout_seconds")
 
@@ -195,13 +198,17 @@ def crawl_mapping_from_proto(message: definitions_pb2.CrawlConfig) -> dict[str, 
     data["user_agent"] = message.user_agent
     data["ignore_robots_txt"] = message.ignore_robots_txt
     data["allow_private_networks"] = message.allow_private_networks
+    mode = _RENDER_FROM_PROTO.get(message.render)
+    data["render"] = str(mode) if mode else f"unknown value {message.render}"
     return data
 
 
 def crawl_spec_to_proto(spec: CrawlSpec, target: definitions_pb2.CrawlConfig | None = None) -> definitions_pb2.CrawlConfig:
     message = target if target is not None else definitions_pb2.CrawlConfig()
     for key, value in spec.to_mapping().items():
-        if isinstance(value, list):
+        if key == "render":
+            message.render = _RENDER_TO_PROTO[Render(value)]
+        elif isinstance(value, list):
             getattr(message, key).extend(value)
         else:
             setattr(message, key, value)

@@ -33,6 +33,12 @@ LIST_FIELDS = ("start_urls", *PATTERN_FIELDS, "allowed_networks")
 FLAG_FIELDS = ("same_site_only", "ignore_robots_txt", "allow_private_networks")
 
 
+class Render(StrEnum):
+    """How a run's pages are read: the HTML the server sends, or the page a browser builds from it."""
+    HTTP = "http"
+    JS = "js"  # headless Chromium runs the page's scripts (executor_service/render)
+
+
 @dataclass(frozen=True)
 class CrawlSpec:
     start_urls: tuple[str, ...]
@@ -49,6 +55,7 @@ class CrawlSpec:
     logged_out_patterns: tuple[str, ...] = DEFAULT_LOGGED_OUT_PATTERNS  # RE2 on a redirect target's path
     allow_private_networks: bool = False
     allowed_networks: tuple[str, ...] = ()  # CIDRs reachable although private
+    render: Render = Render.HTTP
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], prefix: str = "crawl") -> CrawlSpec:
@@ -70,6 +77,11 @@ class CrawlSpec:
                 values[key] = tuple(_strings(values[key], f"{prefix}.{key}"))
         if not values.get("logged_out_patterns"):
             values.pop("logged_out_patterns", None)  # empty means the default
+        render = values.get("render") or Render.HTTP
+        _require(render in tuple(Render), f"{prefix}.render",
+                 f"{prefix}.render must be \"http\" (the HTML the server sends) or \"js\" (a browser runs the page's "
+                 "scripts)")
+        values["render"] = Render(render)
         user_agent = values.get("user_agent", "")
         _require(isinstance(user_agent, str) and USER_AGENT.fullmatch(user_agent) is not None, f"{prefix}.user_agent",
                  f"{prefix}.user_agent must be printable ASCII of at most 512 characters (it is sent as a header)")
@@ -118,12 +130,14 @@ class CrawlSpec:
                     values[key] = tuple(str(item) for item in values[key] or ())
             if not values.get("logged_out_patterns"):
                 values.pop("logged_out_patterns", None)
+            values["render"] = Render.JS if values.get("render") == Render.JS else Render.HTTP
             values.setdefault("start_urls", ())
             return cls(**values)
 
     def to_mapping(self) -> dict[str, Any]:
         """The JSON form (lists, not tuples) stored in definitions and run configs."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        return {key: list(value) if isinstance(value, tuple) else str(value) if isinstance(value, Render) else value
+                for key, value in asdict(self).items()}
 
     def network_policy(self) -> NetworkPolicy:
         try:

@@ -43,6 +43,7 @@ class FetchResult:
     body: bytes | bytearray
     hops: list[str] = field(default_factory=list)
     refused_cookies: list[tuple[str, str]] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)  # for the page's result (a rendered page's requests...)
 
 
 @dataclass

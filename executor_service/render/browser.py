@@ -1,0 +1,403 @@
+"""Pages rendered by headless Chromium (`render = "js"`): one warm browser per executor, a fresh browser
+context per page holding only that child's cookies, and that context's every request through the page's
+own gate (gate.py), which applies the HTTP path's policy.
+
+The browser runs on an asyncio loop in a thread of its own (Playwright's async API); crawl threads call
+render() and wait. At most `pages` pages render at once (2-4 saturate two cores). A page has one hard
+deadline for navigation and settling (the run's request_timeout_seconds); settling is the DOM loaded,
+then the network quiet for SETTLE_QUIET_SECONDS, or SETTLE_CAP_SECONDS at most. A browser is replaced
+after `recycle_after` pages, when it crashes (it disconnects) or when it hangs: a context that will not
+close, or a page past its deadline by WATCHDOG_GRACE_SECONDS, gets the browser killed by PID. Either way
+only the pages on that browser fail (BROWSER_CRASHED, BROWSER_HUNG); the next page gets a new browser.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from quaero.cookies import StoredCookie
+from quaero.errors import Reason
+from quaero.patterns import any_search
+
+from ..crawl.content import MAX_BODY_BYTES
+from ..crawl.control import SLICE_SECONDS, Control, FetchAborted
+from ..crawl.cookie_jar import CookieJar
+from ..crawl.fetcher import Fetcher, FetchPolicy, FetchResult
+from ..crawl.hops import Stop, next_hop
+from ..crawl.verdicts import FetchFailed, LoggedOut, Verdict
+from .chromium import BrowserMissing, Launcher, chromium_path, playwright_missing, prepare_launcher
+from .gate import Gate
+
+log = logging.getLogger("quaero.executor.render")
+DEFAULT_PAGES = 2
+DEFAULT_RECYCLE_AFTER = 500
+SETTLE_QUIET_SECONDS = 0.2
+SETTLE_CAP_SECONDS = 5.0
+CLOSE_SECONDS = 5.0
+WATCHDOG_GRACE_SECONDS = 15.0
+LAUNCH_SECONDS = 30.0
+# Chromium calls home (updates, accounts, safe browsing) despite Playwright's flags: those calls go to
+# a proxy that refuses every connection (nowhere), and so does anything outside a page's context.
+BROWSER_ARGS = ["--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-domain-reliability", "--no-first-run", "--disable-breakpad", "--disable-quic"]
+
+
+def browser_cookie(cookie: StoredCookie) -> dict[str, Any]:
+    """A stored cookie as Playwright's add_cookies takes it, with the same scope: `domain` without a dot
+    is host-only and with one is a domain cookie; never `url=` (it turns secure off over http)."""
+    data: dict[str, Any] = {
+        "name": cookie.name, "value": cookie.value, "path": cookie.path or "/", "secure": cookie.secure,
+        "httpOnly": cookie.http_only, "domain": cookie.domain if cookie.host_only else "." + cookie.domain,
+        "expires": cookie.expires.timestamp() if cookie.expires else -1}
+    same_site = cookie.same_site.strip().lower()
+    if same_site == "none" and not cookie.secure:
+        same_site = "lax"  # Chromium drops SameSite=None without Secure; Lax keeps it on the site's own requests
+    if same_site in ("strict", "lax", "none"):
+        data["sameSite"] = same_site.capitalize()
+    return data
+
+
+@dataclass
+class _Browser:
+    browser: Any
+    pid: int | None
+    started: int = 0  # pages begun on it
+    active: int = 0
+    alive: bool = True
+
+
+class PageWatch:
+    """What one page does on the network, from Playwright's events: requests in flight (for settling),
+    the main frame's navigations and its last response."""
+
+    def __init__(self, page: Any) -> None:
+        self._page = page
+        self.in_flight: set[Any] = set()
+        self.changed = time.monotonic()
+        self.navigations: list[str] = []
+        self.main_response: Any = None
+        page.on("request", self._request)
+        page.on("requestfinished", self._finished)
+        page.on("requestfailed", self._finished)
+        page.on("response", self._response)
+
+    def _is_main(self, request: Any) -> bool:
+        try:
+            return bool(request.is_navigation_request()) and request.frame == self._page.main_frame
+        except Exception:  # a request without a frame (a service worker's)
+            return False
+
+    def _request(self, request: Any) -> None:
+        self.in_flight.add(request)
+        self.changed = time.monotonic()
+        if self._is_main(request):
+            self.navigations.append(request.url)
+
+    def _finished(self, request: Any) -> None:
+        self.in_flight.discard(request)
+        self.changed = time.monotonic()
+
+    def _response(self, response: Any) -> None:
+        if self._is_main(response.request):
+            self.main_response = response
+
+    async def settle(self, cap: float) -> bool:
+        """True when nothing was in flight for SETTLE_QUIET_SECONDS within `cap` seconds."""
+        end = time.monotonic() + cap
+        while time.monotonic() < end:
+            if not self.in_flight and time.monotonic() - self.changed >= SETTLE_QUIET_SECONDS:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+
+class Renderer:
+    def __init__(self, fetcher: Fetcher, pages: int = DEFAULT_PAGES, recycle_after: int = DEFAULT_RECYCLE_AFTER) -> None:
+        self._fetcher = fetcher
+        self._slots = threading.Semaphore(max(1, pages))
+        self._recycle_after = max(1, recycle_after)
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._playwright: Any = None
+        self._launcher: Launcher | None = None
+        self._current: _Browser | None = None
+        self._launching: asyncio.Lock | None = None
+        self._retired: list[_Browser] = []
+        self.launches = 0  # browsers started (tests and metrics)
+        # The browser-wide proxy: a bound port nobody listens on, so every connection is refused at once.
+        self._nowhere = socket.socket()
+        self._nowhere.bind(("127.0.0.1", 0))
+
+    # ---- the crawl thread's side -------------------------------------------------------------------
+    def render(self, url: str, jar: CookieJar, credentials: list[StoredCookie], policy: FetchPolicy,
+               control: Control) -> FetchResult:
+        """The rendered page, or a Verdict; FetchAborted when the child is stopped meanwhile."""
+        missing = playwright_missing()
+        if missing:
+            raise FetchFailed(Reason.BROWSER_UNAVAILABLE, f"cannot render {url}: {missing}")
+        while not self._slots.acquire(timeout=SLICE_SECONDS):
+            control.check()
+        try:
+            loop = self._start()
+            budget = policy.timeout
+            future = asyncio.run_coroutine_threadsafe(self._render(url, jar, credentials, policy, budget), loop)
+            give_up = time.monotonic() + budget + CLOSE_SECONDS + WATCHDOG_GRACE_SECONDS
+            while True:
+                try:
+                    return future.result(timeout=SLICE_SECONDS)
+                except FutureTimeout:
+                    if control.cancelled.is_set():
+                        future.cancel()
+                        control.check()
+                    if time.monotonic() > give_up:
+                        future.cancel()
+                        self._kill_current("a page went past its deadline and the browser did not answer")
+                        raise FetchFailed(Reason.BROWSER_HUNG, f"the browser stopped answering while rendering "
+                                          f"{url}; it was killed and is started again for the next page") from None
+        finally:
+            self._slots.release()
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._launching = asyncio.Lock()
+                self._thread = threading.Thread(target=self._loop.run_forever, name="browser", daemon=True)
+                self._thread.start()
+            return self._loop
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = None
+        if loop is not None and thread is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=CLOSE_SECONDS + 5)
+            except Exception:  # a hung browser: kill it
+                self._kill_current("the executor stopped and the browser would not close")
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+        if self._launcher is not None:
+            self._launcher.close()
+        self._nowhere.close()
+
+    def _kill_current(self, why: str) -> None:
+        entry = self._current
+        if entry is not None:
+            _kill(entry, why)
+
+    # ---- the browser loop --------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        for entry in [*self._retired, *([self._current] if self._current else [])]:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(entry.browser.close(), CLOSE_SECONDS)
+        if self._playwright is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._playwright.stop(), CLOSE_SECONDS)
+
+    async def _browser(self) -> _Browser:
+        assert self._launching is not None
+        async with self._launching:
+            entry = self._current
+            if entry is not None and entry.alive and entry.started < self._recycle_after:
+                entry.started += 1
+                entry.active += 1
+                return entry
+            if entry is not None:
+                self._retire(entry)
+            try:
+                binary = chromium_path()
+                if self._playwright is None:
+                    from playwright.async_api import async_playwright
+
+                    self._playwright = await async_playwright().start()
+                if self._launcher is None:
+                    self._launcher = prepare_launcher(binary)
+                browser = await self._playwright.chromium.launch(
+                    executable_path=self._launcher.executable, chromium_sandbox=self._launcher.sandbox,
+                    proxy={"server": f"http://127.0.0.1:{self._nowhere.getsockname()[1]}"}, args=BROWSER_ARGS,
+                    handle_sigint=False, handle_sigterm=False, handle_sighup=False, timeout=LAUNCH_SECONDS * 1000)
+            except BrowserMissing as missing:
+                raise FetchFailed(Reason.BROWSER_UNAVAILABLE, str(missing)) from None
+            except Exception as error:
+                raise FetchFailed(Reason.BROWSER_UNAVAILABLE, f"the browser did not start: {_first_line(error)}") from None
+            entry = _Browser(browser, self._launcher.browser_pid(), started=1, active=1)
+            browser.on("disconnected", lambda _browser: setattr(entry, "alive", False))
+            self._current = entry
+            self.launches += 1
+            log.info("event=browser_started pid=%s launches=%d", entry.pid, self.launches)
+            return entry
+
+    def _retire(self, entry: _Browser) -> None:
+        """No new pages on it; closed once its pages are done."""
+        if entry is self._current:
+            self._current = None
+        if entry.active == 0:
+            asyncio.ensure_future(_close_browser(entry))
+        else:
+            self._retired.append(entry)
+
+    def _done_with(self, entry: _Browser) -> None:
+        entry.active -= 1
+        if entry in self._retired and entry.active == 0:
+            self._retired.remove(entry)
+            asyncio.ensure_future(_close_browser(entry))
+        elif not entry.alive and entry is self._current:
+            self._current = None
+
+    async def _render(self, url: str, jar: CookieJar, credentials: list[StoredCookie], policy: FetchPolicy,
+                      budget: float) -> FetchResult:
+        entry = await self._browser()
+        loop = asyncio.get_running_loop()
+        gate = await loop.run_in_executor(None, Gate, self._fetcher, jar, frozenset(c.name for c in credentials), policy)
+        context: Any = None
+        outcome: FetchResult | BaseException = FetchAborted("the page was stopped")
+        try:
+            context = await entry.browser.new_context(
+                proxy={"server": gate.url}, service_workers="block", accept_downloads=False,
+                user_agent=policy.user_agent)
+            context.set_default_timeout(budget * 1000)
+            cookies = [browser_cookie(cookie) for cookie in credentials if not cookie.is_expired()]
+            if cookies:
+                await context.add_cookies(cookies)
+            outcome = await asyncio.wait_for(self._visit(context, gate, url, policy), budget)
+        except TimeoutError:
+            outcome = FetchFailed(Reason.RENDER_TIMEOUT, f"{url} was not rendered within {budget:g} s "
+                                  "(request_timeout_seconds covers navigation and settling)")
+        except Verdict as verdict:
+            outcome = verdict
+        except asyncio.CancelledError:
+            outcome = FetchAborted("the page was stopped")
+        except Exception as error:
+            outcome = FetchFailed(Reason.FETCH_FAILED, f"the browser could not render {url}: {_first_line(error)}")
+        finally:
+            # (a browser error, not a refusal: was it the browser dying?)
+            if isinstance(outcome, Verdict) and outcome.reason == Reason.FETCH_FAILED and await _crashed(entry):
+                outcome = FetchFailed(Reason.BROWSER_CRASHED, f"the browser crashed while rendering {url}; it is "
+                                      "started again for the next page")
+            await loop.run_in_executor(None, gate.close)
+            if context is not None and entry.alive:
+                try:
+                    await asyncio.wait_for(context.close(), CLOSE_SECONDS)
+                except TimeoutError:
+                    _kill(entry, "a page's context did not close")
+                    outcome = FetchFailed(Reason.BROWSER_HUNG, f"the browser stopped answering while rendering {url}; "
+                                          "it was killed and is started again for the next page")
+                except Exception:
+                    pass  # it crashed meanwhile: the verdict above says so
+            self._done_with(entry)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _visit(self, context: Any, gate: Gate, url: str, policy: FetchPolicy) -> FetchResult:
+        from playwright.async_api import Error as PlaywrightError
+
+        page = await context.new_page()
+        watch = PageWatch(page)
+        failure: Exception | None = None
+        settled = False
+        try:
+            await page.goto(url, wait_until="domcontentloaded")
+        except PlaywrightError as error:
+            failure = error
+        if failure is None:
+            settled = await watch.settle(SETTLE_CAP_SECONDS)
+        main = watch.navigations[-1] if watch.navigations else url
+        refusal = gate.refusal_for(main)
+        if refusal is not None:
+            raise refusal.verdict
+        if failure is not None:
+            raise FetchFailed(Reason.FETCH_FAILED, f"the browser could not load {main[:200]}: {_first_line(failure)}")
+        final_url = page.url
+        status = watch.main_response.status if watch.main_response is not None else 200
+        retry_after = await _header(watch.main_response, "retry-after")
+        decision = next_hop(final_url, status, None, retry_after, [])
+        if isinstance(decision, Stop):
+            raise decision.verdict
+        path = urlsplit(final_url).path
+        if final_url != url and any_search(list(policy.logged_out), path):
+            raise LoggedOut(Reason.AUTH_EXPIRED, f"not authenticated: {url} went to the login page {path[:200]}; "
+                            "the session has expired or was logged out; import fresh cookies")
+        html = await _content(page)
+        notes: dict[str, Any] = {"rendered": True, "requests": gate.requests}
+        if not settled:
+            notes["settled"] = False  # the network never went quiet: rendered as it was at the cap
+        refused = [r for r in gate.refusals if r.url != main]
+        if refused:
+            notes["requests_refused"] = [{"url": r.url[:300], "reason": str(r.verdict.reason)} for r in refused[:20]]
+        if gate.cookies_removed:
+            notes["cookies_removed"] = gate.cookies_removed
+        return FetchResult(url, final_url, status, "text/html; charset=utf-8", html.encode("utf-8"),
+                           hops=watch.navigations[:-1], notes=notes)
+
+
+async def _header(response: Any, name: str) -> str | None:
+    if response is None:
+        return None
+    with contextlib.suppress(Exception):
+        value = await response.header_value(name)
+        return str(value) if value is not None else None
+    return None
+
+
+async def _content(page: Any) -> str:
+    """The rendered HTML, refused past MAX_BODY_BYTES (a script can build any size of document)."""
+    from playwright.async_api import Error as PlaywrightError
+
+    for attempt in range(3):
+        try:
+            size = await page.evaluate("() => document.documentElement ? document.documentElement.outerHTML.length : 0")
+            if int(size) > MAX_BODY_BYTES:
+                raise FetchFailed(Reason.RENDER_TOO_LARGE, f"the rendered page is larger than "
+                                  f"{MAX_BODY_BYTES // 2**20} MiB (the limit for a page)")
+            content: str = await page.content()
+            return content
+        except PlaywrightError:
+            if attempt == 2:
+                raise
+            # a script navigated meanwhile: read the page it went to once it has loaded
+            with contextlib.suppress(PlaywrightError):
+                await page.wait_for_load_state("domcontentloaded")
+    raise AssertionError("unreachable")
+
+
+async def _crashed(entry: _Browser) -> bool:
+    """Whether the browser is gone; a page's error can arrive a moment before the disconnection does."""
+    for _ in range(10):
+        if not entry.alive or not entry.browser.is_connected():
+            entry.alive = False
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _close_browser(entry: _Browser) -> None:
+    try:
+        await asyncio.wait_for(entry.browser.close(), CLOSE_SECONDS)
+    except Exception:
+        _kill(entry, "a retired browser did not close")
+
+
+def _kill(entry: _Browser, why: str) -> None:
+    entry.alive = False
+    if entry.pid:
+        log.warning("event=browser_killed pid=%s why=%s", entry.pid, why)
+        with contextlib.suppress(OSError):
+            os.kill(entry.pid, signal.SIGKILL)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]
