@@ -31,7 +31,7 @@ import select
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -69,21 +69,41 @@ class Refusal:
     navigation: bool  # it asked for HTML (a document or a frame) or was a tunnel
 
 
-class Gate:
-    """One page's gate. close() ends every request and tunnel in progress within SLICE_SECONDS."""
+@dataclass
+class PageState:
+    """What the gate knows of the page it serves now: its child's jar, the names of its stored
+    credentials, its policy; and what it did (requests, bytes, refusals)."""
+    jar: CookieJar
+    credentials: frozenset[str]
+    policy: FetchPolicy
+    over: threading.Event = field(default_factory=threading.Event)  # the page ended: stop its requests
+    refusals: list[Refusal] = field(default_factory=list)
+    requests: int = 0
+    bytes: int = 0
+    cookies_removed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __init__(self, fetcher: Fetcher, jar: CookieJar, credentials: frozenset[str], policy: FetchPolicy) -> None:
+    def refusal_for(self, url: str) -> Refusal | None:
+        """The refusal of `url` (or of its host's tunnel, for https), if the gate refused it."""
+        parts = urlsplit(url)
+        tunnel = f"https://{parts.hostname}:{parts.port or 443}" if parts.scheme == "https" else None
+        with self.lock:
+            for refusal in reversed(self.refusals):
+                if refusal.url == url or refusal.url == tunnel:
+                    return refusal
+        return None
+
+
+class Gate:
+    """A browser context's gate, serving one page at a time (bind ... unbind). Unbinding ends every
+    request and tunnel of that page within SLICE_SECONDS and closes its connections, so nothing of one
+    page's traffic is served under the next page's policy; a connection arriving unbound is closed."""
+
+    def __init__(self, fetcher: Fetcher) -> None:
         self._fetcher = fetcher
-        self._jar = jar
-        self._jar_lock = threading.Lock()
-        self._credentials = credentials  # names of the stored cookies the child was given
-        self._policy = policy
-        self._stopped = threading.Event()
+        self._state: PageState | None = None
+        self._closed = threading.Event()
         self._lock = threading.Lock()
-        self.refusals: list[Refusal] = []
-        self.requests = 0
-        self.bytes = 0
-        self.cookies_removed = 0
         self._sockets: set[socket.socket] = set()
         self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
         self._listener.settimeout(SLICE_SECONDS)
@@ -91,55 +111,64 @@ class Gate:
         self._thread = threading.Thread(target=self._accept, name="gate", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
-        self._stopped.set()
+    def bind(self, jar: CookieJar, credentials: frozenset[str], policy: FetchPolicy) -> PageState:
+        state = PageState(jar, credentials, policy)
         with self._lock:
+            self._state = state
+        return state
+
+    def unbind(self) -> None:
+        with self._lock:
+            state, self._state = self._state, None
             sockets = list(self._sockets)
+        if state is not None:
+            state.over.set()
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed.set()
+        self.unbind()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() in progress at once
         self._thread.join(timeout=2)
         self._listener.close()
 
-    def refusal_for(self, url: str) -> Refusal | None:
-        """The refusal of `url` (or of its host's tunnel, for https), if the gate refused it."""
-        parts = urlsplit(url)
-        tunnel = f"https://{parts.hostname}:{parts.port or 443}" if parts.scheme == "https" else None
-        with self._lock:
-            for refusal in reversed(self.refusals):
-                if refusal.url == url or refusal.url == tunnel:
-                    return refusal
-        return None
-
     # ---- connections ---------------------------------------------------------------------------------
     def _accept(self) -> None:
-        while not self._stopped.is_set():
+        while not self._closed.is_set():
             try:
                 sock, _address = self._listener.accept()
             except TimeoutError:
                 continue
             except OSError:
                 return
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
-                self._sockets.add(sock)
-            threading.Thread(target=self._serve, args=(sock,), name="gate-conn", daemon=True).start()
+                state = self._state
+                if state is not None:
+                    self._sockets.add(sock)
+            if state is None:
+                sock.close()
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve, args=(sock, state), name="gate-conn", daemon=True).start()
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, sock: socket.socket, state: PageState) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         try:
-            while not self._stopped.is_set():
-                request = self._next(connection, sock)
+            while not state.over.is_set():
+                request = self._next(connection, sock, state)
                 if not isinstance(request, h11.Request):
                     return
-                body = self._request_body(connection, sock)
+                body = self._request_body(connection, sock, state)
                 if body is None:
                     self._answer_refusal(connection, sock, 413, "request body too large")
                     return
                 if request.method == b"CONNECT":
-                    self._tunnel(connection, sock, request.target.decode("ascii", "replace"))
+                    self._tunnel(connection, sock, request.target.decode("ascii", "replace"), state)
                     return
-                self._forward(connection, sock, request, body)
+                self._forward(connection, sock, request, body, state)
                 if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
                     return
                 connection.start_next_cycle()
@@ -151,27 +180,28 @@ class Gate:
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def _next(self, connection: h11.Connection, sock: socket.socket) -> Any:
+    def _next(self, connection: h11.Connection, sock: socket.socket, state: PageState) -> Any:
         while True:
             event = connection.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            connection.receive_data(self._recv(sock))
+            connection.receive_data(self._recv(sock, state))
 
-    def _recv(self, sock: socket.socket) -> bytes:
+    @staticmethod
+    def _recv(sock: socket.socket, state: PageState) -> bytes:
         sock.settimeout(SLICE_SECONDS)
         while True:
-            if self._stopped.is_set():
+            if state.over.is_set():
                 raise FetchAborted("the page ended")
             try:
                 return sock.recv(65536)
             except TimeoutError:
                 continue
 
-    def _request_body(self, connection: h11.Connection, sock: socket.socket) -> bytes | None:
+    def _request_body(self, connection: h11.Connection, sock: socket.socket, state: PageState) -> bytes | None:
         body = bytearray()
         while True:
-            event = self._next(connection, sock)
+            event = self._next(connection, sock, state)
             if isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > MAX_REQUEST_BODY:
@@ -182,54 +212,61 @@ class Gate:
                 raise h11.RemoteProtocolError("unexpected event in a request body")
 
     # ---- policy --------------------------------------------------------------------------------------
-    def _refuse(self, url: str, verdict: Verdict, navigation: bool) -> None:
-        with self._lock:
-            if len(self.refusals) < MAX_REFUSALS:
-                self.refusals.append(Refusal(url, verdict, navigation))
+    @staticmethod
+    def _refuse(state: PageState, url: str, verdict: Verdict, navigation: bool) -> None:
+        with state.lock:
+            if len(state.refusals) < MAX_REFUSALS:
+                state.refusals.append(Refusal(url, verdict, navigation))
         log.debug("event=render_request_refused reason=%s navigation=%s", verdict.reason, navigation)
 
-    def _count(self, url: str, navigation: bool) -> Verdict | None:
-        with self._lock:
-            self.requests += 1
-            over = self.requests > MAX_REQUESTS
+    @staticmethod
+    def _count(state: PageState) -> Verdict | None:
+        with state.lock:
+            state.requests += 1
+            over = state.requests > MAX_REQUESTS
         if over:
             return FetchFailed(Reason.RENDER_TOO_LARGE, f"the page made more than {MAX_REQUESTS} requests")
         return None
 
-    def _check(self, method: str, url: str, navigation: bool, control: Control) -> Verdict | None:
+    def _check(self, method: str, url: str, navigation: bool, state: PageState, control: Control) -> Verdict | None:
         """The HTTP path's rules for one plain-HTTP request the page makes."""
+        policy = state.policy
         if is_logout_link(url):
             return FetchFailed(Reason.LOGOUT_REDIRECT, f"{url[:200]} is a logout URL; not requested")
         if navigation and method not in ("GET", "HEAD"):
             return FetchFailed(Reason.NON_GET_NAVIGATION, f"the page sent a {method} navigation to {url[:200]} "
                                "(a form submission): only GET is followed")
-        if navigation and self._policy.obey_robots:
+        if navigation and policy.obey_robots:
             try:
-                if not self._fetcher.robots_allows(url, self._policy, control):
+                if not self._fetcher.robots_allows(url, policy, control):
                     return FetchFailed(Reason.ROBOTS_DISALLOWED, f"robots.txt disallows {url[:200]}")
             except Verdict as verdict:
                 return verdict
+            except FetchAborted:
+                raise
             except httpx.TransportError as error:
-                return verdict_for(error, urlsplit(url).netloc, self._policy)
+                return verdict_for(error, urlsplit(url).netloc, policy)
         return None
 
-    def _cookie_header(self, url: str, header: str) -> str:
+    @staticmethod
+    def _cookie_header(state: PageState, url: str, header: str) -> str:
         """The browser's Cookie header without any stored credential the child's jar would not send here."""
-        if not self._credentials:
+        if not state.credentials:
             return header
-        with self._jar_lock:
-            allowed = {(cookie.name, cookie.value) for cookie in self._jar.cookies_for(url)}
+        with state.lock:
+            allowed = {(cookie.name, cookie.value) for cookie in state.jar.cookies_for(url)}
         kept = []
         for pair in header.split(";"):
             name, _, value = pair.strip().partition("=")
-            if name in self._credentials and (name, value) not in allowed:
-                self.cookies_removed += 1
+            if name in state.credentials and (name, value) not in allowed:
+                state.cookies_removed += 1
                 continue
             kept.append(pair.strip())
         return "; ".join(kept)
 
     # ---- plain HTTP ----------------------------------------------------------------------------------
-    def _forward(self, connection: h11.Connection, sock: socket.socket, request: h11.Request, body: bytes) -> None:
+    def _forward(self, connection: h11.Connection, sock: socket.socket, request: h11.Request, body: bytes,
+                 state: PageState) -> None:
         method = request.method.decode("ascii", "replace")
         url = request.target.decode("ascii", "replace")
         headers = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in request.headers]
@@ -238,10 +275,10 @@ class Gate:
         if not url.startswith("http://"):
             self._answer_refusal(connection, sock, 400, "the gate forwards absolute http:// URLs only")
             return
-        control = Control(cancelled=self._stopped)
-        verdict = self._count(url, navigation) or self._check(method, url, navigation, control)
+        control = Control(cancelled=state.over)
+        verdict = self._count(state) or self._check(method, url, navigation, state, control)
         if verdict is not None:
-            self._refuse(url, verdict, navigation)
+            self._refuse(state, url, verdict, navigation)
             self._answer_refusal(connection, sock, 403, str(verdict), verdict.reason)
             return
         forwarded: list[tuple[str, str]] = []
@@ -249,21 +286,22 @@ class Gate:
             if name in _NOT_FORWARDED or name.startswith("proxy-"):
                 continue
             if name == "cookie":
-                value = self._cookie_header(url, value)
+                value = self._cookie_header(state, url, value)
                 if not value:
                     continue
             forwarded.append((name, value))
         forwarded.append(("accept-encoding", "gzip, deflate"))  # decompressed here, within the cap
-        policy = self._policy
+        policy = state.policy
         timeout = {"connect": policy.timeout, "read": policy.timeout, "write": policy.timeout, "pool": policy.timeout}
         outgoing = httpx.Request(method, url, headers=forwarded, content=body,
                                  extensions={"timeout": timeout, "network_policy": policy.network})
         verdict = None
         try:
             with control.request(policy.timeout), self._fetcher._send(outgoing) as response:
-                with self._jar_lock:
-                    self._fetcher._absorb(url, response, self._jar, [])
-                content = bytes(self._fetcher._body(response, self._room()))
+                with state.lock:
+                    self._fetcher._absorb(url, response, state.jar, [])
+                    room = max(0, min(MAX_BODY_BYTES, MAX_PAGE_BYTES - state.bytes))
+                content = bytes(self._fetcher._body(response, room))
                 status = response.status_code
                 returned = [(name, value) for name, value in response.headers.multi_items()
                             if name.lower() not in _NOT_RETURNED]
@@ -275,20 +313,16 @@ class Gate:
         except httpx.TransportError as error:
             verdict = verdict_for(error, urlsplit(url).netloc, policy)
         if verdict is not None:
-            self._refuse(url, verdict, navigation)
+            self._refuse(state, url, verdict, navigation)
             self._answer_refusal(connection, sock, 502, str(verdict), verdict.reason)
             return
-        with self._lock:
-            self.bytes += len(content)
+        with state.lock:
+            state.bytes += len(content)
         returned.append(("content-length", str(len(content))))
         self._send(sock, connection.send(h11.Response(status_code=status, headers=returned, reason=b"")))
         if content and method != "HEAD":
             self._send(sock, connection.send(h11.Data(data=content)))
         self._send(sock, connection.send(h11.EndOfMessage()))
-
-    def _room(self) -> int:
-        with self._lock:
-            return max(0, min(MAX_BODY_BYTES, MAX_PAGE_BYTES - self.bytes))
 
     def _answer_refusal(self, connection: h11.Connection, sock: socket.socket, status: int, message: str,
                         reason: str = "") -> None:
@@ -310,26 +344,26 @@ class Gate:
             sock.sendall(data)
 
     # ---- HTTPS: CONNECT ------------------------------------------------------------------------------
-    def _tunnel(self, connection: h11.Connection, sock: socket.socket, authority: str) -> None:
+    def _tunnel(self, connection: h11.Connection, sock: socket.socket, authority: str, state: PageState) -> None:
         host, _, port_text = authority.rpartition(":")
         host = host.strip("[]").lower()
         label = f"https://{host}:{port_text}"
-        verdict = self._count(label, True)
+        verdict = self._count(state)
         if verdict is None and (not host or not port_text.isdigit() or not 0 < int(port_text) < 65536):
             verdict = FetchFailed(Reason.BAD_REDIRECT, f"the browser asked for a tunnel to {authority[:100]!r}")
         upstream: socket.socket | None = None
         if verdict is None:
-            control = Control(cancelled=self._stopped)
+            control = Control(cancelled=state.over)
             try:
-                with control.request(self._policy.timeout):
-                    upstream = _transport(self._fetcher).connect(host, int(port_text), self._policy.network)
+                with control.request(state.policy.timeout):
+                    upstream = _transport(self._fetcher).connect(host, int(port_text), state.policy.network)
             except FetchAborted:
                 raise
             except httpx.TransportError as error:
-                verdict = verdict_for(error, authority, self._policy)
+                verdict = verdict_for(error, authority, state.policy)
         if verdict is not None or upstream is None:
             verdict = verdict or FetchFailed(Reason.CONNECT_FAILED, f"cannot reach {authority}")
-            self._refuse(label, verdict, True)
+            self._refuse(state, label, verdict, True)
             self._answer_refusal(connection, sock, 403, str(verdict), verdict.reason)
             return
         try:
@@ -337,11 +371,11 @@ class Gate:
             pending, _closed = connection.trailing_data
             if pending:
                 upstream.sendall(pending)
-            self._pipe(sock, upstream)
+            self._pipe(sock, upstream, state)
         finally:
             upstream.close()
 
-    def _pipe(self, browser: socket.socket, site: socket.socket) -> None:
+    def _pipe(self, browser: socket.socket, site: socket.socket, state: PageState) -> None:
         """Bytes both ways until either side closes, the page ends, the page's byte budget is spent, or
         nothing moves for request_timeout_seconds."""
         peers = {browser.fileno(): site, site.fileno(): browser}
@@ -349,10 +383,10 @@ class Gate:
         for fd in peers:
             poller.register(fd, select.POLLIN)
         idle_since = time.monotonic()
-        while not self._stopped.is_set():
+        while not state.over.is_set():
             ready = poller.poll(int(SLICE_SECONDS * 1000))
             if not ready:
-                if time.monotonic() - idle_since > self._policy.timeout:
+                if time.monotonic() - idle_since > state.policy.timeout:
                     return
                 continue
             idle_since = time.monotonic()
@@ -361,14 +395,14 @@ class Gate:
                 data = source.recv(65536)
                 if not data:
                     return
-                with self._lock:
-                    self.bytes += len(data)
-                    over = self.bytes > MAX_PAGE_BYTES
+                with state.lock:
+                    state.bytes += len(data)
+                    over = state.bytes > MAX_PAGE_BYTES
                 if over:
-                    self._refuse(f"https://{site.getpeername()[0]}", FetchFailed(
+                    self._refuse(state, f"https://{site.getpeername()[0]}", FetchFailed(
                         Reason.RENDER_TOO_LARGE, f"the page took more than {MAX_PAGE_BYTES // 2**20} MiB"), False)
                     return
-                peers[fd].settimeout(self._policy.timeout)
+                peers[fd].settimeout(state.policy.timeout)
                 peers[fd].sendall(data)
 
 

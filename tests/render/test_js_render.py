@@ -12,7 +12,7 @@ from typing import Any
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 from quaero.testing.harness import CrawlHarness, cookie
 from quaero.testing.site import Request, Response, SiteServer, html
-from tests.render.spa import APP, OFF_SITE, SESSION, SpaApp, serve_app
+from quaero.testing.spa import APP, OFF_SITE, SESSION, SpaApp, serve_app
 
 JS = definitions_pb2.RENDER_MODE_JS
 BLOCKED = "rebind.site.test"  # resolves to 127.0.0.2, outside the tests' allowed 127.0.0.1/32
@@ -217,3 +217,25 @@ def test_a_browser_that_hangs_is_killed_and_costs_only_its_page(harness: CrawlHa
     assert sorted(later) == ["after one", "after two"]
     assert harness.executor.worker.pages.renderer.launches == 2
 
+
+
+def test_nothing_one_page_stores_reaches_the_next_page_of_its_run(harness: CrawlHarness) -> None:
+    """Pages of one run share a browser context (a fresh one per page cost 2.7x the CPU), reset between
+    them: the next page sees the stored credentials only, as a fresh context would."""
+    site = harness.site({})
+    writer = script_page("document.cookie = 'fromscript=1; path=/'; localStorage.setItem('k', 'local-left');"
+                         "sessionStorage.setItem('k', 'session-left');", "<a href='/reader'>next</a>")
+    writer.headers.append(("Set-Cookie", "fromserver=1; Path=/"))
+    site.handler.routes.update({
+        (APP, "/writer"): writer,
+        (APP, "/reader"): script_page("document.getElementById('seen').textContent = 'cookie:' + document.cookie +"
+                                      " ' local:' + localStorage.getItem('k') + ' session:' +"
+                                      " sessionStorage.getItem('k');", "<p id=seen></p>"),
+    })
+    auth = harness.credentials([cookie("theme", "dark", APP)])
+    result = harness.crawl([f"http://{APP}:{site.port}/writer"], auth, render=JS, max_depth=1, concurrency=1)
+    reader = next(d for d in result.documents if d.url.endswith("/reader"))
+    assert "cookie:theme=dark local:null session:null" in reader.text
+    assert names_sent_to(site, APP, "/reader") == {"theme"}
+    slots = harness.executor.worker.pages.renderer._slots
+    assert any(slot.used == 2 for slot in slots)  # both pages were in one context: the reset did it
