@@ -6,6 +6,7 @@
     python3 build.py gen      regenerate the gRPC stubs in quaero/api/ from protos/
     python3 build.py verify   check that the stubs are current and that both services start (health SERVING)
     python3 build.py bench    run the benchmarks in bench/
+    python3 build.py browser  install Chromium for render = "js" (apt-get; `test` and `bench` do it when missing)
 
 On a fresh clone it first creates .venv/ and installs the project into it (editable, with dev extras),
 then re-runs itself inside that environment: nothing has to be installed by hand.
@@ -217,6 +218,36 @@ def verify_services() -> None:
     print(f"build: {wheel.name} installs into a fresh environment and both services start from it", flush=True)
 
 
+def ensure_browser(required: bool) -> None:
+    """Debian's Chromium for render = "js" (never `playwright install`: its download is not reachable
+    here). Installed with apt-get when missing; where that cannot be done, one line says what to run:
+    CI stops there, a local run goes on and its browser tests skip, naming the same command."""
+    from executor_service.render.chromium import CHROMIUM_ENV, INSTALL_COMMAND, BrowserMissing, chromium_path
+
+    try:
+        chromium_path()
+        return
+    except BrowserMissing as missing:
+        problem = str(missing)
+    if not os.environ.get(CHROMIUM_ENV) and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("build: installing Chromium for render = \"js\" (apt-get, about 35 s the first time)", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        installed = (subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env).returncode == 0
+                     and subprocess.run(INSTALL_COMMAND.split(), capture_output=True, env=env).returncode == 0)
+        if installed:
+            chromium_path()
+            return
+        problem = f"`apt-get update && {INSTALL_COMMAND}` failed"
+    message = f"build: no browser for render = \"js\": {problem}"
+    if required:
+        raise SystemExit(message)
+    print(f"{message} (its tests skip)", file=sys.stderr, flush=True)
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 def run_tests(extra: list[str]) -> int:
     env = dict(os.environ)
     return subprocess.call([str(VENV_PY), "-m", "pytest", *extra], cwd=ROOT, env=env)
@@ -244,13 +275,19 @@ def main() -> int:
         lint()
         verify_services()
         node_client()
+        ensure_browser(required=_ci())
         code = run_tests(sys.argv[2:])
         return code
     if command == "demo":
         from quaero.demo.__main__ import main as demo_main
 
         return demo_main()
+    if command == "browser":
+        ensure_browser(required=True)
+        print("build: Chromium is installed")
+        return 0
     if command == "bench":
+        ensure_browser(required=True)
         _quietly([str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", f"{ROOT}[bench]"],
                  "installing the benchmarks' Scrapy baseline")
         code = subprocess.call([str(VENV_PY), str(ROOT / "bench" / "manager_load.py"), *sys.argv[2:]], cwd=ROOT)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..api.manager.v1 import definitions_pb2
-from ..convert import definition_to_proto
+from ..convert import crawl_mapping_from_proto, definition_to_proto
 from ..crawl_spec import Definition
 from ..errors import QuaeroError
 from .common import fail, manager, out, rpc
@@ -54,10 +54,10 @@ def definitions_ls(ctx: typer.Context) -> None:
     """List job definitions."""
     page = rpc(lambda: manager(ctx).definitions.ListJobDefinitions(definitions_pb2.ListJobDefinitionsRequest(
         page_size=1000)), "cannot list definitions")
-    table = Table("id", "name", "auth_id", "start URLs", "depth", "pages")
+    table = Table("id", "name", "auth_id", "start URLs", "depth", "pages", "render")
     for d in page.job_definitions:
         table.add_row(d.id, d.name, d.auth_id or "-", "\n".join(d.crawl.start_urls), str(d.crawl.max_depth),
-                      str(d.crawl.max_pages))
+                      str(d.crawl.max_pages), crawl_mapping_from_proto(d.crawl)["render"])
     out.print(table)
 
 

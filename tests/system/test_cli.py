@@ -92,6 +92,9 @@ def test_bad_input_and_unreachable_services_give_one_readable_line(harness: Craw
     bad_toml.write_text('id = "bad"\n[crawl]\nstart_urls = ["nope"]\n')
     line = one_line_error(cli("definitions", "apply", str(bad_toml)))
     assert "INVALID_ARGUMENT" in line and "crawl.start_urls[0]" in line
+    bad_toml.write_text('id = "bad"\n[crawl]\nstart_urls = ["https://a.test/"]\nrender = "javascript"\n')
+    line = one_line_error(cli("definitions", "apply", str(bad_toml)))
+    assert "crawl.render" in line and '"js"' in line
     assert "DEFINITION_NOT_FOUND" in one_line_error(cli("run", "missing-definition"))
     lonely = tmp_path / "elsewhere"
     lonely.mkdir()
