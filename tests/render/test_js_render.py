@@ -224,7 +224,9 @@ def test_nothing_one_page_stores_reaches_the_next_page_of_its_run(harness: Crawl
     them: the next page sees the stored credentials only, as a fresh context would."""
     site = harness.site({})
     writer = script_page("document.cookie = 'fromscript=1; path=/'; localStorage.setItem('k', 'local-left');"
-                         "sessionStorage.setItem('k', 'session-left');", "<a href='/reader'>next</a>")
+                         "sessionStorage.setItem('k', 'session-left');"
+                         "setInterval(() => { localStorage.setItem('k', 'late'); document.cookie = 'late=1'; }, 5);",
+                         "<a href='/reader'>next</a>")
     writer.headers.append(("Set-Cookie", "fromserver=1; Path=/"))
     site.handler.routes.update({
         (APP, "/writer"): writer,
