@@ -23,15 +23,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from executor_service.render.browser import SETTLE_CAP_SECONDS, SETTLE_QUIET_SECONDS
+from executor_service.render.chromium import chromium_path
 from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 from quaero.client import ManagerClient
 from quaero.rpc.channel import open_channel
 from quaero.testing.processes import start_executor, start_manager
 from quaero.testing.spa import APP, OFF_SITE, SESSION
-
-from executor_service.render.browser import SETTLE_CAP_SECONDS, SETTLE_QUIET_SECONDS
-from executor_service.render.chromium import chromium_path
 
 TOKEN = "bench-" + secrets.token_hex(8)
 SECRET = secrets.token_urlsafe(16)

@@ -21,8 +21,8 @@ from .crawl.fetcher import Fetcher
 from .crawl.transport import GuardedTransport
 from .identity import claim_identity
 from .manager_link import ManagerLink
-from .render.browser import Renderer
 from .metrics import MANAGER_REACHABLE, PAGES_IN_FLIGHT
+from .render.browser import Renderer
 from .runs import Runs
 from .servicer import ExecutorServicer, relayed_from_manager
 from .worker import Worker
