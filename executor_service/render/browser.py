@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from quaero.cookies import StoredCookie
 from quaero.errors import Reason
 from quaero.patterns import any_search
+from quaero.urls import is_logout_link
 
 from ..crawl.content import MAX_BODY_BYTES
 from ..crawl.control import SLICE_SECONDS, Control, FetchAborted
@@ -191,6 +192,11 @@ class Renderer:
         missing = playwright_missing()
         if missing:
             raise FetchFailed(Reason.BROWSER_UNAVAILABLE, f"cannot render {url}: {missing}")
+        # The page's own URL, checked here whatever its scheme: the gate sees an https request's host only.
+        if is_logout_link(url):
+            raise FetchFailed(Reason.LOGOUT_REDIRECT, f"{url[:200]} is a logout URL; not requested")
+        if policy.obey_robots and not self._fetcher.robots_allows(url, policy, control):
+            raise FetchFailed(Reason.ROBOTS_DISALLOWED, f"robots.txt disallows {url}")
         while not self._turns.acquire(timeout=SLICE_SECONDS):
             control.check()
         try:

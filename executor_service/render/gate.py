@@ -1,7 +1,7 @@
-"""The gate: the only way out of the browser for one rendered page. A forward proxy on a loopback port
-of its own, given to that page's browser context (Playwright's per-context `proxy=`), which sees every
-request the page makes (the document, each redirect hop, scripts, fetch/XHR, images, iframes) and
-applies the HTTP path's policy to each one:
+"""The gate: the only way out of the browser for a rendered page. A forward proxy on a loopback port of
+its own, given to one browser context (Playwright's per-context `proxy=`) and bound to the page that
+context renders now, which sees every request the page makes (the document, each redirect hop,
+scripts, fetch/XHR, images, iframes) and applies the HTTP path's policy to each one:
 
 - the network policy on the resolved address, through the crawl's own transport (transport.py), so
   loopback, private and link-local addresses, DNS rebinding included, are refused as on the HTTP path;
@@ -17,7 +17,9 @@ applies the HTTP path's policy to each one:
 
 HTTPS goes through CONNECT: the gate checks the host and its resolved address and connects the tunnel
 itself, then passes the encrypted bytes (bounded in time and size) without seeing paths or cookies.
-Those stay with Chromium's jar and its certificate checks. Every refusal is kept (refusals) with the
+Those stay with Chromium's jar and its certificate checks; the page's own URL is checked for robots.txt
+and logout before the browser is asked (browser.py), but an https redirect hop or script navigation is
+checked for its address only. Every refusal is kept (refusals) with the
 verdict the HTTP path would have given, so the renderer can end a page whose navigation was refused
 with that verdict.
 

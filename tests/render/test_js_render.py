@@ -81,11 +81,17 @@ def test_no_request_reaches_a_blocked_address_whether_by_script_redirect_or_embe
     site.handler.routes.update({
         (APP, "/script-redirect"): script_page(f"location.href = '{target}/by-script';"),
         (APP, "/server-redirect"): Response(status=302, headers=[("Location", f"{target}/by-302")]),
-        (APP, "/embeds"): script_page(f"fetch('http://127.0.0.2:{blocked.port}/by-fetch');",
-                                      f"<p>embeds</p><img src='{target}/by-img.gif'>"),
+        (APP, "/embeds"): script_page(
+            f"fetch('http://127.0.0.2:{blocked.port}/by-fetch');"
+            f"fetch('http://127.0.0.1:{site.port}/by-ip', {{credentials: 'include', mode: 'no-cors'}});",
+            f"<p>embeds</p><img src='{target}/by-img.gif'><iframe src='http://localhost:{site.port}/by-name'></iframe>"),
+        ("localhost", "/by-name"): html("loopback by name"),
+        ("127.0.0.1", "/by-ip"): html("loopback by address"),
     })
+    auth = harness.credentials([cookie(SESSION, "embeds-session", APP), cookie("wide", "w", "site.test",
+                                                                              include_subdomains=True)])
     urls = [f"http://{APP}:{site.port}/{path}" for path in ("script-redirect", "server-redirect", "embeds")]
-    result = harness.crawl(urls, render=JS, max_depth=0)
+    result = harness.crawl(urls, auth, render=JS, max_depth=0)
     children = by_url(result)
     assert children[urls[0]].status == jobs_pb2.JOB_STATUS_FAILED
     assert children[urls[0]].error_reason == "BLOCKED_ADDRESS"
@@ -95,6 +101,10 @@ def test_no_request_reaches_a_blocked_address_whether_by_script_redirect_or_embe
     refused = {(item["url"].split("/")[-1], item["reason"]) for item in embeds.result["requests_refused"]}
     assert refused >= {("by-img.gif", "BLOCKED_ADDRESS"), ("by-fetch", "BLOCKED_ADDRESS")}
     assert blocked.requests == []
+    # The same server reached by an IP literal and by `localhost` is another host: no cookie goes there.
+    assert site.requests_to("localhost") and names_sent_to(site, "localhost") == set()
+    assert site.requests_to("127.0.0.1") and names_sent_to(site, "127.0.0.1") == set()
+    assert names_sent_to(site, APP, "/embeds") == {SESSION, "wide"}
 
 
 def test_a_login_redirect_done_in_javascript_means_logged_out(harness: CrawlHarness) -> None:
@@ -241,3 +251,22 @@ def test_nothing_one_page_stores_reaches_the_next_page_of_its_run(harness: Crawl
     assert names_sent_to(site, APP, "/reader") == {"theme"}
     slots = harness.executor.worker.pages.renderer._slots
     assert any(slot.used == 2 for slot in slots)  # both pages were in one context: the reset did it
+
+
+def test_the_browser_is_replaced_after_its_share_of_pages(harness: CrawlHarness) -> None:
+    from executor_service.crawl.control import Control
+    from executor_service.crawl.cookie_jar import CookieJar
+    from executor_service.crawl.fetcher import FetchPolicy
+    from executor_service.render.browser import Renderer
+    from quaero.network_policy import NetworkPolicy
+
+    site = harness.site({(APP, f"/{n}"): html(f"page {n}") for n in range(5)})
+    renderer = Renderer(harness.executor.fetcher, pages=1, recycle_after=2)
+    policy = FetchPolicy(network=NetworkPolicy(allow_private=True), run_id="recycle")
+    try:
+        titles = [renderer.render(f"http://{APP}:{site.port}/{n}", CookieJar(), [], policy, Control()).body
+                  for n in range(5)]
+    finally:
+        renderer.close()
+    assert all(f"page {n}".encode() in body for n, body in enumerate(titles))
+    assert renderer.launches == 3  # pages 1-2, 3-4, 5
