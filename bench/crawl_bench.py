@@ -25,12 +25,12 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
-from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
+from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2
 from quaero.client import ManagerClient
 from quaero.rpc.channel import open_channel
 from quaero.testing.metrics import rpc_counts, scrape
 from quaero.testing.processes import start_executor, start_manager
+from quaero.testing.runs import run_to_end
 
 HOST = "bench.site.test"
 TOKEN = "bench-" + secrets.token_hex(8)
@@ -175,11 +175,7 @@ def _run_definition(manager: object, executor: object, port: int, pages: int, co
     before = {name: process_cpu(pid) for name, pid in pids.items()}
     database_before = postgres_cpu() if postgres else 0.0
     began = time.perf_counter()
-    started = executor_pb2_grpc.ExecutorStub(channel).ExecuteJobDefinition(
-        executor_pb2.ExecuteJobDefinitionRequest(definition_id="bench"))
-    for update in client.jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=started.parent_job_id)):
-        if update.status not in (jobs_pb2.JOB_STATUS_PENDING, jobs_pb2.JOB_STATUS_RUNNING):
-            break
+    parent = run_to_end(channel, client, "bench")
     seconds = time.perf_counter() - began
     cpu = {name: process_cpu(pid) - before[name] for name, pid in pids.items()}
     if postgres:
@@ -189,7 +185,7 @@ def _run_definition(manager: object, executor: object, port: int, pages: int, co
     stored, token = 0, ""
     while True:
         page = client.documents.ListDocuments(documents_pb2.ListDocumentsRequest(
-            parent_job_id=started.parent_job_id, page_size=1000, page_token=token, omit_text=True))
+            parent_job_id=parent.id, page_size=1000, page_token=token, omit_text=True))
         stored += sum(1 for d in page.documents if "Page" in d.title)
         token = page.next_page_token
         if not token:

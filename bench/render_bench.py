@@ -25,11 +25,11 @@ from pathlib import Path
 
 from executor_service.render.browser import SETTLE_CAP_SECONDS, SETTLE_QUIET_SECONDS
 from executor_service.render.chromium import chromium_path
-from quaero.api.executor.v1 import executor_pb2, executor_pb2_grpc
-from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
+from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2
 from quaero.client import ManagerClient
 from quaero.rpc.channel import open_channel
 from quaero.testing.processes import start_executor, start_manager
+from quaero.testing.runs import run_to_end
 from quaero.testing.spa import APP, OFF_SITE, SESSION
 
 TOKEN = "bench-" + secrets.token_hex(8)
@@ -219,16 +219,12 @@ def quaero_crawl(port: int, pages: int, concurrency: int, render: int) -> Run:
             before = {name: tree_cpu(pid) for name, pid in roots.items()}
             memory = PeakMemory(executor.process.pid)
             began = time.perf_counter()
-            started = executor_pb2_grpc.ExecutorStub(channel).ExecuteJobDefinition(
-                executor_pb2.ExecuteJobDefinitionRequest(definition_id="bench"))
-            for update in client.jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=started.parent_job_id)):
-                if update.status not in (jobs_pb2.JOB_STATUS_PENDING, jobs_pb2.JOB_STATUS_RUNNING):
-                    break
+            parent = run_to_end(channel, client, "bench")
             seconds = time.perf_counter() - began
             cpu = {name: tree_cpu(pid) - before[name] for name, pid in roots.items()}
             peak = memory.stop()
             documents = client.documents.ListDocuments(documents_pb2.ListDocumentsRequest(
-                parent_job_id=started.parent_job_id, page_size=1000)).documents
+                parent_job_id=parent.id, page_size=1000)).documents
             stored = sum(1 for d in documents if "secret content" in d.text)
             channel.close()
             client.close()
