@@ -52,6 +52,7 @@ DEFAULT_PAGES = 2
 DEFAULT_RECYCLE_AFTER = 500
 SETTLE_QUIET_SECONDS = 0.2
 SETTLE_CAP_SECONDS = 5.0
+BODY_GRACE_SECONDS = 1.0
 CLOSE_SECONDS = 5.0
 PROBE_SECONDS = 3.0
 WATCHDOG_GRACE_SECONDS = 15.0
@@ -119,7 +120,7 @@ class PageWatch:
 
     def __init__(self, page: Any) -> None:
         self._page = page
-        self.in_flight: set[Any] = set()
+        self.in_flight: dict[Any, float | None] = {}  # request -> when its response began (None: not yet)
         self.changed = time.monotonic()
         self.navigations: list[str] = []
         self.origins: set[str] = set()
@@ -140,7 +141,7 @@ class PageWatch:
             return False
 
     def _request(self, request: Any) -> None:
-        self.in_flight.add(request)
+        self.in_flight[request] = None
         self.changed = time.monotonic()
         parts = urlsplit(request.url)
         if parts.scheme in ("http", "https") and len(self.origins) < 100:
@@ -149,18 +150,28 @@ class PageWatch:
             self.navigations.append(request.url)
 
     def _finished(self, request: Any) -> None:
-        self.in_flight.discard(request)
+        self.in_flight.pop(request, None)
         self.changed = time.monotonic()
 
     def _response(self, response: Any) -> None:
-        if self._is_main(response.request):
+        request = response.request
+        if request in self.in_flight:
+            self.in_flight[request] = time.monotonic()
+        if self._is_main(request):
             self.main_response = response
+
+    def pending(self) -> list[Any]:
+        """Requests still to be waited for: those without a response, and those whose body began less
+        than BODY_GRACE_SECONDS ago (Chromium never finishes some bodies a page leaves unread, such as
+        Cache-Control: no-store answers to a fetch() whose response is not read)."""
+        now = time.monotonic()
+        return [r for r, began in self.in_flight.items() if began is None or now - began < BODY_GRACE_SECONDS]
 
     async def settle(self, cap: float) -> bool:
         """True when nothing was in flight for SETTLE_QUIET_SECONDS within `cap` seconds."""
         end = time.monotonic() + cap
         while time.monotonic() < end:
-            if not self.in_flight and time.monotonic() - self.changed >= SETTLE_QUIET_SECONDS:
+            if not self.pending() and time.monotonic() - self.changed >= SETTLE_QUIET_SECONDS:
                 return True
             await asyncio.sleep(0.05)
         return False
@@ -428,8 +439,9 @@ class Renderer:
                             "the session has expired or was logged out; import fresh cookies")
         html = await _content(page)
         notes: dict[str, Any] = {"rendered": True, "requests": state.requests}
-        if not settled:
-            notes["settled"] = False  # the network never went quiet: rendered as it was at the cap
+        if not settled:  # the network never went quiet: rendered as it was at the cap
+            notes["settled"] = False
+            notes["in_flight"] = sorted(request.url[:300] for request in watch.pending())[:10]
         refused = [r for r in state.refusals if r.url != main]
         if refused:
             notes["requests_refused"] = [{"url": r.url[:300], "reason": str(r.verdict.reason)} for r in refused[:20]]

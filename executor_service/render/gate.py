@@ -329,8 +329,8 @@ class Gate:
     def _answer_refusal(self, connection: h11.Connection, sock: socket.socket, status: int, message: str,
                         reason: str = "") -> None:
         body = f"refused by quaero: {message}\n".encode("utf-8", "replace")
-        headers = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body))),
-                   ("cache-control", "no-store")]
+        # (no Cache-Control: with no-store, Chromium never finished a fetch whose body the page left unread)
+        headers = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body)))]
         if reason:
             headers.append((REFUSED_HEADER, reason))
         if connection.our_state is not h11.SEND_RESPONSE:

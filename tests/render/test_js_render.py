@@ -270,3 +270,34 @@ def test_the_browser_is_replaced_after_its_share_of_pages(harness: CrawlHarness)
         renderer.close()
     assert all(f"page {n}".encode() in body for n, body in enumerate(titles))
     assert renderer.launches == 3  # pages 1-2, 3-4, 5
+
+
+def test_hostile_answers_to_a_pages_requests_cost_at_most_that_page(harness: CrawlHarness) -> None:
+    from tests.support.hostile import gzip_bomb
+
+    site = harness.site({})
+    site.handler.routes.update({
+        (APP, "/greedy"): script_page("for (let i = 0; i < 400; i++) fetch('/tiny?' + i);", "<p>greedy</p>"),
+        (APP, "/tiny"): Response(body="{}", content_type="application/json"),
+        (APP, "/bombed"): script_page("fetch('/bomb.json'); fetch('/huge.json'); fetch('/unread');", "<p>bombed</p>"),
+        (APP, "/unread"): Response(body="{}", content_type="application/json", headers=[("Cache-Control", "no-store")]),
+        (APP, "/bomb.json"): gzip_bomb(50 * 2**20, "application/json"),
+        (APP, "/huge.json"): Response(body=b"x" * (6 * 2**20), content_type="application/json"),
+        (APP, "/builds-a-giant"): script_page("document.body.textContent = 'y'.repeat(6 * 1024 * 1024);"),
+        (APP, "/after"): html("after"),
+    })
+    urls = [f"http://{APP}:{site.port}/{path}" for path in ("greedy", "bombed", "builds-a-giant", "after")]
+    result = harness.crawl(urls, render=JS, max_depth=0, concurrency=1)
+    children = by_url(result)
+    greedy = children[urls[0]]
+    assert greedy.status == jobs_pb2.JOB_STATUS_COMPLETED
+    assert {item["reason"] for item in greedy.result["requests_refused"]} == {"RENDER_TOO_LARGE"}
+    assert len([r for r in site.requests_to(APP) if r.path == "/tiny"]) < 300
+    bombed = children[urls[1]]
+    assert bombed.status == jobs_pb2.JOB_STATUS_COMPLETED
+    assert {item["reason"] for item in bombed.result["requests_refused"]} == {"BODY_TOO_LARGE"}
+    # Refused answers and bodies the page leaves unread do not keep a page from settling.
+    assert "settled" not in greedy.result and "settled" not in bombed.result
+    giant = children[urls[2]]
+    assert (giant.status, giant.error_reason) == (jobs_pb2.JOB_STATUS_FAILED, "RENDER_TOO_LARGE")
+    assert children[urls[3]].status == jobs_pb2.JOB_STATUS_COMPLETED
