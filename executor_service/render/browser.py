@@ -44,6 +44,7 @@ from ..crawl.cookie_jar import CookieJar
 from ..crawl.fetcher import Fetcher, FetchPolicy, FetchResult
 from ..crawl.hops import Stop, next_hop
 from ..crawl.verdicts import FetchFailed, LoggedOut, Verdict
+from ..metrics import BROWSERS_KILLED, BROWSERS_STARTED
 from .chromium import BrowserMissing, Launcher, chromium_path, playwright_missing, prepare_launcher
 from .gate import Gate, PageState
 
@@ -299,6 +300,7 @@ class Renderer:
         browser.on("disconnected", lambda _browser: setattr(entry, "alive", False))
         self._current = entry
         self.launches += 1
+        BROWSERS_STARTED.inc()
         log.info("event=browser_started pid=%s launches=%d", entry.pid, self.launches)
         return entry
 
@@ -531,6 +533,7 @@ async def _close_browser(entry: _Browser) -> None:
 
 def _kill(entry: _Browser, why: str) -> None:
     entry.alive = False
+    BROWSERS_KILLED.inc()
     if entry.pid:
         log.warning("event=browser_killed pid=%s why=%s", entry.pid, why)
         with contextlib.suppress(OSError):

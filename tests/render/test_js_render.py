@@ -218,12 +218,16 @@ def test_a_browser_that_crashes_costs_only_its_page(harness: CrawlHarness) -> No
 
 
 def test_a_browser_that_hangs_is_killed_and_costs_only_its_page(harness: CrawlHarness) -> None:
+    from executor_service.metrics import BROWSERS_KILLED
+
+    killed = BROWSERS_KILLED._value.get()
     started = time.monotonic()
     outcome, later = _browser_fault(harness, signal.SIGSTOP, request_timeout_seconds=2)
     [child] = outcome.children
     assert child.status == jobs_pb2.JOB_STATUS_FAILED
     assert child.error_reason == "BROWSER_HUNG", child.error
     assert time.monotonic() - started < 40
+    assert BROWSERS_KILLED._value.get() == killed + 1
     assert sorted(later) == ["after one", "after two"]
     assert harness.executor.worker.pages.renderer.launches == 2
 
@@ -263,13 +267,25 @@ def test_the_browser_is_replaced_after_its_share_of_pages(harness: CrawlHarness)
     site = harness.site({(APP, f"/{n}"): html(f"page {n}") for n in range(5)})
     renderer = Renderer(harness.executor.fetcher, pages=1, recycle_after=2)
     policy = FetchPolicy(network=NetworkPolicy(allow_private=True), run_id="recycle")
+    bodies, browsers = [], set()
     try:
-        titles = [renderer.render(f"http://{APP}:{site.port}/{n}", CookieJar(), [], policy, Control()).body
-                  for n in range(5)]
+        for n in range(5):
+            bodies.append(renderer.render(f"http://{APP}:{site.port}/{n}", CookieJar(), [], policy, Control()).body)
+            browsers.add(renderer._current.pid if renderer._current else None)
     finally:
         renderer.close()
-    assert all(f"page {n}".encode() in body for n, body in enumerate(titles))
-    assert renderer.launches == 3  # pages 1-2, 3-4, 5
+    assert all(f"page {n}".encode() in body for n, body in enumerate(bodies))
+    assert renderer.launches == 3 and len(browsers) == 3  # pages 1-2, 3-4, 5
+    time.sleep(0.5)
+    assert not [pid for pid in browsers if pid and _running(pid)]  # recycled and closed browsers are gone
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "\nState:\tZ" not in status.read()
+    except FileNotFoundError:
+        return False
 
 
 def test_hostile_answers_to_a_pages_requests_cost_at_most_that_page(harness: CrawlHarness) -> None:
