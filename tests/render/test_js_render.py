@@ -4,6 +4,7 @@ policy on every request the page makes."""
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import threading
 import time
@@ -272,6 +273,8 @@ def test_the_browser_is_replaced_after_its_share_of_pages(harness: CrawlHarness)
         for n in range(5):
             bodies.append(renderer.render(f"http://{APP}:{site.port}/{n}", CookieJar(), [], policy, Control()).body)
             browsers.add(renderer._current.pid if renderer._current else None)
+            if os.geteuid() == 0:  # the browser runs unprivileged, so that Chromium's sandbox is on
+                assert os.stat(f"/proc/{renderer._current.pid}").st_uid == pwd.getpwnam("nobody").pw_uid  # type: ignore[union-attr]
     finally:
         renderer.close()
     assert all(f"page {n}".encode() in body for n, body in enumerate(bodies))
