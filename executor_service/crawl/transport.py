@@ -314,14 +314,6 @@ class GuardedTransport(httpx.BaseTransport):
         return httpx.Response(status_code=response.status, headers=response.headers, stream=_Body(response.stream),
                               extensions=response.extensions, request=request)
 
-    def connect(self, host: str, port: int, policy: NetworkPolicy) -> socket.socket:
-        """A TCP connection to host:port on an address the policy allows, within the current request's
-        deadline (Control.request): the browser gate's tunnels."""
-        with _httpx_errors():
-            stream = GuardedBackend(policy, self._resolve, self._dns).connect_tcp(host, port)
-        sock: socket.socket = stream.get_extra_info("socket")
-        return sock
-
     def close(self) -> None:
         with self._lock:
             pools = list(self._pools.values())

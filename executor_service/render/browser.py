@@ -204,7 +204,7 @@ class Renderer:
         missing = playwright_missing()
         if missing:
             raise FetchFailed(Reason.BROWSER_UNAVAILABLE, f"cannot render {url}: {missing}")
-        # The page's own URL, checked here whatever its scheme: the gate sees an https request's host only.
+        # The page's own URL, checked before a browser is involved (the gate checks it again, and every hop).
         if is_logout_link(url):
             raise FetchFailed(Reason.LOGOUT_REDIRECT, f"{url[:200]} is a logout URL; not requested")
         if policy.obey_robots and not self._fetcher.robots_allows(url, policy, control):
@@ -328,8 +328,11 @@ class Renderer:
         loop = asyncio.get_running_loop()
         gate = await loop.run_in_executor(None, Gate, self._fetcher)
         try:
+            # ignore_https_errors: the only certificate this context ever sees is the gate's own (gate.py);
+            # the gate checks the site's certificate itself.
             context = await entry.browser.new_context(proxy={"server": gate.url}, service_workers="block",
-                                                      accept_downloads=False, user_agent=user_agent)
+                                                      accept_downloads=False, user_agent=user_agent,
+                                                      ignore_https_errors=True)
             page = await context.new_page()
             cdp = await context.new_cdp_session(page)
         except BaseException:

@@ -8,29 +8,32 @@ scripts, fetch/XHR, images, iframes) and applies the HTTP path's policy to each 
 - logout URLs are never requested; a request that may be a navigation (it asks for HTML) is GET or HEAD
   only and obeys robots.txt;
 - cookies: Chromium's jar holds the child's cookies, mapped exactly (browser.py), and decides where
-  they go; on plain HTTP the gate also removes any stored credential the child's RFC 6265 jar would
-  not send to that URL, so a credential reaches no host the HTTP path would not send it to even if
-  the browser's rules differed;
+  they go; the gate also removes any stored credential the child's RFC 6265 jar would not send to that
+  URL, so a credential reaches no host the HTTP path would not send it to even if the browser's rules
+  differed;
 - bounds: a response is read (and decompressed) here within MAX_BODY_BYTES, each request within the
   run's request_timeout_seconds, a page makes at most MAX_REQUESTS requests and takes at most
   MAX_PAGE_BYTES through the gate.
 
-HTTPS goes through CONNECT: the gate checks the host and its resolved address and connects the tunnel
-itself, then passes the encrypted bytes (bounded in time and size) without seeing paths or cookies.
-Those stay with Chromium's jar and its certificate checks; the page's own URL is checked for robots.txt
-and logout before the browser is asked (browser.py), but an https redirect hop or script navigation is
-checked for its address only. Every refusal is kept (refusals) with the
-verdict the HTTP path would have given, so the renderer can end a page whose navigation was refused
-with that verdict.
+HTTPS goes through CONNECT, and the gate ends the browser's TLS itself (with a certificate of its own that
+only these contexts accept) and serves the requests inside like plain ones: it is the site's TLS client
+and checks the site's certificate as the HTTP path does (system roots and QUAERO_CA_BUNDLE). So every
+rule above holds for https too, redirect hops and script navigations included. WebSockets are not
+forwarded. Every refusal is kept (refusals) with the verdict the HTTP path would have given, so the
+renderer can end a page whose navigation was refused with that verdict.
 
 Knows nothing of gRPC or Playwright.
 """
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import logging
-import select
+import os
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +42,10 @@ from urllib.parse import urlsplit
 
 import h11
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from quaero.errors import Reason
 from quaero.urls import is_logout_link
@@ -47,7 +54,6 @@ from ..crawl.content import MAX_BODY_BYTES, BadContentEncoding, BodyTooLarge
 from ..crawl.control import SLICE_SECONDS, Control, FetchAborted
 from ..crawl.cookie_jar import CookieJar
 from ..crawl.fetcher import Fetcher, FetchPolicy, verdict_for
-from ..crawl.transport import GuardedTransport
 from ..crawl.verdicts import FetchFailed, Verdict
 
 log = logging.getLogger("quaero.executor.gate")
@@ -159,21 +165,7 @@ class Gate:
     def _serve(self, sock: socket.socket, state: PageState) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         try:
-            while not state.over.is_set():
-                request = self._next(connection, sock, state)
-                if not isinstance(request, h11.Request):
-                    return
-                body = self._request_body(connection, sock, state)
-                if body is None:
-                    self._answer_refusal(connection, sock, 413, "request body too large")
-                    return
-                if request.method == b"CONNECT":
-                    self._tunnel(connection, sock, request.target.decode("ascii", "replace"), state)
-                    return
-                self._forward(connection, sock, request, body, state)
-                if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
-                    return
-                connection.start_next_cycle()
+            self._requests(connection, sock, state, origin=None)
         except (OSError, h11.ProtocolError, FetchAborted):
             pass  # the browser went away, sent something broken, or the page ended
         finally:
@@ -181,6 +173,31 @@ class Gate:
                 self._sockets.discard(sock)
             with contextlib.suppress(OSError):
                 sock.close()
+
+    def _requests(self, connection: h11.Connection, sock: socket.socket, state: PageState, origin: str | None) -> None:
+        """Serves the requests of one connection: absolute http:// URLs (origin None), or, inside an https
+        tunnel, paths on `origin`."""
+        while not state.over.is_set():
+            request = self._next(connection, sock, state)
+            if not isinstance(request, h11.Request):
+                return
+            body = self._request_body(connection, sock, state)
+            if body is None:
+                self._answer_refusal(connection, sock, 413, "request body too large")
+                return
+            target = request.target.decode("ascii", "replace")
+            if request.method == b"CONNECT":
+                if origin is None:
+                    self._tunnel(connection, sock, target, state)
+                return
+            url = target if origin is None else origin + target
+            if not url.startswith("http://" if origin is None else origin + "/"):
+                self._answer_refusal(connection, sock, 400, "the gate forwards absolute http:// URLs and tunnels")
+                return
+            self._forward(connection, sock, request, url, body, state)
+            if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
+                return
+            connection.start_next_cycle()
 
     def _next(self, connection: h11.Connection, sock: socket.socket, state: PageState) -> Any:
         while True:
@@ -267,16 +284,12 @@ class Gate:
         return "; ".join(kept)
 
     # ---- plain HTTP ----------------------------------------------------------------------------------
-    def _forward(self, connection: h11.Connection, sock: socket.socket, request: h11.Request, body: bytes,
+    def _forward(self, connection: h11.Connection, sock: socket.socket, request: h11.Request, url: str, body: bytes,
                  state: PageState) -> None:
         method = request.method.decode("ascii", "replace")
-        url = request.target.decode("ascii", "replace")
         headers = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in request.headers]
         accept = next((value for name, value in headers if name == "accept"), "")
         navigation = accept.startswith("text/html")  # documents and frames ask for HTML first
-        if not url.startswith("http://"):
-            self._answer_refusal(connection, sock, 400, "the gate forwards absolute http:// URLs only")
-            return
         control = Control(cancelled=state.over)
         verdict = self._count(state) or self._check(method, url, navigation, state, control)
         if verdict is not None:
@@ -347,69 +360,62 @@ class Gate:
 
     # ---- HTTPS: CONNECT ------------------------------------------------------------------------------
     def _tunnel(self, connection: h11.Connection, sock: socket.socket, authority: str, state: PageState) -> None:
+        """The browser's TLS ends here (with the gate's own certificate, which only this browser accepts)
+        and each request inside is served like a plain one, to https://host: the gate is the TLS client of
+        the site and checks its certificate as the HTTP path does."""
         host, _, port_text = authority.rpartition(":")
         host = host.strip("[]").lower()
-        label = f"https://{host}:{port_text}"
-        verdict = self._count(state)
-        if verdict is None and (not host or not port_text.isdigit() or not 0 < int(port_text) < 65536):
+        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536 or connection.trailing_data[0]:
             verdict = FetchFailed(Reason.BAD_REDIRECT, f"the browser asked for a tunnel to {authority[:100]!r}")
-        upstream: socket.socket | None = None
-        if verdict is None:
-            control = Control(cancelled=state.over)
-            try:
-                with control.request(state.policy.timeout):
-                    upstream = _transport(self._fetcher).connect(host, int(port_text), state.policy.network)
-            except FetchAborted:
-                raise
-            except httpx.TransportError as error:
-                verdict = verdict_for(error, authority, state.policy)
-        if verdict is not None or upstream is None:
-            verdict = verdict or FetchFailed(Reason.CONNECT_FAILED, f"cannot reach {authority}")
-            self._refuse(state, label, verdict, True)
-            self._answer_refusal(connection, sock, 403, str(verdict), verdict.reason)
+            self._refuse(state, f"https://{authority[:100]}", verdict, True)
+            self._answer_refusal(connection, sock, 400, str(verdict), verdict.reason)
             return
+        self._send(sock, connection.send(h11.Response(status_code=200, headers=[], reason=b"Connection Established")))
+        tls = _gate_tls().wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        with self._lock:
+            self._sockets.discard(sock)
+            self._sockets.add(tls)  # (wrapping took over the socket: unbind must reach this one)
         try:
-            self._send(sock, connection.send(h11.Response(status_code=200, headers=[], reason=b"Connection Established")))
-            pending, _closed = connection.trailing_data
-            if pending:
-                upstream.sendall(pending)
-            self._pipe(sock, upstream, state)
+            started = time.monotonic()
+            while True:
+                tls.settimeout(SLICE_SECONDS)
+                try:
+                    tls.do_handshake()
+                    break
+                except TimeoutError:
+                    if state.over.is_set() or time.monotonic() - started > state.policy.timeout:
+                        return
+            port = int(port_text)
+            origin = f"https://{f'[{host}]' if ':' in host else host}{'' if port == 443 else f':{port}'}"
+            inner = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+            self._requests(inner, tls, state, origin)
+        except ssl.SSLError:
+            pass  # the browser gave up on the handshake
         finally:
-            upstream.close()
-
-    def _pipe(self, browser: socket.socket, site: socket.socket, state: PageState) -> None:
-        """Bytes both ways until either side closes, the page ends, the page's byte budget is spent, or
-        nothing moves for request_timeout_seconds."""
-        peers = {browser.fileno(): site, site.fileno(): browser}
-        poller = select.poll()
-        for fd in peers:
-            poller.register(fd, select.POLLIN)
-        idle_since = time.monotonic()
-        while not state.over.is_set():
-            ready = poller.poll(int(SLICE_SECONDS * 1000))
-            if not ready:
-                if time.monotonic() - idle_since > state.policy.timeout:
-                    return
-                continue
-            idle_since = time.monotonic()
-            for fd, _events in ready:
-                source = browser if fd == browser.fileno() else site
-                data = source.recv(65536)
-                if not data:
-                    return
-                with state.lock:
-                    state.bytes += len(data)
-                    over = state.bytes > MAX_PAGE_BYTES
-                if over:
-                    self._refuse(state, f"https://{site.getpeername()[0]}", FetchFailed(
-                        Reason.RENDER_TOO_LARGE, f"the page took more than {MAX_PAGE_BYTES // 2**20} MiB"), False)
-                    return
-                peers[fd].settimeout(state.policy.timeout)
-                peers[fd].sendall(data)
+            with self._lock:
+                self._sockets.discard(tls)
+            with contextlib.suppress(OSError):
+                tls.close()
 
 
-def _transport(fetcher: Fetcher) -> GuardedTransport:
-    transport = fetcher.transport
-    if not isinstance(transport, GuardedTransport):
-        raise httpx.ConnectError("tunnels need the guarded transport")
-    return transport
+@functools.cache
+def _gate_tls() -> ssl.SSLContext:
+    """The certificate the gate shows the browser for every https host: made once per process, never
+    written anywhere; contexts accept it (ignore_https_errors) because their only way out is the gate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "quaero gate")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256()))
+    with tempfile.TemporaryDirectory() as directory:  # ssl loads a chain from files only
+        cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+        with open(cert_path, "wb") as out:
+            out.write(certificate.public_bytes(serialization.Encoding.PEM))
+        with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as out:
+            out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_path, key_path)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
