@@ -36,6 +36,7 @@ import ssl
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,6 +63,7 @@ MAX_PAGE_BYTES = 64 * 1024 * 1024  # per page, through the gate (responses and t
 MAX_REQUEST_BODY = 1024 * 1024  # a fetch()/form body the page sends
 MAX_HEADER_BYTES = 64 * 1024
 MAX_REFUSALS = 50  # kept per page
+MAX_READING = 6  # responses read at once per page: at most 6 x MAX_BODY_BYTES held
 REFUSED_HEADER = "x-quaero-refused"  # on the gate's own answers, naming the verdict's reason
 # Hop-by-hop headers (RFC 9110 §7.6.1) and what the gate decides itself.
 _NOT_FORWARDED = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
@@ -90,6 +92,17 @@ class PageState:
     bytes: int = 0
     cookies_removed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Responses read at once (each buffered here, up to MAX_BODY_BYTES): bounds a page's memory in the gate.
+    reading: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(MAX_READING))
+
+    @contextlib.contextmanager
+    def reading_turn(self, control: Control) -> Iterator[None]:
+        while not self.reading.acquire(timeout=SLICE_SECONDS):
+            control.check()
+        try:
+            yield
+        finally:
+            self.reading.release()
 
     def refusal_for(self, url: str) -> Refusal | None:
         """The refusal of `url` (or of its host's tunnel, for https), if the gate refused it."""
@@ -312,7 +325,7 @@ class Gate:
                                  extensions={"timeout": timeout, "network_policy": policy.network})
         verdict = None
         try:
-            with control.request(policy.timeout), self._fetcher._send(outgoing) as response:
+            with state.reading_turn(control), control.request(policy.timeout), self._fetcher._send(outgoing) as response:
                 with state.lock:
                     self._fetcher._absorb(url, response, state.jar, [])
                     room = max(0, min(MAX_BODY_BYTES, MAX_PAGE_BYTES - state.bytes))
