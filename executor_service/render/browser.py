@@ -437,6 +437,8 @@ class Renderer:
         retry_after = await _header(watch.main_response, "retry-after") if status in (429, 503) else None
         decision = next_hop(final_url, status, None, retry_after, [])
         if isinstance(decision, Stop):
+            if decision.verdict.retry_after is not None:  # the run leaves the host alone that long, as on HTTP
+                self._fetcher.spacing.back_off((policy.run_id, urlsplit(final_url).netloc), decision.verdict.retry_after)
             raise decision.verdict
         path = urlsplit(final_url).path
         if final_url != url and any_search(list(policy.logged_out), path):

@@ -309,6 +309,9 @@ class Gate:
             self._refuse(state, url, verdict, navigation)
             self._answer_refusal(connection, sock, 403, str(verdict), verdict.reason)
             return
+        if navigation:  # a page (a document, a frame, a hop) waits for the run's turn at the host, as on HTTP
+            self._fetcher.spacing.wait_turn((state.policy.run_id, urlsplit(url).netloc), state.policy.per_host_delay,
+                                            control)
         forwarded: list[tuple[str, str]] = []
         for name, value in headers:
             if name in _NOT_FORWARDED or name.startswith("proxy-"):

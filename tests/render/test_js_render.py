@@ -320,3 +320,28 @@ def test_hostile_answers_to_a_pages_requests_cost_at_most_that_page(harness: Cra
     giant = children[urls[2]]
     assert (giant.status, giant.error_reason) == (jobs_pb2.JOB_STATUS_FAILED, "RENDER_TOO_LARGE")
     assert children[urls[3]].status == jobs_pb2.JOB_STATUS_COMPLETED
+
+
+def test_pages_keep_the_runs_per_host_delay_and_a_429_is_retried_later(harness: CrawlHarness) -> None:
+    arrivals: list[float] = []
+
+    def page(request: Request) -> Response:
+        arrivals.append(time.monotonic())
+        return html("spaced")
+
+    site = harness.site({})
+    site.handler.routes.update({(APP, f"/{n}"): page for n in range(3)})
+    site.handler.routes[(APP, "/busy")] = Response(status=429, headers=[("Retry-After", "30")], body="later")
+    urls = [f"http://{APP}:{site.port}/{n}" for n in range(3)]
+    result = harness.crawl(urls, render=JS, max_depth=0, concurrency=3, per_host_delay_seconds=0.6)
+    assert len(result.documents) == 3
+    gaps = [later - earlier for earlier, later in zip(sorted(arrivals), sorted(arrivals)[1:], strict=False)]
+    assert len(arrivals) == 3 and min(gaps) >= 0.5, gaps
+    busy = harness.start(harness.definition([f"http://{APP}:{site.port}/busy"], render=JS, max_depth=0)).parent_job_id
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        [child] = list(harness.client.iter_children(busy))
+        if child.error_reason:
+            break
+        time.sleep(0.1)
+    assert (child.status, child.error_reason) == (jobs_pb2.JOB_STATUS_PENDING, "RATE_LIMITED")
