@@ -52,3 +52,15 @@ def test_inside_https_redirect_hops_and_script_navigations_get_the_whole_policy(
     assert children[urls[2]].error_reason == "NON_GET_NAVIGATION"
     assert children[urls[3]].status == jobs_pb2.JOB_STATUS_COMPLETED
     assert not {r.path for r in site.requests_to(APP)} & {"/account/logout", "/private/page", "/save"}
+
+
+def test_a_secure_cookie_stays_off_the_plain_http_hop_of_an_https_redirect(tls_harness: Any) -> None:
+    plain = tls_harness.site({})
+    secure = tls_harness.site({}, tls=tls_harness.tls_context)
+    secure.handler.routes[(APP, "/go")] = Response(status=302, headers=[("Location", f"http://{APP}:{plain.port}/landed")])
+    plain.handler.routes[(APP, "/landed")] = html("landed")
+    auth = tls_harness.credentials([cookie("tok", "t", APP, secure=True), cookie("sid", "s", APP)])
+    result = tls_harness.crawl([f"https://{APP}:{secure.port}/go"], auth, render=JS, max_depth=0)
+    assert [d.final_url for d in result.documents] == [f"http://{APP}:{plain.port}/landed"]
+    assert [r.cookie_names() for r in secure.requests_to(APP) if r.path == "/go"] == [{"tok", "sid"}]
+    assert [r.cookie_names() for r in plain.requests_to(APP) if r.path == "/landed"] == [{"sid"}]
