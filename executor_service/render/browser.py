@@ -365,7 +365,17 @@ class Renderer:
 
     async def _render(self, url: str, jar: CookieJar, credentials: list[StoredCookie], policy: FetchPolicy,
                       budget: float) -> FetchResult:
-        slot = await self._slot(context_key(policy.run_id, credentials, policy.user_agent), policy.user_agent)
+        try:
+            slot = await self._slot(context_key(policy.run_id, credentials, policy.user_agent), policy.user_agent)
+        except Verdict:
+            raise
+        except Exception as error:  # making the context failed: the browser died meanwhile, or broke
+            current = self._current
+            if current is not None and await _crashed(current):
+                raise FetchFailed(Reason.BROWSER_CRASHED, f"the browser crashed before rendering {url}; it is "
+                                  "started again for the next page") from None
+            raise FetchFailed(Reason.FETCH_FAILED, f"the browser could not open a page for {url}: "
+                              f"{_first_line(error)}") from None
         entry = slot.owner
         state = slot.gate.bind(jar, frozenset(c.name for c in credentials), policy)
         watch: PageWatch | None = None
