@@ -74,6 +74,7 @@ class WatchHub:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._count = 0
+        self._latest: dict[str, Job] = {}  # the newest state read of each watched job
 
     @property
     def watchers(self) -> int:
@@ -92,6 +93,13 @@ class WatchHub:
             if hits:
                 self._dirty.update(hits)
                 self._wake.set()
+
+    def latest(self, job_id: str) -> Job | None:
+        """The newest state the hub read of a watched job, if it read one: a new stream's first message
+        without a read of its own. (Safe: a change the hub has not read yet is offered to every watcher
+        registered by then, this one included.)"""
+        with self._lock:
+            return self._latest.get(job_id)
 
     def everything_changed(self) -> None:
         """Changes may have been missed (e.g. a listener reconnected): read every watched job again."""
@@ -117,6 +125,7 @@ class WatchHub:
                 group.discard(watcher)
                 if not group:
                     del self._watchers[watcher.job_id]
+                    self._latest.pop(watcher.job_id, None)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -145,5 +154,6 @@ class WatchHub:
             with self._lock:
                 targets = [(watcher, found[job_id]) for job_id in dirty if job_id in found
                            for watcher in self._watchers.get(job_id, ())]
+                self._latest.update((job_id, job) for job_id, job in found.items() if job_id in self._watchers)
             for watcher, job in targets:
                 watcher.offer(job)

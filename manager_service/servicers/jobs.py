@@ -3,6 +3,7 @@ ExceptionToStatus interceptor."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -23,6 +24,7 @@ from ..storage.records import ChildSpec, Completion, DocumentInput, Job, JobLog
 from ..watch import WatchHub
 
 WATCH_TICK_SECONDS = 5.0  # how often a quiet stream checks that its client is still there
+MAX_CACHED_MESSAGES = 4096  # watched jobs whose newest message is kept
 
 
 def job_to_proto(job: Job, basic: bool = False) -> jobs_pb2.Job:
@@ -86,6 +88,8 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
         self.hub = hub
         self._idle = idle  # gives the server's work slot back while a watcher waits
         self._caller = caller  # the caller's role: request ids are scoped by it
+        self._messages: dict[str, tuple[Job, jobs_pb2.Job]] = {}  # job id -> (state, its message): _message
+        self._messages_lock = threading.Lock()
 
     def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
         return job_to_proto(self.jobs.create(
@@ -156,9 +160,10 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
         watcher = self.hub.watch(check_job_id(request.job_id))
         context.add_callback(watcher.wake)  # a client that leaves ends the wait at once
         try:
-            job = self.jobs.get(watcher.job_id)  # read after registering: no change in between is missed
+            # Read after registering, so that no change in between is missed.
+            job = self.hub.latest(watcher.job_id) or self.jobs.get(watcher.job_id)
             last = _watched_state(job)
-            yield job_to_proto(job)
+            yield self._message(job)
             while not job.status.terminal and context.is_active():
                 with self._idle():
                     # Messages are paced (the hub's budget across all streams); what changed meanwhile is
@@ -168,9 +173,22 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
                 if news is None or _watched_state(news) == last:
                     continue
                 job, last = news, _watched_state(news)
-                yield job_to_proto(job)
+                yield self._message(job)
         finally:
             self.hub.unwatch(watcher)
+
+    def _message(self, job: Job) -> jobs_pb2.Job:
+        """The job as a message, built once per state the hub read, for all the streams that send it: the
+        hub hands every watcher the same Job object, so identity tells a state already converted."""
+        cached = self._messages.get(job.id)
+        if cached is not None and cached[0] is job:
+            return cached[1]
+        message = job_to_proto(job)
+        with self._messages_lock:
+            self._messages[job.id] = (job, message)
+            while len(self._messages) > MAX_CACHED_MESSAGES:
+                del self._messages[next(iter(self._messages))]
+        return message
 
     def LeaseJobs(self, request: jobs_pb2.LeaseJobsRequest, context: grpc.ServicerContext) -> jobs_pb2.LeaseJobsResponse:
         jobs, token = self.leases.lease(request.worker_id, request.max_jobs, request.lease_duration.ToTimedelta(),
