@@ -81,3 +81,20 @@ def test_the_pace_of_each_stream_follows_the_number_of_streams() -> None:
         hub.unwatch(watcher)
     assert hub.stream_interval() == 0.2
     hub.stop()
+
+
+def test_a_new_watcher_starts_from_the_newest_state_read_which_is_forgotten_with_the_last_watcher() -> None:
+    table = Table()
+    hub = WatchHub(table.read)
+    first = hub.watch("a")
+    assert hub.latest("a") is None  # nothing read yet: the stream reads the job itself
+    table.rows["a"] = job("a", 3)
+    hub.changed(["a"])
+    offered = first.take(2.0)
+    assert offered is not None and hub.latest("a") is offered  # the very object every watcher got
+    second = hub.watch("a")
+    assert hub.latest("a") is offered and len(table.reads) == 1  # no read for the second stream
+    hub.unwatch(first)
+    hub.unwatch(second)
+    assert hub.latest("a") is None  # nobody watches: no stale state kept for the next one
+    hub.stop()
