@@ -36,7 +36,6 @@ from urllib.parse import urlsplit
 from quaero.cookies import StoredCookie
 from quaero.errors import Reason
 from quaero.patterns import any_search
-from quaero.urls import is_logout_link
 
 from ..crawl.content import MAX_BODY_BYTES
 from ..crawl.control import SLICE_SECONDS, Control, FetchAborted
@@ -46,7 +45,7 @@ from ..crawl.hops import Stop, next_hop
 from ..crawl.verdicts import FetchFailed, LoggedOut, Verdict
 from ..metrics import BROWSERS_KILLED, BROWSERS_STARTED
 from .chromium import BrowserMissing, Launcher, chromium_path, playwright_missing, prepare_launcher
-from .gate import Gate, PageState
+from .gate import Gate, PageState, request_refusal
 
 log = logging.getLogger("quaero.executor.render")
 DEFAULT_PAGES = 2
@@ -88,7 +87,6 @@ class _Browser:
     browser: Any
     pid: int | None
     started: int = 0  # pages begun on it
-    active: int = 0
     alive: bool = True
 
 
@@ -205,10 +203,9 @@ class Renderer:
         if missing:
             raise FetchFailed(Reason.BROWSER_UNAVAILABLE, f"cannot render {url}: {missing}")
         # The page's own URL, checked before a browser is involved (the gate checks it again, and every hop).
-        if is_logout_link(url):
-            raise FetchFailed(Reason.LOGOUT_REDIRECT, f"{url[:200]} is a logout URL; not requested")
-        if policy.obey_robots and not self._fetcher.robots_allows(url, policy, control):
-            raise FetchFailed(Reason.ROBOTS_DISALLOWED, f"robots.txt disallows {url}")
+        refused = request_refusal(self._fetcher, "GET", url, True, policy, control)
+        if refused is not None:
+            raise refused
         while not self._turns.acquire(timeout=SLICE_SECONDS):
             control.check()
         try:
@@ -289,7 +286,7 @@ class Renderer:
             if self._launcher is None:
                 self._launcher = prepare_launcher(binary)
             browser = await self._playwright.chromium.launch(
-                executable_path=self._launcher.executable, chromium_sandbox=self._launcher.sandbox,
+                executable_path=self._launcher.executable, chromium_sandbox=True,
                 proxy={"server": f"http://127.0.0.1:{self._nowhere.getsockname()[1]}"}, args=BROWSER_ARGS,
                 handle_sigint=False, handle_sigterm=False, handle_sighup=False, timeout=LAUNCH_SECONDS * 1000)
         except BrowserMissing as missing:
@@ -321,7 +318,6 @@ class Renderer:
                 slot = await self._new_slot(entry, key, user_agent)
             slot.busy = True
             entry.started += 1
-            entry.active += 1
             return slot
 
     async def _new_slot(self, entry: _Browser, key: tuple[str, str], user_agent: str) -> _Slot:
@@ -413,7 +409,6 @@ class Renderer:
                     _kill(entry, "the browser stopped answering")
                     outcome = FetchFailed(Reason.BROWSER_HUNG, f"the browser stopped answering while rendering {url}; "
                                           "it was killed and is started again for the next page")
-            entry.active -= 1
             slot.used += 1
             slot.busy = False
             if not keep or not entry.alive:

@@ -44,10 +44,9 @@ def playwright_missing() -> str | None:
 
 @dataclass
 class Launcher:
-    """The executable Playwright starts (the wrapper), whether Chromium's sandbox is on, and where the
+    """The executable Playwright starts (the wrapper, which keeps Chromium's sandbox on) and where the
     browser's PID is written."""
     executable: str
-    sandbox: bool
     pid_file: Path
     workdir: Path
 
@@ -87,4 +86,4 @@ def prepare_launcher(binary: str) -> Launcher:
         lines.append(f"exec '{binary}' \"$@\"")
     wrapper.write_text("\n".join(lines) + "\n")
     wrapper.chmod(stat.S_IRWXU)
-    return Launcher(str(wrapper), True, pid_file, workdir)
+    return Launcher(str(wrapper), pid_file, workdir)

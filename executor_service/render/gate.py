@@ -74,9 +74,30 @@ _NOT_RETURNED = frozenset({"connection", "keep-alive", "proxy-connection", "prox
 
 @dataclass(frozen=True)
 class Refusal:
-    url: str  # for a tunnel, https://host:port
+    url: str
     verdict: Verdict
-    navigation: bool  # it asked for HTML (a document or a frame) or was a tunnel
+
+
+def request_refusal(fetcher: Fetcher, method: str, url: str, navigation: bool, policy: FetchPolicy,
+                    control: Control) -> Verdict | None:
+    """The HTTP path's rules for one request a page makes (None: it may go): logout URLs never, and a
+    navigation (a request that asks for HTML) only as GET or HEAD and where robots.txt allows it."""
+    if is_logout_link(url):
+        return FetchFailed(Reason.LOGOUT_REDIRECT, f"{url[:200]} is a logout URL; not requested")
+    if navigation and method not in ("GET", "HEAD"):
+        return FetchFailed(Reason.NON_GET_NAVIGATION, f"the page sent a {method} navigation to {url[:200]} "
+                           "(a form submission): only GET is followed")
+    if navigation and policy.obey_robots:
+        try:
+            if not fetcher.robots_allows(url, policy, control):
+                return FetchFailed(Reason.ROBOTS_DISALLOWED, f"robots.txt disallows {url[:200]}")
+        except Verdict as verdict:
+            return verdict
+        except FetchAborted:
+            raise
+        except httpx.TransportError as error:
+            return verdict_for(error, urlsplit(url).netloc, policy)
+    return None
 
 
 @dataclass
@@ -105,14 +126,9 @@ class PageState:
             self.reading.release()
 
     def refusal_for(self, url: str) -> Refusal | None:
-        """The refusal of `url` (or of its host's tunnel, for https), if the gate refused it."""
-        parts = urlsplit(url)
-        tunnel = f"https://{parts.hostname}:{parts.port or 443}" if parts.scheme == "https" else None
+        """The refusal of `url`, if the gate refused it."""
         with self.lock:
-            for refusal in reversed(self.refusals):
-                if refusal.url == url or refusal.url == tunnel:
-                    return refusal
-        return None
+            return next((refusal for refusal in reversed(self.refusals) if refusal.url == url), None)
 
 
 class Gate:
@@ -245,11 +261,11 @@ class Gate:
 
     # ---- policy --------------------------------------------------------------------------------------
     @staticmethod
-    def _refuse(state: PageState, url: str, verdict: Verdict, navigation: bool) -> None:
+    def _refuse(state: PageState, url: str, verdict: Verdict) -> None:
         with state.lock:
             if len(state.refusals) < MAX_REFUSALS:
-                state.refusals.append(Refusal(url, verdict, navigation))
-        log.debug("event=render_request_refused reason=%s navigation=%s", verdict.reason, navigation)
+                state.refusals.append(Refusal(url, verdict))
+        log.debug("event=render_request_refused reason=%s", verdict.reason)
 
     @staticmethod
     def _count(state: PageState) -> Verdict | None:
@@ -260,26 +276,6 @@ class Gate:
             return FetchFailed(Reason.RENDER_TOO_LARGE, f"the page made more than {MAX_REQUESTS} requests")
         return None
 
-    def _check(self, method: str, url: str, navigation: bool, state: PageState, control: Control) -> Verdict | None:
-        """The HTTP path's rules for one plain-HTTP request the page makes."""
-        policy = state.policy
-        if is_logout_link(url):
-            return FetchFailed(Reason.LOGOUT_REDIRECT, f"{url[:200]} is a logout URL; not requested")
-        if navigation and method not in ("GET", "HEAD"):
-            return FetchFailed(Reason.NON_GET_NAVIGATION, f"the page sent a {method} navigation to {url[:200]} "
-                               "(a form submission): only GET is followed")
-        if navigation and policy.obey_robots:
-            try:
-                if not self._fetcher.robots_allows(url, policy, control):
-                    return FetchFailed(Reason.ROBOTS_DISALLOWED, f"robots.txt disallows {url[:200]}")
-            except Verdict as verdict:
-                return verdict
-            except FetchAborted:
-                raise
-            except httpx.TransportError as error:
-                return verdict_for(error, urlsplit(url).netloc, policy)
-        return None
-
     @staticmethod
     def _cookie_header(state: PageState, url: str, header: str) -> str:
         """The browser's Cookie header without any stored credential the child's jar would not send here."""
@@ -287,13 +283,11 @@ class Gate:
             return header
         with state.lock:
             allowed = {(cookie.name, cookie.value) for cookie in state.jar.cookies_for(url)}
-        kept = []
-        for pair in header.split(";"):
-            name, _, value = pair.strip().partition("=")
-            if name in state.credentials and (name, value) not in allowed:
-                state.cookies_removed += 1
-                continue
-            kept.append(pair.strip())
+        pairs = [pair.strip() for pair in header.split(";")]
+        kept = [pair for pair in pairs if pair.partition("=")[0] not in state.credentials
+                or tuple(pair.partition("=")[::2]) in allowed]
+        with state.lock:
+            state.cookies_removed += len(pairs) - len(kept)
         return "; ".join(kept)
 
     # ---- plain HTTP ----------------------------------------------------------------------------------
@@ -304,9 +298,9 @@ class Gate:
         accept = next((value for name, value in headers if name == "accept"), "")
         navigation = accept.startswith("text/html")  # documents and frames ask for HTML first
         control = Control(cancelled=state.over)
-        verdict = self._count(state) or self._check(method, url, navigation, state, control)
+        verdict = self._count(state) or request_refusal(self._fetcher, method, url, navigation, state.policy, control)
         if verdict is not None:
-            self._refuse(state, url, verdict, navigation)
+            self._refuse(state, url, verdict)
             self._answer_refusal(connection, sock, 403, str(verdict), verdict.reason)
             return
         if navigation:  # a page (a document, a frame, a hop) waits for the run's turn at the host, as on HTTP
@@ -344,7 +338,7 @@ class Gate:
         except httpx.TransportError as error:
             verdict = verdict_for(error, urlsplit(url).netloc, policy)
         if verdict is not None:
-            self._refuse(state, url, verdict, navigation)
+            self._refuse(state, url, verdict)
             self._answer_refusal(connection, sock, 502, str(verdict), verdict.reason)
             return
         with state.lock:
@@ -383,7 +377,7 @@ class Gate:
         host = host.strip("[]").lower()
         if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536 or connection.trailing_data[0]:
             verdict = FetchFailed(Reason.BAD_REDIRECT, f"the browser asked for a tunnel to {authority[:100]!r}")
-            self._refuse(state, f"https://{authority[:100]}", verdict, True)
+            self._refuse(state, f"https://{authority[:100]}", verdict)
             self._answer_refusal(connection, sock, 400, str(verdict), verdict.reason)
             return
         self._send(sock, connection.send(h11.Response(status_code=200, headers=[], reason=b"Connection Established")))
