@@ -68,6 +68,12 @@ def parse_resolve(spec: str) -> dict[str, str]:
     return mapping
 
 
+def request_extensions(policy: FetchPolicy) -> dict[str, Any]:
+    """What the guarded transport reads from a request: its timeouts and the run's network policy."""
+    timeout = {"connect": policy.timeout, "read": policy.timeout, "write": policy.timeout, "pool": policy.timeout}
+    return {"timeout": timeout, "network_policy": policy.network}
+
+
 def verdict_for(error: Exception, what: str, policy: FetchPolicy) -> Verdict:
     """The verdict for a transport error while fetching from `what`."""
     if isinstance(error, FetchAborted):
@@ -179,9 +185,7 @@ class Fetcher:
                    (b"Accept-Encoding", ACCEPT_ENCODING.encode())]
         if cookie:
             headers.append((b"Cookie", cookie.encode("ascii")))
-        timeout = {"connect": policy.timeout, "read": policy.timeout, "write": policy.timeout, "pool": policy.timeout}
-        return httpx.Request("GET", url, headers=headers,
-                             extensions={"timeout": timeout, "network_policy": policy.network})
+        return httpx.Request("GET", url, headers=headers, extensions=request_extensions(policy))
 
     @contextlib.contextmanager
     def _send(self, request: httpx.Request) -> Iterator[httpx.Response]:

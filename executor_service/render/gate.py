@@ -54,7 +54,7 @@ from quaero.urls import is_logout_link
 from ..crawl.content import MAX_BODY_BYTES, BadContentEncoding, BodyTooLarge
 from ..crawl.control import SLICE_SECONDS, Control, FetchAborted
 from ..crawl.cookie_jar import CookieJar
-from ..crawl.fetcher import Fetcher, FetchPolicy, verdict_for
+from ..crawl.fetcher import Fetcher, FetchPolicy, request_extensions, verdict_for
 from ..crawl.verdicts import FetchFailed, Verdict
 
 log = logging.getLogger("quaero.executor.gate")
@@ -317,9 +317,7 @@ class Gate:
             forwarded.append((name, value))
         forwarded.append(("accept-encoding", "gzip, deflate"))  # decompressed here, within the cap
         policy = state.policy
-        timeout = {"connect": policy.timeout, "read": policy.timeout, "write": policy.timeout, "pool": policy.timeout}
-        outgoing = httpx.Request(method, url, headers=forwarded, content=body,
-                                 extensions={"timeout": timeout, "network_policy": policy.network})
+        outgoing = httpx.Request(method, url, headers=forwarded, content=body, extensions=request_extensions(policy))
         verdict = None
         try:
             with state.reading_turn(control), control.request(policy.timeout), self._fetcher._send(outgoing) as response:
