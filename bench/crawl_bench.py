@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import resource
 import secrets
@@ -30,13 +29,13 @@ from quaero.client import ManagerClient
 from quaero.rpc.channel import open_channel
 from quaero.testing.metrics import rpc_counts, scrape
 from quaero.testing.processes import start_executor, start_manager
+from quaero.testing.procfs import comm, process_cpu
 from quaero.testing.runs import run_to_end
 
 HOST = "bench.site.test"
 TOKEN = "bench-" + secrets.token_hex(8)
 SESSION = secrets.token_urlsafe(16)
 HREF = re.compile(r'href="([^"]+)"')
-TICK = os.sysconf("SC_CLK_TCK")
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -76,20 +75,15 @@ sys.stdin.read()
     return process, int(process.stdout.readline())
 
 
-def process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def postgres_cpu() -> float:
     """CPU of every PostgreSQL server process so far (the benchmark runs alone on the server)."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
+                if comm(int(entry.name)) == "postgres":
                     total += process_cpu(int(entry.name))
-            except OSError:
+            except (OSError, IndexError):
                 continue
     return total
 

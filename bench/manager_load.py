@@ -25,7 +25,9 @@ from quaero.client import ManagerClient
 from quaero.testing.processes import start_manager
 
 sys.path.insert(0, os.path.dirname(__file__))
-from crawl_bench import postgres_cpu, process_cpu  # noqa: E402
+from crawl_bench import postgres_cpu  # noqa: E402
+
+from quaero.testing.procfs import process_cpu  # noqa: E402
 
 TOKEN = "bench-" + secrets.token_hex(8)
 
@@ -135,7 +137,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
     parser.add_argument("--levels", default="1,8,32", help="calls in flight")
-    parser.add_argument("--postgres", default=os.environ.get("QUAERO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--postgres", default=os.environ.get("QUAERO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
+                        help="admin URL of a PostgreSQL server; '' to skip it")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     rows: list[tuple[Any, ...]] = []
@@ -143,11 +146,12 @@ def main() -> int:
         env = {"QUAERO_DATA_DIR": tmp, "QUAERO_API_TOKEN": TOKEN, "QUAERO_DATABASE_URL": ""}
         rows += bench_backend("SQLite", env, levels, args.duration)
     database = "quaero_bench_" + secrets.token_hex(4)
+    admin = None
     try:
-        admin = psycopg.connect(args.postgres, autocommit=True, connect_timeout=5)
+        if args.postgres:  # ('' skips it, as in the other benchmarks)
+            admin = psycopg.connect(args.postgres, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as error:
         print(f"PostgreSQL not reachable ({error}); skipping its rows", file=sys.stderr)
-        admin = None
     if admin is not None:
         with admin:
             admin.execute(f'CREATE DATABASE "{database}"')

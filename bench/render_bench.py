@@ -29,12 +29,12 @@ from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2
 from quaero.client import ManagerClient
 from quaero.rpc.channel import open_channel
 from quaero.testing.processes import start_executor, start_manager
+from quaero.testing.procfs import comm, process_tree, tree_cpu
 from quaero.testing.runs import run_to_end
 from quaero.testing.spa import APP, OFF_SITE, SESSION
 
 TOKEN = "bench-" + secrets.token_hex(8)
 SECRET = secrets.token_urlsafe(16)
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -66,47 +66,12 @@ sys.stdin.read()
 
 
 # ---- /proc --------------------------------------------------------------------------------------------
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def tree(root: int, exclude: frozenset[int] = frozenset()) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
-            except (OSError, IndexError):
-                continue
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if pid in exclude:
-            continue
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
-
-
-def tree_cpu(root: int, exclude: frozenset[int] = frozenset()) -> float:
-    """CPU of a process and all its descendants (but `exclude` and theirs), those already gone included
-    (in their parents' cutime)."""
-    total = 0
-    for pid in tree(root, exclude):
-        try:
-            fields = _stat(pid)
-            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-        except (OSError, IndexError):
-            continue
-    return total / TICK
-
-
 def browser_pss_mib(root: int) -> float:
     total = 0
-    for pid in tree(root):
+    for pid in process_tree(root):
+        if comm(pid) not in ("chromium", "node"):
+            continue
         try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() not in ("chromium", "node"):
-                continue
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total += int(line.split()[1])

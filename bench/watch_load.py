@@ -20,6 +20,7 @@ from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2  # noqa: E
 from quaero.client import ManagerClient  # noqa: E402
 from quaero.rpc.channel import open_channel  # noqa: E402
 from quaero.testing.processes import start_executor, start_manager  # noqa: E402
+from quaero.testing.procfs import process_cpu  # noqa: E402
 
 WATCHERS = """
 import asyncio, resource, sys
@@ -70,7 +71,7 @@ def one_crawl(port: int, pages: int, watchers: int, database_url: str) -> dict[s
                     start_urls=[f"http://{crawl.HOST}:{port}/"], max_depth=30, max_pages=pages, concurrency=16,
                     allowed_networks=["127.0.0.1/32"]))))
             channel = open_channel(executor.address, crawl.TOKEN)
-            cpu_before = crawl.process_cpu(manager.process.pid)
+            cpu_before = process_cpu(manager.process.pid)
             began = time.perf_counter()
             started = executor_pb2_grpc.ExecutorStub(channel).ExecuteJobDefinition(
                 executor_pb2.ExecuteJobDefinitionRequest(definition_id="bench"))
@@ -92,7 +93,7 @@ def one_crawl(port: int, pages: int, watchers: int, database_url: str) -> dict[s
                 seen_final = int(line[1]) / int(line[2])
                 watchers_cpu = float(line[3])
                 watching.wait(60)
-            result = {"seconds": seconds, "manager_cpu": crawl.process_cpu(manager.process.pid) - cpu_before,
+            result = {"seconds": seconds, "manager_cpu": process_cpu(manager.process.pid) - cpu_before,
                       "manager_mib": peak_mib(manager.process.pid), "seen_final": seen_final,
                       "watchers_cpu": watchers_cpu,
                       "threads": len(list(Path(f"/proc/{manager.process.pid}/task").iterdir()))}

@@ -12,6 +12,7 @@ from typing import Any
 
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 from quaero.testing.harness import CrawlHarness, cookie
+from quaero.testing.procfs import running
 from quaero.testing.site import Request, Response, SiteServer, html
 from quaero.testing.spa import APP, OFF_SITE, SESSION, SpaApp, serve_app
 
@@ -280,15 +281,7 @@ def test_the_browser_is_replaced_after_its_share_of_pages(harness: CrawlHarness)
     assert all(f"page {n}".encode() in body for n, body in enumerate(bodies))
     assert renderer.launches == 3 and len(browsers) == 3  # pages 1-2, 3-4, 5
     time.sleep(0.5)
-    assert not [pid for pid in browsers if pid and _running(pid)]  # recycled and closed browsers are gone
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return "\nState:\tZ" not in status.read()
-    except FileNotFoundError:
-        return False
+    assert not [pid for pid in browsers if pid and running(pid)]  # recycled and closed browsers are gone
 
 
 def test_hostile_answers_to_a_pages_requests_cost_at_most_that_page(harness: CrawlHarness) -> None:

@@ -11,34 +11,11 @@ from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 from quaero.client import ManagerClient
 from quaero.rpc.channel import open_channel
 from quaero.testing.processes import start_executor, start_manager
+from quaero.testing.procfs import comm, process_tree, running
 from quaero.testing.site import Request, Response, SiteServer
 from quaero.testing.spa import APP, SESSION, SpaApp
 
 TOKEN = "render-process-token"
-
-
-def descendants(root: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        children = [child for child, parent in parents.items() if parent == pid]
-        found.update(children)
-        todo += children
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
 
 
 def test_the_executor_stops_with_its_browser_even_mid_render(tmp_path: Path) -> None:
@@ -67,9 +44,7 @@ def test_the_executor_stops_with_its_browser_even_mid_render(tmp_path: Path) -> 
         run = executor_pb2_grpc.ExecutorStub(channel).ExecuteJobDefinition(
             executor_pb2.ExecuteJobDefinitionRequest(definition_id="spa")).parent_job_id
         assert held.wait(60), "page 7 was never rendered"
-        browser = {pid for pid in descendants(executor.process.pid)
-                   if Path(f"/proc/{pid}/comm").exists() and Path(f"/proc/{pid}/comm").read_text().strip()
-                   in ("chromium", "node")}
+        browser = {pid for pid in process_tree(executor.process.pid) if comm(pid) in ("chromium", "node")}
         assert browser, "no browser under the executor"
         rendered = [child for child in client.iter_children(run) if child.status == jobs_pb2.JOB_STATUS_COMPLETED]
         assert rendered and all(child.result["rendered"] for child in rendered)
@@ -77,7 +52,7 @@ def test_the_executor_stops_with_its_browser_even_mid_render(tmp_path: Path) -> 
         assert executor.stop() == 0
         assert time.monotonic() - started < 15
         time.sleep(1)
-        assert not [pid for pid in browser if alive(pid)]
+        assert not [pid for pid in browser if running(pid)]
         channel.close()
         client.close()
     finally:
