@@ -20,12 +20,13 @@ from .pg_changes import ChangeListener
 from .servicers.credentials import AuthStoreServicer
 from .servicers.definitions import JobDefinitionsServicer
 from .servicers.documents import DocumentsServicer
-from .servicers.jobs import JobManagerServicer
+from .servicers.jobs import JobManagerServicer, job_to_proto
 from .storage import Stores
 from .storage.clock import SYSTEM, Clock
 from .storage.db import connect, migrate, unavailable_for
 from .storage.secretbox import SecretBox, load_key
 from .watch import WatchHub
+from .watch_streams import WatchStreams
 
 log = logging.getLogger("quaero.manager")
 SERVICE_NAMES = ("quaero.manager.v1.JobManager", "quaero.manager.v1.AuthStore",
@@ -44,6 +45,7 @@ class ManagerServer:
         self.stores = stores = Stores.open(self.db, SecretBox(load_key(settings.data_dir, settings.secret_key)), clock)
         self.hub = WatchHub(stores.jobs.read_many)
         stores.notifier.subscribe(self.hub.changed)
+        self.streams = WatchStreams(self.hub, job_to_proto)
         WATCHERS.set_function(lambda: self.hub.watchers)
         PENDING_CHILDREN.set_function(stores.jobs.pending_children)
         # Several managers on one PostgreSQL: the others' changes arrive by LISTEN/NOTIFY.
@@ -56,7 +58,7 @@ class ManagerServer:
 
         def register(server: grpc.Server) -> tuple[str, ...]:
             jobs_pb2_grpc.add_JobManagerServicer_to_server(
-                JobManagerServicer(stores.jobs, stores.leases, self.hub, pool.idle, caller=self._caller_role), server)
+                JobManagerServicer(stores.jobs, stores.leases, self.streams, caller=self._caller_role), server)
             auth_pb2_grpc.add_AuthStoreServicer_to_server(AuthStoreServicer(stores.credentials), server)
             definitions_pb2_grpc.add_JobDefinitionsServicer_to_server(JobDefinitionsServicer(stores.definitions),
                                                                       server)
@@ -104,6 +106,7 @@ class ManagerServer:
 
     def stop(self, grace: float = 5.0) -> None:
         self._stopping.set()
+        self.streams.stop()
         self.hub.stop()
         if self.listener is not None:
             self.listener.stop()

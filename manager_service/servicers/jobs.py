@@ -2,10 +2,7 @@
 ExceptionToStatus interceptor."""
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -15,16 +12,14 @@ from quaero.convert import dict_to_struct, job_status, job_status_to_proto, mess
 from quaero.errors import InvalidArgument, QuaeroError, Reason
 from quaero.ids import check_job_id
 from quaero.job_status import JobStatus
+from quaero.rpc.interceptors import PUSHED, pushed_stream
 from quaero.rpc.status import code_number
 
 from ..storage.jobs import JobStore
 from ..storage.leases import MAX_COMPLETIONS_AT_ONCE, LeaseQueue
 from ..storage.paging import MAX_PAGE_BYTES
 from ..storage.records import ChildSpec, Completion, DocumentInput, Job, JobLog
-from ..watch import WatchHub
-
-WATCH_TICK_SECONDS = 5.0  # how often a quiet stream checks that its client is still there
-MAX_CACHED_MESSAGES = 4096  # watched jobs whose newest message is kept
+from ..watch_streams import WatchStreams
 
 
 def job_to_proto(job: Job, basic: bool = False) -> jobs_pb2.Job:
@@ -45,11 +40,6 @@ def job_to_proto(job: Job, basic: bool = False) -> jobs_pb2.Job:
     if job.status == JobStatus.PENDING:
         to_timestamp(job.not_before, message.schedule_time)
     return message
-
-
-def _watched_state(job: Job) -> tuple[Any, ...]:
-    """What a watcher is sent a new message for: status and progress."""
-    return job.status, job.progress_current, job.progress_total, job.children_failed
 
 
 def log_to_proto(log: JobLog) -> jobs_pb2.JobLog:
@@ -80,16 +70,12 @@ def document_input(document: documents_pb2.Document) -> DocumentInput | None:
 
 
 class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
-    def __init__(self, jobs: JobStore, leases: LeaseQueue, hub: WatchHub,
-                 idle: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+    def __init__(self, jobs: JobStore, leases: LeaseQueue, streams: WatchStreams,
                  caller: Callable[[grpc.ServicerContext], str] = lambda _context: "") -> None:
         self.jobs = jobs
         self.leases = leases
-        self.hub = hub
-        self._idle = idle  # gives the server's work slot back while a watcher waits
+        self.streams = streams
         self._caller = caller  # the caller's role: request ids are scoped by it
-        self._messages: dict[str, tuple[Job, jobs_pb2.Job]] = {}  # job id -> (state, its message): _message
-        self._messages_lock = threading.Lock()
 
     def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
         return job_to_proto(self.jobs.create(
@@ -156,39 +142,12 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
         return jobs_pb2.JobStats(job_id=check_job_id(request.job_id), total=sum(counts.values()),
                                  **{status.value: count for status, count in counts.items()})
 
-    def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[jobs_pb2.Job]:
-        watcher = self.hub.watch(check_job_id(request.job_id))
-        context.add_callback(watcher.wake)  # a client that leaves ends the wait at once
-        try:
-            # Read after registering, so that no change in between is missed.
-            job = self.hub.latest(watcher.job_id) or self.jobs.get(watcher.job_id)
-            last = _watched_state(job)
-            yield self._message(job)
-            while not job.status.terminal and context.is_active():
-                with self._idle():
-                    # Messages are paced (the hub's budget across all streams); what changed meanwhile is
-                    # coalesced into the newest state, and the final one is sent at once.
-                    watcher.pause(self.hub.stream_interval())
-                    news = watcher.take(WATCH_TICK_SECONDS)
-                if news is None or _watched_state(news) == last:
-                    continue
-                job, last = news, _watched_state(news)
-                yield self._message(job)
-        finally:
-            self.hub.unwatch(watcher)
-
-    def _message(self, job: Job) -> jobs_pb2.Job:
-        """The job as a message, built once per state the hub read, for all the streams that send it: the
-        hub hands every watcher the same Job object, so identity tells a state already converted."""
-        cached = self._messages.get(job.id)
-        if cached is not None and cached[0] is job:
-            return cached[1]
-        message = job_to_proto(job)
-        with self._messages_lock:
-            self._messages[job.id] = (job, message)
-            while len(self._messages) > MAX_CACHED_MESSAGES:
-                del self._messages[next(iter(self._messages))]
-        return message
+    @pushed_stream
+    def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.ServicerContext,  # type: ignore[override]
+                 send: Callable[[jobs_pb2.Job | None], None]) -> object:
+        # No thread waits for the stream: WatchStreams sends its messages (watch_streams.py).
+        self.streams.open(check_job_id(request.job_id), self.jobs.get, context, send)
+        return PUSHED
 
     def LeaseJobs(self, request: jobs_pb2.LeaseJobsRequest, context: grpc.ServicerContext) -> jobs_pb2.LeaseJobsResponse:
         jobs, token = self.leases.lease(request.worker_id, request.max_jobs, request.lease_duration.ToTimedelta(),

@@ -33,6 +33,16 @@ from .status import from_rpc_error, to_status
 log = logging.getLogger("quaero.grpc")
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+PUSHED = object()  # what a pushed stream's method returns: its messages go out later, through `send`
+
+
+def pushed_stream(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks a server-streaming method as pushed: gRPC calls it as method(request, context, send) and it
+    returns PUSHED at once, without holding a thread; whoever has `send` later calls send(message) for
+    each message (blocking until gRPC took it) and send(None) to end the call with the status set on the
+    context. (gRPC's sync server calls this `experimental_non_blocking`.)"""
+    method.experimental_non_blocking = True  # type: ignore[attr-defined]
+    return method
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
@@ -58,11 +68,20 @@ class ServerInterceptor(grpc.ServerInterceptor):
                               ("stream_unary", grpc.stream_unary_rpc_method_handler),
                               ("stream_stream", grpc.stream_stream_rpc_method_handler)):
             inner = getattr(handler, kind)
-            if inner is not None:
+            if inner is None:
+                continue
+            if getattr(inner, "experimental_non_blocking", False):
+                @pushed_stream
+                def pushing(request: Any, context: grpc.ServicerContext, send: Callable[[Any], None],
+                            inner: Callable[..., Any] = inner) -> Any:
+                    return self.intercept(lambda request, context: inner(request, context, send), request, context,
+                                          name)
+                behaviour: Callable[..., Any] = pushing
+            else:
                 def behaviour(request: Any, context: grpc.ServicerContext, inner: Behaviour = inner) -> Any:
                     return self.intercept(inner, request, context, name)
-                return factory(behaviour, request_deserializer=self.deserializer(handler.request_deserializer),
-                               response_serializer=handler.response_serializer)
+            return factory(behaviour, request_deserializer=self.deserializer(handler.request_deserializer),
+                           response_serializer=handler.response_serializer)
         return handler
 
     def deserializer(self, deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
@@ -223,6 +242,9 @@ class RpcMetrics(ServerInterceptor):
             raise
         if isinstance(result, Iterator):
             return self._stream(result, name, context, started)
+        if result is PUSHED:  # counted when the call ends; a status nobody set means the client left
+            context.add_callback(lambda: self._record(name, context, started, unset="CANCELLED"))
+            return result
         self._record(name, context, started)
         return result
 
@@ -237,12 +259,13 @@ class RpcMetrics(ServerInterceptor):
         finally:
             self._record(name, context, started, failed)
 
-    def _record(self, name: str, context: grpc.ServicerContext, started: float, failed: bool = False) -> None:
+    def _record(self, name: str, context: grpc.ServicerContext, started: float, failed: bool = False,
+                unset: str = "OK") -> None:
         try:
             code = context.code()  # type: ignore[attr-defined]
         except AttributeError:
             code = None
-        label = code.name if code is not None else ("UNKNOWN" if failed else "OK")
+        label = code.name if code is not None else ("UNKNOWN" if failed else unset)
         self._seconds.labels(name, label).observe(time.perf_counter() - started)
         self._total.labels(name, label).inc()
 

@@ -1,18 +1,16 @@
 """The gRPC server's thread pool."""
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
 
 class WorkerPool(futures.Executor):
-    """The gRPC server's thread pool: `workers` threads take RPCs from one queue, plus one more
-    thread for each RPC parked in idle() (a stream waiting for news), so long-lived streams never
-    starve short calls.
+    """The gRPC server's thread pool: `workers` threads take RPCs from one queue. (Long-lived streams
+    hold no thread: WatchJob is a pushed stream, see manager_service/watch_streams.py.)
 
     Why not a big ThreadPoolExecutor: on 2 cores, each extra Python thread running request code
     made every call slower (GIL hand-offs; measured GetJob 2,300/s with 64 threads against 4,400/s
@@ -25,17 +23,12 @@ class WorkerPool(futures.Executor):
         self._lock = threading.Lock()
         self._workers = workers
         self._threads = 0
-        self._parked = 0
         self._name = name
         self._shutdown = False
-        self._local = threading.local()
-
-    def _wanted(self) -> int:
-        return self._workers + self._parked
 
     def _spawn_if_needed(self) -> None:
         # Called with the lock held.
-        while self._threads < self._wanted():
+        while self._threads < self._workers:
             self._threads += 1
             threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
 
@@ -45,7 +38,7 @@ class WorkerPool(futures.Executor):
                 item = self._queue.get(timeout=5.0)
             except queue.Empty:
                 with self._lock:
-                    if self._threads > self._wanted() or self._shutdown:
+                    if self._shutdown:
                         self._threads -= 1
                         return
                 continue
@@ -60,10 +53,6 @@ class WorkerPool(futures.Executor):
                 future.set_result(fn(*args, **kwargs))
             except BaseException as error:
                 future.set_exception(error)
-            with self._lock:
-                if self._threads > self._wanted() and self._queue.empty():
-                    self._threads -= 1  # a parked RPC came back: the extra thread retires
-                    return
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
         future: futures.Future[Any] = futures.Future()
@@ -73,18 +62,6 @@ class WorkerPool(futures.Executor):
             self._spawn_if_needed()
         self._queue.put((future, fn, args, kwargs))
         return future
-
-    @contextlib.contextmanager
-    def idle(self) -> Iterator[None]:
-        """Marks this RPC as waiting (not working): another thread serves the queue meanwhile."""
-        with self._lock:
-            self._parked += 1
-            self._spawn_if_needed()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._parked -= 1
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:

@@ -222,6 +222,40 @@ def test_many_open_watch_streams_do_not_starve_other_calls(manager: Any) -> None
             stream.cancel()
 
 
+def test_a_watcher_that_leaves_is_forgotten_and_counted_as_cancelled(manager: Any) -> None:
+    from quaero.metrics import RPC_TOTAL
+
+    cancelled = RPC_TOTAL.labels("WatchJob", "CANCELLED")
+    before = cancelled._value.get()
+    job = create(manager)
+    stream = manager.client.jobs.WatchJob(S.WatchJobRequest(job_id=job.id), timeout=30)
+    assert next(stream).status == S.JOB_STATUS_PENDING
+    hub = manager.server.hub
+    assert hub.watchers == 1
+    stream.cancel()
+    deadline = time.monotonic() + 5
+    while (hub.watchers or cancelled._value.get() == before) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert hub.watchers == 0, "the stream's watcher outlived its client"
+    assert cancelled._value.get() == before + 1
+
+
+def test_stopping_the_manager_ends_open_watch_streams_with_unavailable_at_once(database_url: str,
+                                                                                tmp_path: Any) -> None:
+    from quaero.testing.harness import start_manager
+    from tests.conftest import TOKEN
+
+    running = start_manager(tmp_path / "data", database_url, TOKEN)
+    job = create(running)
+    stream = running.client.jobs.WatchJob(S.WatchJobRequest(job_id=job.id), timeout=30)
+    assert next(stream).status == S.JOB_STATUS_PENDING
+    started = time.monotonic()
+    threading.Thread(target=running.server.stop, kwargs={"grace": 10}, daemon=True).start()
+    expect_error(lambda: next(stream), grpc.StatusCode.UNAVAILABLE, "MANAGER_UNAVAILABLE")
+    assert time.monotonic() - started < 3, "the stream waited for the shutdown's grace period"
+    running.client.close()
+
+
 def test_an_expired_lease_returns_the_job_to_pending_and_too_many_attempts_fail_it(clocked_manager: Any) -> None:
     manager = clocked_manager
     from google.protobuf import duration_pb2
