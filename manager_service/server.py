@@ -16,7 +16,7 @@ from quaero.rpc.server import banner, build_server, serve_until_signalled
 from .access import MANAGER_ACCESS
 from .config import ManagerSettings
 from .metrics import LEASES_EXPIRED, PENDING_CHILDREN, WATCHERS
-from .pg_changes import ChangeListener
+from .pg_changes import ChangeListener, ChangePublisher
 from .servicers.credentials import AuthStoreServicer
 from .servicers.definitions import JobDefinitionsServicer
 from .servicers.documents import DocumentsServicer
@@ -49,8 +49,12 @@ class ManagerServer:
         WATCHERS.set_function(lambda: self.hub.watchers)
         PENDING_CHILDREN.set_function(stores.jobs.pending_children)
         # Several managers on one PostgreSQL: the others' changes arrive by LISTEN/NOTIFY.
-        self.listener = (ChangeListener(settings.database_url, self.db.instance, self.hub)
-                         if self.db.dialect == "postgresql" else None)
+        self.listener: ChangeListener | None = None
+        self.publisher: ChangePublisher | None = None
+        if self.db.dialect == "postgresql":
+            self.listener = ChangeListener(settings.database_url, self.db.instance, self.hub)
+            self.publisher = ChangePublisher(self.db.read_engine.raw_connection, self.db.instance)
+            stores.notifier.subscribe(self.publisher.changed)
         self._stopping = threading.Event()
         # SQLite calls hold the GIL nearly throughout: two threads keep both cores busy. PostgreSQL
         # calls wait on the network, so more threads overlap those waits.
@@ -83,6 +87,8 @@ class ManagerServer:
     def start(self) -> int:
         if self.listener is not None:
             self.listener.start()
+        if self.publisher is not None:
+            self.publisher.start()
         self.service.server.start()
         self._housekeeping.start()
         self.service.mark_serving()
@@ -112,6 +118,8 @@ class ManagerServer:
             self.listener.stop()
         self.service.health.enter_graceful_shutdown()
         self.service.server.stop(grace).wait()
+        if self.publisher is not None:
+            self.publisher.stop()
         self.db.dispose()
 
 

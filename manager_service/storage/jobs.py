@@ -2,8 +2,8 @@
 metadata/config (merged inside the database), progress and status. Knows nothing of gRPC.
 
 Every write is one transaction on the writer engine. Metadata/config merges are single UPDATE
-statements whose merge runs inside the database (json_patch on SQLite, quaero_json_merge_patch on
-PostgreSQL), so concurrent merges never lose each other's keys.
+statements whose merge runs inside the database (json_patch on SQLite, an expression of jsonb operators
+on PostgreSQL: jobs_sql.merge_patch_sql), so concurrent merges never lose each other's keys.
 """
 from __future__ import annotations
 
@@ -200,18 +200,17 @@ class JobStore:
         if etag:
             parsed = version_of(etag)
             version = parsed if parsed is not None else -1
-        outcome = self._sql.update_json(job_id, column, text, not replace, version, self.rows.clock.now())
+        outcome = self._sql.update_json(job_id, column, value, text, not replace, version, self.rows.clock.now())
         if outcome is None:
             with self.db.read_engine.connect() as conn:
                 raise_missing_or_stale(conn, job_id, etag, of_metadata=column == "metadata")
-        assert outcome is not None
-        row, size = outcome
-        if size > jsonvalues.MAX_JSON_BYTES:
+        if isinstance(outcome, int):
             raise InvalidArgument(
-                Reason.METADATA_TOO_LARGE, f"{column} would be {size} bytes after the merge; the limit is "
+                Reason.METADATA_TOO_LARGE, f"{column} would be {outcome} bytes after the merge; the limit is "
                 f"{jsonvalues.MAX_JSON_BYTES} bytes (64 KiB); nothing was written", column)
+        assert outcome is not None
         self.notifier.notify(job_id)
-        return Job.from_row(row)
+        return Job.from_row(outcome)
 
     def update_progress(self, job_id: str, current: int, total: int) -> Job:
         job_id = check_job_id(job_id)

@@ -57,7 +57,7 @@ def test_merge_matches_the_reference_implementation_on_random_patches(manager: A
 
     job = new_job(manager)
     expected: dict[str, Any] = {}
-    for _ in range(40):
+    for _ in range(150):
         patch = {rng.choice("abcdef"): value(1) for _ in range(rng.randint(1, 4))}
         expected = merge_patch(expected, patch)
         assert struct_to_dict(update(manager, job.id, patch).metadata) == expected

@@ -90,3 +90,32 @@ def test_managers_started_together_on_an_empty_database_all_start(empty_url: str
     finally:
         for db in databases:
             db.dispose()
+
+
+def test_0005_leaves_no_function_or_trigger_on_writes_and_goes_back_to_0004(empty_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from manager_service.storage.db import MIGRATIONS
+
+    db = connect(empty_url)
+    try:
+        migrate(db)
+        if db.dialect != "postgresql":
+            return  # (SQLite never had them)
+        objects = ("SELECT (SELECT count(*) FROM pg_trigger WHERE tgname = 'quaero_jobs_changed'), "
+                   "(SELECT count(*) FROM pg_proc WHERE proname IN ('quaero_json_merge_patch', 'quaero_notify_job_changes'))")
+        with db.read_engine.connect() as conn:
+            assert tuple(conn.exec_driver_sql(objects).one()) == (0, 0)
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with db.write_engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0004")
+        with db.read_engine.connect() as conn:
+            assert tuple(conn.exec_driver_sql(objects).one()) == (1, 2)
+        migrate(db)
+        with db.read_engine.connect() as conn:
+            assert tuple(conn.exec_driver_sql(objects).one()) == (0, 0)
+    finally:
+        db.dispose()
