@@ -71,8 +71,7 @@ class ExecutorServer:
 
     def stop(self, grace: float = 5.0) -> None:
         self.link.stop()
-        self.service.health.enter_graceful_shutdown()
-        self.service.server.stop(grace).wait()
+        self.service.stop(grace)
         self.worker.stop()
         self.runs.close()
         self.fetcher.close()

@@ -116,8 +116,7 @@ class ManagerServer:
         self.hub.stop()
         if self.listener is not None:
             self.listener.stop()
-        self.service.health.enter_graceful_shutdown()
-        self.service.server.stop(grace).wait()
+        self.service.stop(grace)
         if self.publisher is not None:
             self.publisher.stop()
         self.db.dispose()

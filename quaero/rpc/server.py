@@ -36,6 +36,14 @@ class Service:
     names: tuple[str, ...]
     faults: FaultInjection | None  # set only when fault injection is on (tests reconfigure it)
     auth: BearerToken  # role_of(context.invocation_metadata()): the caller's role
+    pool: WorkerPool
+
+    def stop(self, grace: float) -> None:
+        """Not serving (health says so at once), the calls ended within `grace`, the worker threads gone
+        (gRPC leaves an executor it was given running: every stopped server left its threads behind)."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.pool.shutdown(wait=False)
 
     def mark_serving(self) -> None:
         for name in [*self.names, ""]:
@@ -71,7 +79,7 @@ def build_server(register: Callable[[grpc.Server], Iterable[str]], *, tokens: Ma
         raise OSError(f"cannot listen on {listen}")
     for name in [*names, ""]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    return Service(server, health_servicer, port, names, injector, auth)
+    return Service(server, health_servicer, port, names, injector, auth, pool)
 
 
 def banner(program: str, listen: str, port: int, details: str) -> str:

@@ -371,3 +371,22 @@ def test_every_rpc_takes_any_spelling_of_a_job_id_and_answers_the_canonical_one(
         assert progressed.id == parent.id
         first = next(iter(manager.client.jobs.WatchJob(S.WatchJobRequest(job_id=spelling), timeout=5)))
         assert first.id == parent.id
+
+
+def test_a_stopped_manager_leaves_no_threads_behind(tmp_path: Any) -> None:
+    from quaero.testing.harness import start_manager
+    from tests.conftest import TOKEN
+
+    def ours() -> set[threading.Thread]:
+        return {thread for thread in threading.enumerate() if thread.name.startswith(("rpc-", "watch-"))}
+
+    before = ours()
+    running = start_manager(tmp_path / "data", None, TOKEN)
+    job = create(running)
+    assert next(iter(running.client.jobs.WatchJob(S.WatchJobRequest(job_id=job.id), timeout=5))).id == job.id
+    assert ours() - before, "the manager's workers and stream senders are threads"
+    running.close()
+    deadline = time.monotonic() + 5
+    while ours() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not ours() - before, sorted(thread.name for thread in ours() - before)
