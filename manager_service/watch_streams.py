@@ -55,8 +55,10 @@ class _Stream:
 
 
 class WatchStreams:
-    def __init__(self, hub: WatchHub, message: Message, senders: int = SENDERS) -> None:
+    def __init__(self, hub: WatchHub, message: Message, senders: int = SENDERS,
+                 stall_seconds: float = SEND_STALL_SECONDS) -> None:
         self._hub = hub
+        self.stall_seconds = stall_seconds  # how long a client that reads nothing may hold a sender
         self._to_message = message
         self._messages: dict[str, tuple[Job, Any]] = {}  # job id -> (state, its message): _message
         self._messages_lock = threading.Lock()
@@ -246,6 +248,6 @@ class WatchStreams:
             streams = list(self._streams)
         for stream in streams:
             since = stream.sending_since
-            if since and not stream.done and now - since > SEND_STALL_SECONDS:
+            if since and not stream.done and now - since > self.stall_seconds:
                 log.warning("event=watch_stream_stalled seconds=%.0f", now - since)
                 stream.context.cancel()  # the blocked send returns, and the sender goes on

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 import pytest
 
-from quaero.api.manager.v1 import jobs_pb2
+from quaero.api.manager.v1 import jobs_pb2, jobs_pb2_grpc
 from tests.support.grpc_errors import expect_error
 
 S = jobs_pb2
@@ -390,3 +390,40 @@ def test_a_stopped_manager_leaves_no_threads_behind(tmp_path: Any) -> None:
     while ours() - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not ours() - before, sorted(thread.name for thread in ours() - before)
+
+
+def test_a_client_that_reads_nothing_is_cut_off_and_the_others_keep_streaming(sqlite_manager: Any) -> None:
+    manager = sqlite_manager
+    manager.server.streams.stall_seconds = 1.0
+    job = create(manager)
+    # A client that never reads, with the smallest HTTP/2 window gRPC allows: the manager's sends block.
+    stuck_channel = grpc.insecure_channel(manager.address, options=[("grpc.http2.lookahead_bytes", 1),
+                                                                     ("grpc.http2.bdp_probe", 0)])
+    stuck = jobs_pb2_grpc.JobManagerStub(stuck_channel).WatchJob(
+        S.WatchJobRequest(job_id=job.id), timeout=60, metadata=(("authorization", f"Bearer {manager.token}"),))
+    received: list[int] = []
+
+    def read() -> None:
+        for update in manager.client.jobs.WatchJob(S.WatchJobRequest(job_id=job.id), timeout=60):
+            received.append(update.progress_current)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    hub = manager.server.hub
+    deadline = time.monotonic() + 30
+    n = 0
+    while hub.watchers != 1 and time.monotonic() < deadline:  # the stuck stream is gone, the reader stays
+        n += 1
+        manager.client.jobs.UpdateJobProgress(S.UpdateJobProgressRequest(job_id=job.id, progress_current=n,
+                                                                         progress_total=1000))
+        time.sleep(0.25)
+    assert hub.watchers == 1, "the stream whose client reads nothing was never cut off"
+    with pytest.raises(grpc.RpcError) as ended:
+        for _update in stuck:  # what got through before the window filled, then the end
+            pass
+    assert ended.value.code() == grpc.StatusCode.CANCELLED
+    set_status(manager, job.id, S.JOB_STATUS_RUNNING)
+    set_status(manager, job.id, S.JOB_STATUS_COMPLETED)
+    reader.join(10)
+    assert not reader.is_alive() and received[-1] == n, "the reading stream missed the end"
+    stuck_channel.close()
