@@ -19,12 +19,13 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
-from quaero.errors import QuaeroError, Reason, Unavailable
+from quaero.errors import Internal, QuaeroError, Reason, Unavailable
 from quaero.rpc.status import to_status
 
 from .storage.records import Job
@@ -87,6 +88,9 @@ class WatchStreams:
             raise
         stream = _Stream(watcher, context, send)
         watcher.on_end = lambda: self._end_soon(stream)
+        latest = self._hub.latest(job_id)
+        if latest is not None and latest.status.terminal:
+            stream.ending = True  # the job ended before on_end was set: its turn comes right after `first`
         with self._streams_lock:
             self._streams.add(stream)
         if not context.add_callback(lambda: self._close(stream)):
@@ -116,7 +120,10 @@ class WatchStreams:
         self._outbox.put((stream, job))
 
     def _sent(self, stream: _Stream, job: Job, delivered: bool) -> None:
-        if not delivered or job.status.terminal:
+        if not delivered:
+            self._close(stream)  # the client left, or was cut off: no status of ours
+            return
+        if job.status.terminal:
             self._finish(stream)
             return
         with stream.lock:
@@ -198,8 +205,13 @@ class WatchStreams:
                     stream.sending_since = time.monotonic()
                     stream.send(message)  # blocks until gRPC took it
                     delivered = stream.context.is_active()
-            except Exception as error:
-                log.warning("event=watch_send_failed error=%s", type(error).__name__)
+            except Exception as error:  # a bug of ours: the stream ends with INTERNAL, not silence
+                incident = uuid.uuid4().hex[:12]
+                log.error("event=watch_send_failed incident=%s error=%s", incident, type(error).__name__,
+                          exc_info=error)
+                self._finish(stream, Internal(Reason.INTERNAL, f"internal error in WatchJob (incident {incident}); "
+                                                               "see the server log"))
+                continue
             finally:
                 stream.sending_since = 0.0
             self._sent(stream, job, delivered)
