@@ -51,11 +51,11 @@ class Topic:
 class Watcher:
     """One stream's view of its job's topic: the states it has taken, and whom to call when the job ends."""
 
-    def __init__(self, job_id: str, topic: Topic) -> None:
+    def __init__(self, job_id: str, topic: Topic, on_end: Callable[[], None]) -> None:
         self.job_id = job_id
         self._topic = topic
         self._taken = topic.sequence  # what was read before the stream began is its first message's business
-        self.on_end: Callable[[], None] = lambda: None
+        self.on_end = on_end
 
     def take(self) -> Job | None:
         """The newest state read, if there was news since the last take; else None."""
@@ -136,13 +136,14 @@ class WatchHub:
             self._dirty.update(self._topics)
             self._wake.set()
 
-    def watch(self, job_id: str) -> Watcher:
+    def watch(self, job_id: str, on_end: Callable[[], None] = lambda: None) -> Watcher:
+        """A new watcher of the job; `on_end` is called (from the hub's thread) when the job ends."""
         with self._lock:
             topic = self._topics.get(job_id)
             if topic is None:
                 topic = self._topics[job_id] = Topic()
             with topic.lock:
-                watcher = Watcher(job_id, topic)
+                watcher = Watcher(job_id, topic, on_end)
                 topic.watchers.add(watcher)
             self._count += 1
             if self._thread is None:

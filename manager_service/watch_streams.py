@@ -42,13 +42,13 @@ Message = Callable[[Job], Any]
 class _Stream:
     __slots__ = ("watcher", "context", "send", "last", "lock", "busy", "done", "ending", "turn", "sending_since")
 
-    def __init__(self, watcher: Watcher, context: grpc.ServicerContext, send: Send) -> None:
-        self.watcher = watcher
+    def __init__(self, context: grpc.ServicerContext, send: Send) -> None:
+        self.watcher: Watcher  # (set right after registration; nothing reads it while `busy` is set)
         self.context = context
         self.send = send
         self.last: Any = None  # the watched state of the last message sent
         self.lock = threading.Lock()
-        self.busy = False  # a send is queued or under way (at most one per stream)
+        self.busy = True  # a send is queued or under way (at most one per stream); the first one comes
         self.done = False
         self.ending = False  # the job ended: its turn comes at once
         self.turn = 0  # the pacing entry that is current (older heap entries are stale)
@@ -70,34 +70,27 @@ class WatchStreams:
         self._streams: set[_Stream] = set()
         self._streams_lock = threading.Lock()
         self._stopping = False
-        self._threads = [threading.Thread(target=self._send_loop, name=f"watch-send-{n + 1}", daemon=True)
+        self._senders = [threading.Thread(target=self._send_loop, name=f"watch-send-{n + 1}", daemon=True)
                          for n in range(senders)]
-        self._threads.append(threading.Thread(target=self._timer_loop, name="watch-timer", daemon=True))
-        for thread in self._threads:
+        for thread in [*self._senders, threading.Thread(target=self._timer_loop, name="watch-timer", daemon=True)]:
             thread.start()
 
     def open(self, job_id: str, read: Callable[[str], Job], context: grpc.ServicerContext, send: Send) -> None:
         """A WatchJob stream: the job's newest state now, then each new state at the stream's pace, the final
         one at once. Returns at once; raises what `read` raises (an unknown job)."""
-        watcher = self._hub.watch(job_id)
+        stream = _Stream(context, send)
+        stream.watcher = self._hub.watch(job_id, on_end=lambda: self._end_soon(stream))
         try:
             # Read after registering, so that no change in between is missed.
             first = self._hub.first_state(job_id, read)
         except BaseException:
-            self._hub.unwatch(watcher)
+            self._hub.unwatch(stream.watcher)
             raise
-        stream = _Stream(watcher, context, send)
-        watcher.on_end = lambda: self._end_soon(stream)
-        latest = self._hub.latest(job_id)
-        if latest is not None and latest.status.terminal:
-            stream.ending = True  # the job ended before on_end was set: its turn comes right after `first`
         with self._streams_lock:
             self._streams.add(stream)
         if not context.add_callback(lambda: self._close(stream)):
             self._close(stream)  # the call ended already
             return
-        with stream.lock:
-            stream.busy = True
         self._queue(stream, first)
 
     def stop(self) -> None:
@@ -109,7 +102,7 @@ class WatchStreams:
                               "another manager, or on this one once it is back)")
         for stream in streams:
             self._finish(stream, leaving)
-        for _ in range(SENDERS):
+        for _ in self._senders:
             self._outbox.put(None)
         with self._timer_lock:
             self._timer_lock.notify()
@@ -130,13 +123,10 @@ class WatchStreams:
             stream.busy = False
             if stream.done:
                 return
-            if stream.ending:
-                now = True
-            else:
-                now = False
-                stream.turn += 1
-                turn = stream.turn
-        if now:
+            ending = stream.ending
+            stream.turn += 1
+            turn = stream.turn
+        if ending:
             self._check(stream)
         else:
             self._at(time.monotonic() + self._hub.stream_interval(), stream, turn)

@@ -3,6 +3,7 @@ only; the final state at once; a read calls only the streams waiting for news.""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -39,6 +40,14 @@ class Table:
             return {i: self.rows[i] for i in ids if i in self.rows}
 
 
+def read_by_hub(hub: WatchHub, table: Table, job_id: str = "a") -> None:
+    """Waits until the hub has read and published the table's current row of the job."""
+    deadline = time.monotonic() + 2
+    while hub.latest(job_id) is not table.rows[job_id]:
+        assert time.monotonic() < deadline, "the hub never read the change"
+        time.sleep(0.005)
+
+
 def news_of(watcher: Watcher, timeout: float = 2.0) -> Job | None:
     """Waits for a state the watcher has not taken, as a stream waiting on the topic does."""
     arrived = threading.Event()
@@ -65,9 +74,8 @@ def test_the_final_state_ends_the_wait_at_once_and_unwatched_jobs_cost_no_read()
     table = Table()
     hub = WatchHub(table.read)
     hub.changed(["a"])  # nobody watches: nothing read
-    watcher = hub.watch("a")
     ended = threading.Event()
-    watcher.on_end = ended.set
+    watcher = hub.watch("a", on_end=ended.set)
     table.rows["a"] = job("a", 9)
     hub.changed(["a"])
     assert news_of(watcher) is not None and not ended.is_set()
@@ -125,9 +133,7 @@ def test_a_read_calls_only_the_streams_waiting_and_each_takes_a_state_once() -> 
     for n in (1, 2, 3):
         table.rows["a"] = job("a", n)
         hub.changed(["a"])
-        deadline = threading.Event()
-        while len(table.reads) < n and not deadline.wait(0.01):
-            pass
+        read_by_hub(hub, table)
     assert calls == ["waiting"], "a stream is called once per wait, and a stream not waiting is not called"
     newest = paced.take()
     assert newest is not None and newest.progress_current == 3, "the newest state, coalesced"
@@ -155,9 +161,7 @@ def test_a_write_that_leaves_status_and_progress_alone_is_not_news_but_is_the_ne
     watcher.call_on_news(called.set)
     table.rows["a"] = replace(job("a", 1), metadata={"phase": "execution"})
     hub.changed(["a"])
-    deadline = threading.Event()
-    while len(table.reads) < 2 and not deadline.wait(0.01):
-        pass
+    read_by_hub(hub, table)
     assert not called.wait(0.1), "a metadata write woke the waiting streams"
     latest = hub.latest("a")
     assert latest is not None and latest.metadata == {"phase": "execution"}, "a new stream starts from it"
