@@ -19,19 +19,20 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
-from quaero.errors import Internal, QuaeroError, Reason, Unavailable
+from quaero.errors import QuaeroError, Reason, Unavailable
+from quaero.rpc.interceptors import internal_error
 from quaero.rpc.status import to_status
 
 from .storage.records import Job
 from .watch import Watcher, WatchHub, watched_state
 
 log = logging.getLogger("quaero.manager")
+WATCH_METHOD = "/quaero.manager.v1.JobManager/WatchJob"
 SENDERS = 4
 SEND_STALL_SECONDS = 30.0  # a client that read nothing for this long is cut off (its stream is cancelled)
 MAX_CACHED_MESSAGES = 4096  # watched jobs whose newest message is kept
@@ -196,11 +197,7 @@ class WatchStreams:
                     stream.send(message)  # blocks until gRPC took it
                     delivered = stream.context.is_active()
             except Exception as error:  # a bug of ours: the stream ends with INTERNAL, not silence
-                incident = uuid.uuid4().hex[:12]
-                log.error("event=watch_send_failed incident=%s error=%s", incident, type(error).__name__,
-                          exc_info=error)
-                self._finish(stream, Internal(Reason.INTERNAL, f"internal error in WatchJob (incident {incident}); "
-                                                               "see the server log"))
+                self._finish(stream, internal_error(WATCH_METHOD, error))
                 continue
             finally:
                 stream.sending_since = 0.0

@@ -202,13 +202,18 @@ class ExceptionToStatus(ServerInterceptor):
                             type(error).__name__)
                 domain_error = translated
             else:
-                incident = uuid.uuid4().hex[:12]
-                log.error("event=internal_error method=%s incident=%s error=%s", method_name, incident,
-                          type(error).__name__, exc_info=error)
-                short = method_name.rsplit("/", 1)[-1]
-                domain_error = Internal(Reason.INTERNAL, f"internal error in {short} (incident {incident}); "
-                                                         "see the server log")
+                domain_error = internal_error(method_name, error)
         context.abort_with_status(to_status(domain_error, no_retry=no_retry))
+
+
+def internal_error(method_name: str, error: BaseException) -> Internal:
+    """INTERNAL for a bug of ours: the details (and the traceback) go to the server's log under an incident
+    id, and the caller gets only that id to quote."""
+    incident = uuid.uuid4().hex[:12]
+    log.error("event=internal_error method=%s incident=%s error=%s", method_name, incident, type(error).__name__,
+              exc_info=error)
+    short = method_name.rsplit("/", 1)[-1]
+    return Internal(Reason.INTERNAL, f"internal error in {short} (incident {incident}); see the server log")
 
 
 def _already_aborted(context: grpc.ServicerContext) -> bool:
