@@ -12,6 +12,11 @@ def placeholder(postgres: bool) -> str:
     return "%s" if postgres else "?"
 
 
+def named_placeholder(name: str, postgres: bool) -> str:
+    """The mark of the named parameter `name` (the statement's parameters are then a dict)."""
+    return f"%({name})s" if postgres else f":{name}"
+
+
 def timestamp(moment: datetime, postgres: bool) -> Any:
     """SQLAlchemy's SQLite DATETIME storage format (naive UTC text); PostgreSQL takes the datetime."""
     return moment if postgres else moment.replace(tzinfo=None).isoformat(" ", "microseconds")

@@ -238,4 +238,4 @@ class JobsSql:
             connection.close()
 
     def _named(self, name: str) -> str:
-        return f"%({name})s" if self.postgres else f":{name}"
+        return driver.named_placeholder(name, self.postgres)
