@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.types.json
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 
 from quaero.errors import QuaeroError, Reason, Unavailable
+
+from .jsonvalues import loads
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x717561657230  # an advisory lock key of this project's own ("quaer0")
@@ -95,9 +98,9 @@ def connect(url: str) -> Database:
         # Every user of these pools ends its own transaction (commit, or rollback on error/close), so the
         # pool's extra rollback on return is skipped: on the hot path it was one more SQLite call each.
         writer = sa.create_engine(url, hide_parameters=True, pool_size=1, max_overflow=0, pool_timeout=60,
-                                  connect_args=args, pool_reset_on_return=None)
+                                  connect_args=args, pool_reset_on_return=None, json_deserializer=loads)
         reader = sa.create_engine(url, hide_parameters=True, pool_size=8, max_overflow=8, connect_args=args,
-                                  pool_reset_on_return=None)
+                                  pool_reset_on_return=None, json_deserializer=loads)
         for engine in (writer, reader):
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         return Database(writer, reader)
@@ -110,7 +113,15 @@ def connect(url: str) -> Database:
     # after it on return to the pool). GetJob's server CPU on PostgreSQL: see README, Benchmarks.
     reader = sa.create_engine(url, pool_size=8, max_overflow=8, isolation_level="AUTOCOMMIT",
                               pool_reset_on_return=None, **common)
+    for engine in (writer, reader):
+        sa.event.listen(engine, "connect", _psycopg_json)
     return Database(writer, reader, instance)
+
+
+def _psycopg_json(dbapi_connection: Any, _record: Any) -> None:
+    # jsonb read by psycopg: the same decoder as SQLite's JSON text (jsonvalues.loads), on our own
+    # connections only (psycopg's global default is left to whoever else uses it in the process).
+    psycopg.types.json.set_json_loads(loads, dbapi_connection)
 
 
 def migrate(db: Database, revision: str = "head") -> None:

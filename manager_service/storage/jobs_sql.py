@@ -21,7 +21,7 @@ from quaero.errors import Aborted, Reason
 
 from . import driver
 from .db import Database
-from .jsonvalues import MAX_JSON_BYTES
+from .jsonvalues import MAX_JSON_BYTES, loads
 from .models import jobs
 
 COLUMNS = [column.name for column in jobs.c]
@@ -130,7 +130,7 @@ class JobsSql:
         if not self.postgres:
             for name in JSON_COLUMNS:
                 text = row[name]
-                row[name] = json.loads(text) if text is not None else None
+                row[name] = loads(text) if text is not None else None
             for name in TIME_COLUMNS:
                 text = row[name]
                 if text is not None:

@@ -86,3 +86,18 @@ def test_the_bearer_scheme_is_matched_in_any_case(sqlite_manager: RunningManager
             "TOKEN_INVALID")
         expect_error(lambda: call(jobs_pb2.ListJobsRequest(), metadata=[
             ("authorization", f"Basic {sqlite_manager.token}")], timeout=5), grpc.StatusCode.UNAUTHENTICATED)
+
+
+def test_refusals_and_answers_alternate_on_one_method(sqlite_manager: RunningManager) -> None:
+    # The interceptors wrap a method's handler once and reuse it: a refusal in between must not stick
+    # to the method, nor an answer let the next wrong token through.
+    job = sqlite_manager.client.jobs.CreateJob(jobs_pb2.CreateJobRequest(type="t", name="n"))
+    request = jobs_pb2.GetJobRequest(job_id=job.id)
+    with sqlite_manager.connect("wrong-token") as wrong, sqlite_manager.connect_as_executor() as executor:
+        for _ in range(2):
+            expect_error(lambda: wrong.jobs.GetJob(request), grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+            assert sqlite_manager.client.jobs.GetJob(request).id == job.id
+            assert executor.jobs.GetJob(request).id == job.id
+            expect_error(lambda: sqlite_manager.client.jobs.LeaseJobs(jobs_pb2.LeaseJobsRequest(worker_id="w")),
+                         grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+            assert executor.jobs.LeaseJobs(jobs_pb2.LeaseJobsRequest(worker_id="w", max_jobs=1)) is not None
