@@ -12,7 +12,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from quaero.errors import QuaeroError, Reason, Unavailable
 
+from .driver import HotCursors
 from .jsonvalues import loads
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -52,6 +53,13 @@ class Database:
     # This process's name on the database server (PostgreSQL's application_name): change notices carry
     # it, so a manager can tell its own changes from another manager's.
     instance: str = ""
+    _hot: list[HotCursors] = field(default_factory=list)
+
+    def hot_cursors(self, engine: Engine) -> HotCursors:
+        """Cursors kept out of `engine`'s pool for the hottest statements; returned when disposed."""
+        hot = HotCursors(engine)
+        self._hot.append(hot)
+        return hot
 
     @property
     def dialect(self) -> str:
@@ -64,6 +72,8 @@ class Database:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def dispose(self) -> None:
+        for hot in self._hot:
+            hot.close()
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()

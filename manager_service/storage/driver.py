@@ -2,10 +2,12 @@
 parameter, done directly, so that both paths read and write the same stored forms."""
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 
 def placeholder(postgres: bool) -> str:
@@ -25,3 +27,67 @@ def timestamp(moment: datetime, postgres: bool) -> Any:
 def cursor(conn: Connection) -> Any:
     """A DB-API cursor inside `conn`'s transaction."""
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+class HotCursors:
+    """Cursors for the hottest single statements (GetJob's read; the metadata merge on PostgreSQL), each
+    on a connection kept checked out of `engine`'s pool and handed from call to call. SQLAlchemy's
+    checkout and return plus a new cursor cost more than the read itself (psycopg: 131 -> ~70 us of the
+    manager's CPU per read; see README, Benchmarks). Only single statements outside a transaction run
+    here (SQLite reads, PostgreSQL's autocommit pool), so a connection carries no state between calls.
+
+    At most `keep` are kept idle (more are returned to the pool); one older than `recycle` seconds is
+    replaced, as the pool's pool_recycle would; `close` returns them all (Database.dispose calls it)."""
+
+    def __init__(self, engine: Engine, keep: int = 4, recycle: float = 600.0) -> None:
+        self._engine = engine
+        self._keep = keep
+        self._recycle = recycle
+        self._idle: list[Hot] = []  # (list.pop and append are atomic: no lock)
+        self._closed = False
+
+    def take(self) -> Hot:
+        while True:
+            try:
+                hot = self._idle.pop()
+            except IndexError:
+                break
+            if time.monotonic() - hot.born < self._recycle:
+                return hot
+            hot.connection.close()
+        connection = self._engine.raw_connection()
+        return Hot(connection, connection.cursor(), time.monotonic())
+
+    def give_back(self, hot: Hot) -> None:
+        if self._closed or len(self._idle) >= self._keep:
+            hot.connection.close()
+        else:
+            self._idle.append(hot)
+
+    def discard(self, hot: Hot, error: BaseException) -> None:
+        """A call on it failed: the connection is not used again (a dropped one is invalidated)."""
+        hot.connection.invalidate(error)
+
+    def close(self) -> None:
+        """Every idle connection back to the pool, and later ones too (the engine is being disposed)."""
+        self._closed = True
+        while self._idle:
+            try:
+                self._idle.pop().connection.close()
+            except IndexError:
+                break
+
+    def drop_idle(self) -> None:
+        """The server dropped us (restart, failover): the idle connections are dead too."""
+        while self._idle:
+            try:
+                self._idle.pop().connection.invalidate()
+            except IndexError:
+                break
+
+
+@dataclass(slots=True)
+class Hot:
+    connection: Any  # SQLAlchemy's pooled connection (checked out)
+    cursor: Any
+    born: float

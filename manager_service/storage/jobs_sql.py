@@ -63,6 +63,8 @@ class JobsSql:
         self._mark = mark
         self._select = f"SELECT {SELECTED} FROM jobs WHERE id = {mark}"
         self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
+        # GetJob's read, and the merge on PostgreSQL (autocommit there): connections kept out of the pool.
+        self._hot = db.hot_cursors(db.read_engine)
 
     def update_row(self, conn: Connection, job_id: str, values: Mapping[str, Any], stamp: datetime,
                    version: int | None) -> dict[str, Any] | None:
@@ -140,32 +142,30 @@ class JobsSql:
     def _is_disconnect(self, error: BaseException) -> bool:
         return self.postgres and isinstance(error, self.db.write_engine.dialect.loaded_dbapi.OperationalError)
 
-    def _after_disconnect(self, connection: Any, error: BaseException) -> None:
-        # The server dropped us (restart, failover): this connection and every pooled one are gone;
+    def _after_disconnect(self, error: BaseException) -> None:
+        # The server dropped us (restart, failover): every pooled and idle hot connection is gone too;
         # SQLAlchemy's own paths react the same way (the whole pool is replaced).
-        connection.invalidate(error)
+        self._hot.drop_idle()
         self.db.write_engine.dispose(close=False)
         if self.db.read_engine is not self.db.write_engine:
             self.db.read_engine.dispose(close=False)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         for attempt in (1, 2):
-            connection = self.db.read_engine.raw_connection()
+            hot = self._hot.take()
             try:
-                cursor = connection.cursor()
-                cursor.execute(self._select, (job_id,))
-                values = cursor.fetchone()
-                cursor.close()
-                connection.rollback()  # end the read snapshot before the connection goes back
-                return self._row(values) if values is not None else None
+                hot.cursor.execute(self._select, (job_id,))
+                values = hot.cursor.fetchone()  # (the only row: the statement is done, its snapshot ended)
             except Exception as error:
+                self._hot.discard(hot, error)
                 if not self._is_disconnect(error):
                     raise
-                self._after_disconnect(connection, error)
+                self._after_disconnect(error)
                 if attempt == 2:
                     raise
-            finally:
-                connection.close()
+                continue
+            self._hot.give_back(hot)
+            return self._row(values) if values is not None else None
         raise AssertionError("unreachable")
 
     def update_json(self, job_id: str, column: str, patch: dict[str, Any], text: str, merge: bool,
@@ -216,25 +216,29 @@ class JobsSql:
 
     @contextlib.contextmanager
     def _single_statements(self) -> Iterator[Any]:
-        """A cursor whose every statement commits alone: PostgreSQL's autocommit pool; on SQLite the one
-        writer connection, in autocommit for the while."""
-        engine = self.db.read_engine if self.postgres else self.db.write_engine
-        connection = engine.raw_connection()
+        """A cursor whose every statement commits alone: PostgreSQL's autocommit pool (a hot cursor); on
+        SQLite the one writer connection, in autocommit for the while."""
+        if self.postgres:
+            hot = self._hot.take()
+            try:
+                yield hot.cursor
+            except Exception as error:
+                # Not retried here: in autocommit a dropped connection may have committed the update.
+                self._hot.discard(hot, error)
+                if self._is_disconnect(error):
+                    self._after_disconnect(error)
+                raise
+            self._hot.give_back(hot)
+            return
+        connection = self.db.write_engine.raw_connection()
         driver_connection = connection.driver_connection
-        isolation = getattr(driver_connection, "isolation_level", None)
-        if not self.postgres:
-            driver_connection.isolation_level = None  # type: ignore[union-attr]
+        isolation = driver_connection.isolation_level  # type: ignore[union-attr]
+        driver_connection.isolation_level = None  # type: ignore[union-attr]
         try:
             with contextlib.closing(connection.cursor()) as cursor:
                 yield cursor
-        except Exception as error:
-            # Not retried here: in autocommit a dropped connection may have committed the update.
-            if self._is_disconnect(error):
-                self._after_disconnect(connection, error)
-            raise
         finally:
-            if not self.postgres:
-                driver_connection.isolation_level = isolation  # type: ignore[union-attr]
+            driver_connection.isolation_level = isolation  # type: ignore[union-attr]
             connection.close()
 
     def _named(self, name: str) -> str:
