@@ -3,10 +3,14 @@ parameter, done directly, so that both paths read and write the same stored form
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg.errors
+from psycopg import pq
+from psycopg.adapt import Transformer
 from sqlalchemy.engine import Connection, Engine
 
 
@@ -91,3 +95,33 @@ class Hot:
     connection: Any  # SQLAlchemy's pooled connection (checked out)
     cursor: Any
     born: float
+    prepared: dict[str, Any] = field(default_factory=dict)  # run_prepared's statements, by name
+
+
+def run_prepared(hot: Hot, name: str, sql: str, parameters: Sequence[str]) -> tuple[Any, ...] | None:
+    """PostgreSQL: the first row of a read prepared once per connection (`sql` with $1.. marks, text
+    parameters), straight through libpq (psycopg.pq), its values loaded by psycopg's own loaders (the
+    same Python values a cursor gives: aware datetimes, jsonb by jsonvalues.loads). A psycopg cursor's
+    execute cost the manager 3x the CPU of the call itself, most of it under load (see README,
+    Benchmarks); errors are psycopg's, as a cursor raises them."""
+    connection = hot.connection.driver_connection
+    pgconn = connection.pgconn
+    loader = hot.prepared.get(name)
+    if loader is None:
+        _check(pgconn.prepare(name.encode(), sql.encode()), connection)
+        loader = hot.prepared[name] = Transformer(connection)
+    result = _check(pgconn.exec_prepared(name.encode(), [value.encode() for value in parameters]), connection)
+    if not result.ntuples:
+        return None
+    loader.set_pgresult(result)
+    return loader.load_row(0, tuple)  # type: ignore[no-any-return]
+
+
+def _check(result: Any, connection: Any) -> Any:
+    if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        if connection.pgconn.status == pq.ConnStatus.BAD:
+            # (what psycopg raises for a lost connection; the result of one carries no SQLSTATE)
+            message = connection.pgconn.error_message.decode(connection.info.encoding, "replace").strip()
+            raise psycopg.OperationalError(f"the connection was lost: {message}")
+        raise psycopg.errors.error_from_result(result, encoding=connection.info.encoding)
+    return result

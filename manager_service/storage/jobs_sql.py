@@ -62,6 +62,7 @@ class JobsSql:
         mark = driver.placeholder(self.postgres)
         self._mark = mark
         self._select = f"SELECT {SELECTED} FROM jobs WHERE id = {mark}"
+        self._select_numbered = f"SELECT {SELECTED} FROM jobs WHERE id = $1"  # (libpq's own mark)
         self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
         # GetJob's read, and the merge on PostgreSQL (autocommit there): connections kept out of the pool.
         self._hot = db.hot_cursors(db.read_engine)
@@ -154,8 +155,11 @@ class JobsSql:
         for attempt in (1, 2):
             hot = self._hot.take()
             try:
-                hot.cursor.execute(self._select, (job_id,))
-                values = hot.cursor.fetchone()  # (the only row: the statement is done, its snapshot ended)
+                if self.postgres:
+                    values = driver.run_prepared(hot, "quaero_get_job", self._select_numbered, (job_id,))
+                else:
+                    hot.cursor.execute(self._select, (job_id,))
+                    values = hot.cursor.fetchone()  # (the only row: the statement is done, its snapshot ended)
             except Exception as error:
                 self._hot.discard(hot, error)
                 if not self._is_disconnect(error):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from manager_service.servicers.jobs import job_to_proto
 from manager_service.storage import Stores
 from manager_service.storage.db import connect
 from manager_service.storage.driver import HotCursors
+from quaero.job_status import JobStatus
 
 
 def checked_out(engine: object) -> int:
@@ -76,3 +78,15 @@ def test_reads_and_merges_go_on_after_postgresql_dropped_every_connection(stores
     with pytest.raises(psycopg.OperationalError):
         stores.jobs.update_json(job.id, "metadata", {"c": 3}, False, "")
     assert stores.jobs.update_json(job.id, "metadata", {"c": 3}, False, "").metadata == {"a": 1, "b": 2, "c": 3}
+
+
+def test_the_hot_read_gives_what_sqlalchemy_gives(stores: Stores) -> None:
+    # (On PostgreSQL the hot read goes through libpq's prepared statements with psycopg's loaders.)
+    job = stores.jobs.create(parent_id="", type="t", name="n", config={"depth": 2, "list": [1.5, "é", None]},
+                             metadata={"auth_id": "site", "nested": {"x": True}}, request_id="")
+    stores.jobs.update_status(job.id, JobStatus.RUNNING)
+    hot = stores.jobs.get(job.id)
+    # (as the API shows them: SQLAlchemy reads SQLite's times as naive UTC, which the answer takes as UTC)
+    assert job_to_proto(hot) == job_to_proto(stores.jobs.read_many([job.id])[job.id])
+    assert hot.metadata == {"auth_id": "site", "nested": {"x": True}} and hot.config["list"] == [1.5, "é", None]
+    assert hot.started_at is not None and hot.started_at.utcoffset() is not None
