@@ -2,6 +2,7 @@
 parameter, done directly, so that both paths read and write the same stored forms."""
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ def timestamp(moment: datetime, postgres: bool) -> Any:
 def cursor(conn: Connection) -> Any:
     """A DB-API cursor inside `conn`'s transaction."""
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+MAX_PREPARED = 64
 
 
 class HotCursors:
@@ -95,26 +99,61 @@ class Hot:
     connection: Any  # SQLAlchemy's pooled connection (checked out)
     cursor: Any
     born: float
-    prepared: dict[str, Any] = field(default_factory=dict)  # run_prepared's statements, by name
+    prepared: dict[str, Any] = field(default_factory=dict)  # run_prepared's statements, by their SQL
 
 
-def run_prepared(hot: Hot, name: str, sql: str, parameters: Sequence[str]) -> tuple[Any, ...] | None:
-    """PostgreSQL: the first row of a read prepared once per connection (`sql` with $1.. marks, text
-    parameters), straight through libpq (psycopg.pq), its values loaded by psycopg's own loaders (the
-    same Python values a cursor gives: aware datetimes, jsonb by jsonvalues.loads). A psycopg cursor's
-    execute cost the manager 3x the CPU of the call itself, most of it under load (see README,
-    Benchmarks); errors are psycopg's, as a cursor raises them."""
+def run_prepared(hot: Hot, sql: str, parameters: Sequence[str | None]) -> tuple[Any, ...] | None:
+    """PostgreSQL: the first row of a single statement (`sql` with $1.. marks, text parameters) straight
+    through libpq (psycopg.pq), prepared once per connection, its values loaded by psycopg's own loaders
+    (the same Python values a cursor gives: aware datetimes, jsonb by jsonvalues.loads). A psycopg
+    cursor's execute cost the manager 3x the CPU of the call itself, most of it under load (see README,
+    Benchmarks); errors are psycopg's, as a cursor raises them. A connection holds at most
+    MAX_PREPARED statements (the merge's text follows its patch's shape); past them, unprepared."""
     connection = hot.connection.driver_connection
     pgconn = connection.pgconn
-    loader = hot.prepared.get(name)
-    if loader is None:
-        _check(pgconn.prepare(name.encode(), sql.encode()), connection)
-        loader = hot.prepared[name] = Transformer(connection)
-    result = _check(pgconn.exec_prepared(name.encode(), [value.encode() for value in parameters]), connection)
+    values = [value.encode() if value is not None else None for value in parameters]
+    loader = hot.prepared.get(sql)
+    if loader is None and len(hot.prepared) < MAX_PREPARED:
+        name = f"quaero_{len(hot.prepared)}".encode()
+        _check(pgconn.prepare(name, sql.encode()), connection)
+        loader = hot.prepared[sql] = (name, Transformer(connection))
+    if loader is not None:
+        result = _check(pgconn.exec_prepared(loader[0], values), connection)
+    else:
+        loader = hot.prepared.setdefault("", (b"", Transformer(connection)))
+        result = _check(pgconn.exec_params(sql.encode(), values), connection)
     if not result.ntuples:
         return None
-    loader.set_pgresult(result)
-    return loader.load_row(0, tuple)  # type: ignore[no-any-return]
+    loader[1].set_pgresult(result)
+    return loader[1].load_row(0, tuple)  # type: ignore[no-any-return]
+
+
+def numbered(sql: str) -> tuple[str, list[str]]:
+    """psycopg's %(name)s marks as libpq's $1..: the statement's text, and the names in their numbers'
+    order (their values go to run_prepared through as_text)."""
+    order: dict[str, int] = {}
+
+    def mark(match: re.Match[str]) -> str:
+        return f"${order.setdefault(match.group(1), len(order) + 1)}"
+
+    return NAMED_MARK.sub(mark, sql), list(order)
+
+
+NAMED_MARK = re.compile(r"%\((\w+)\)s")
+
+
+def as_text(value: Any) -> str | None:
+    """A parameter's text form for libpq: str as is, int, datetime (ISO 8601 with its offset), and a list
+    of str as a text[] literal."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):  # text[]: each element quoted, \ and " escaped (PostgreSQL's array syntax)
+        return "{" + ",".join('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in value) + "}"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, int):
+        return str(value)
+    raise TypeError(f"no text form for a {type(value).__name__} parameter")
 
 
 def _check(result: Any, connection: Any) -> Any:

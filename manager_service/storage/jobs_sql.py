@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +66,7 @@ class JobsSql:
         self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
         # GetJob's read, and the merge on PostgreSQL (autocommit there): connections kept out of the pool.
         self._hot = db.hot_cursors(db.read_engine)
+        self._numbered_texts: dict[str, tuple[str, list[str]]] = {}
 
     def update_row(self, conn: Connection, job_id: str, values: Mapping[str, Any], stamp: datetime,
                    version: int | None) -> dict[str, Any] | None:
@@ -156,7 +157,7 @@ class JobsSql:
             hot = self._hot.take()
             try:
                 if self.postgres:
-                    values = driver.run_prepared(hot, "quaero_get_job", self._select_numbered, (job_id,))
+                    values = driver.run_prepared(hot, self._select_numbered, (job_id,))
                 else:
                     hot.cursor.execute(self._select, (job_id,))
                     values = hot.cursor.fetchone()  # (the only row: the statement is done, its snapshot ended)
@@ -203,13 +204,11 @@ class JobsSql:
                   f"WHERE {condition} AND {size} <= {MAX_JSON_BYTES} RETURNING {SELECTED}")
         check = f"SELECT {etag_column}, {size} FROM jobs WHERE id = {named('id')}"
         for _attempt in (1, 2, 3):
-            with self._single_statements() as cursor:
-                cursor.execute(update, parameters)
-                values = cursor.fetchone()
+            with self._single_statements() as run:
+                values = run(update, parameters)
                 if values is not None:
                     return self._row(values)
-                cursor.execute(check, parameters)
-                found = cursor.fetchone()
+                found = run(check, parameters)
             if found is None or (version is not None and found[0] != version):
                 return None  # unknown id or stale etag: the caller tells which
             if int(found[1]) > MAX_JSON_BYTES:
@@ -219,13 +218,14 @@ class JobsSql:
                       "this update was checked; retry it", column, {"job_id": job_id})
 
     @contextlib.contextmanager
-    def _single_statements(self) -> Iterator[Any]:
-        """A cursor whose every statement commits alone: PostgreSQL's autocommit pool (a hot cursor); on
-        SQLite the one writer connection, in autocommit for the while."""
+    def _single_statements(self) -> Iterator[Callable[[str, dict[str, Any]], Any]]:
+        """run(sql, named parameters) -> the first row or None, each statement committing alone: on
+        PostgreSQL a hot connection of the autocommit pool, through libpq's prepared statements; on SQLite
+        the one writer connection, in autocommit for the while."""
         if self.postgres:
             hot = self._hot.take()
             try:
-                yield hot.cursor
+                yield lambda sql, parameters: driver.run_prepared(hot, *self._numbered(sql, parameters))
             except Exception as error:
                 # Not retried here: in autocommit a dropped connection may have committed the update.
                 self._hot.discard(hot, error)
@@ -240,10 +240,20 @@ class JobsSql:
         driver_connection.isolation_level = None  # type: ignore[union-attr]
         try:
             with contextlib.closing(connection.cursor()) as cursor:
-                yield cursor
+                yield lambda sql, parameters: cursor.execute(sql, parameters).fetchone()
         finally:
             driver_connection.isolation_level = isolation  # type: ignore[union-attr]
             connection.close()
+
+    def _numbered(self, sql: str, parameters: dict[str, Any]) -> tuple[str, list[str | None]]:
+        # (Each statement's conversion is kept: the merge's text follows its patch's shape, a few shapes.)
+        converted = self._numbered_texts.get(sql)
+        if converted is None:
+            converted = driver.numbered(sql)
+            if len(self._numbered_texts) < 256:
+                self._numbered_texts[sql] = converted
+        text, names = converted
+        return text, [driver.as_text(parameters[name]) for name in names]
 
     def _named(self, name: str) -> str:
         return driver.named_placeholder(name, self.postgres)
