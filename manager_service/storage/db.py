@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from quaero.errors import QuaeroError, Reason, Unavailable
 
 from .driver import HotCursors
-from .jsonvalues import loads
+from .jsonvalues import dumps, loads
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x717561657230  # an advisory lock key of this project's own ("quaer0")
@@ -108,9 +108,10 @@ def connect(url: str) -> Database:
         # Every user of these pools ends its own transaction (commit, or rollback on error/close), so the
         # pool's extra rollback on return is skipped: on the hot path it was one more SQLite call each.
         writer = sa.create_engine(url, hide_parameters=True, pool_size=1, max_overflow=0, pool_timeout=60,
-                                  connect_args=args, pool_reset_on_return=None, json_deserializer=loads)
+                                  connect_args=args, pool_reset_on_return=None, json_serializer=dumps,
+                                  json_deserializer=loads)
         reader = sa.create_engine(url, hide_parameters=True, pool_size=8, max_overflow=8, connect_args=args,
-                                  pool_reset_on_return=None, json_deserializer=loads)
+                                  pool_reset_on_return=None, json_serializer=dumps, json_deserializer=loads)
         for engine in (writer, reader):
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         return Database(writer, reader)

@@ -10,7 +10,6 @@ would send.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +20,7 @@ from quaero.errors import Aborted, Reason
 
 from . import driver
 from .db import Database
-from .jsonvalues import MAX_JSON_BYTES, loads
+from .jsonvalues import MAX_JSON_BYTES, dumps, loads
 from .models import jobs
 
 COLUMNS = [column.name for column in jobs.c]
@@ -44,7 +43,7 @@ def merge_patch_sql(target: str, patch: Mapping[str, Any], parameters: dict[str,
         parameters[f"{name}_removed"] = removed
         merged = f"({merged} - %({name}_removed)s::text[])"
     if replaced:
-        parameters[f"{name}_set"] = json.dumps(replaced)
+        parameters[f"{name}_set"] = dumps(replaced)
         merged = f"({merged} || %({name}_set)s::jsonb)"
     objects = [(key, value) for key, value in patch.items() if isinstance(value, dict)]
     for index, (key, value) in enumerate(objects):
@@ -121,7 +120,7 @@ class JobsSql:
         if value is None:
             return None
         if name in JSON_COLUMNS:
-            return json.dumps(value)
+            return dumps(value)
         if name in TIME_COLUMNS:
             return self._timestamp(value)
         return value

@@ -13,7 +13,9 @@ MAX_JSON_DEPTH = 32
 
 
 def dumps(value: Any) -> str:
-    """Compact, stable serialisation; the form whose size the 64 KiB limit counts."""
+    """Compact, stable serialisation: the form whose size the 64 KiB limit counts, and the one text form
+    of every object SQLite stores. (SQLite's json_patch matches keys by their text: a key stored escaped,
+    "\\u00e9", is not the key "é" of a patch, so a merge could neither replace nor delete it.)"""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True, allow_nan=False)
 
 

@@ -63,6 +63,22 @@ def test_merge_matches_the_reference_implementation_on_random_patches(manager: A
         assert struct_to_dict(update(manager, job.id, patch).metadata) == expected
 
 
+def test_merge_with_keys_that_need_quoting(manager: Any) -> None:
+    # Keys reach PostgreSQL as parameters (a text[] of the keys a patch deletes, and each object's key):
+    # quotes, backslashes, braces, commas, spaces, NULL, the empty key and non-ASCII must all survive.
+    keys = ['quo"te', "back\\slash", "{brace}", "com,ma", " space ", "NULL", "", "é ü", "a'b"]
+    job = new_job(manager, **{key: {"inner": key, "other": 1} for key in keys}, keep=1)
+    expected = struct_to_dict(job.metadata)
+    for index, key in enumerate(keys):
+        patch = {key: None} if index % 2 else {key: {"other": None, key: [key]}}
+        expected = merge_patch(expected, patch)
+        assert struct_to_dict(update(manager, job.id, patch).metadata) == expected
+    assert metadata_of(manager, job.id) == expected
+    # all deleted at once, in one patch
+    patch = dict.fromkeys(keys)
+    assert struct_to_dict(update(manager, job.id, patch).metadata) == {"keep": 1}
+
+
 def test_replace_stores_exactly_the_object_sent(manager: Any) -> None:
     job = new_job(manager, old={"x": 1}, other=2)
     updated = update(manager, job.id, {"only": {"this": [1, {"n": None}]}}, mode=REPLACE)

@@ -119,3 +119,31 @@ def test_0005_leaves_no_function_or_trigger_on_writes_and_goes_back_to_0004(empt
             assert tuple(conn.exec_driver_sql(objects).one()) == (0, 0)
     finally:
         db.dispose()
+
+
+def test_0006_puts_sqlite_objects_written_escaped_in_the_form_merges_match(tmp_path: object) -> None:
+    from manager_service.storage import Stores
+    from manager_service.storage.clock import ManualClock
+    from manager_service.storage.secretbox import SecretBox
+
+    db = connect(f"sqlite:///{tmp_path}/old.db")
+    try:
+        migrate(db, "0005")
+        stamp = datetime(2026, 1, 1, tzinfo=UTC)
+        job_id = "11111111-1111-4111-8111-111111111111"
+        with db.write_engine.begin() as conn:  # as CreateJob wrote it before: non-ASCII as \u escapes
+            conn.execute(sa.text(
+                "INSERT INTO jobs (id, type, name, status, config, metadata, result, version, metadata_version, "
+                "created_at, updated_at) VALUES (:id, 'crawl', 'old', 'pending', '{\"n\\u00e4me\": 1}', "
+                "'{\"caf\\u00e9\": {\"x\": 1}, \"plain\": \"a\\nb\"}', '{}', 1, 1, :t, :t)"), {"id": job_id, "t": stamp})
+        migrate(db)
+        with db.read_engine.connect() as conn:
+            config, metadata = conn.execute(sa.text("SELECT config, metadata FROM jobs")).one()
+        assert config == '{"näme":1}' and metadata == '{"café":{"x":1},"plain":"a\\nb"}'
+        stores = Stores.open(db, SecretBox(bytes(32)), ManualClock())
+        # the merge now finds the key the job was created with: replaced inside, then deleted
+        assert stores.jobs.update_json(job_id, "metadata", {"café": {"x": 2}}, False, "").metadata == {
+            "café": {"x": 2}, "plain": "a\nb"}
+        assert stores.jobs.update_json(job_id, "metadata", {"café": None}, False, "").metadata == {"plain": "a\nb"}
+    finally:
+        db.dispose()
