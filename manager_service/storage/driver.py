@@ -2,6 +2,7 @@
 parameter, done directly, so that both paths read and write the same stored forms."""
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Sequence
@@ -26,7 +27,13 @@ def named_placeholder(name: str, postgres: bool) -> str:
 
 def timestamp(moment: datetime, postgres: bool) -> Any:
     """SQLAlchemy's SQLite DATETIME storage format (naive UTC text); PostgreSQL takes the datetime."""
-    return moment if postgres else moment.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return moment if postgres else _sqlite_time(moment)
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_time(moment: datetime) -> str:
+    # (Cached: a batch of new children repeats one moment in several columns of every row.)
+    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def cursor(conn: Connection) -> Any:

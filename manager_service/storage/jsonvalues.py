@@ -15,7 +15,22 @@ MAX_JSON_DEPTH = 32
 def dumps(value: Any) -> str:
     """Compact, stable serialisation: the form whose size the 64 KiB limit counts, and the one text form
     of every object SQLite stores. (SQLite's json_patch matches keys by their text: a key stored escaped,
-    "\\u00e9", is not the key "é" of a patch, so a merge could neither replace nor delete it.)"""
+    "\\u00e9", is not the key "é" of a patch, so a merge could neither replace nor delete it.)
+
+    orjson's, a tenth of json.dumps' CPU (it was 6% of the manager's time in a crawl, for the children's
+    configs); the same text but for exponents (1e-7, not 1e-07). What orjson does not do as json.dumps
+    did falls back to json.dumps: integers past 64 bits, keys that are not strings, and NaN or Infinity,
+    which orjson writes as null and json.dumps refuses (ValueError), as before."""
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return _json_dumps(value)
+    if "null" in text:  # (a None, or a NaN orjson turned into null: only json.dumps can tell)
+        _json_dumps(value)
+    return text
+
+
+def _json_dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True, allow_nan=False)
 
 

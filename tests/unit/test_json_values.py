@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import math
 
-from manager_service.storage.jsonvalues import depth_of, loads
+import pytest
+
+from manager_service.storage.jsonvalues import depth_of, dumps, loads
 
 
 def test_depth_counts_containers_only() -> None:
@@ -33,3 +35,17 @@ def test_loads_reads_what_json_reads() -> None:
 def test_loads_falls_back_for_what_orjson_refuses() -> None:
     # NaN is not JSON (orjson refuses it); Python's json module reads it, as the stores did before.
     assert math.isnan(loads('{"x": NaN}')["x"])
+
+
+def test_dumps_is_compact_sorted_utf8_and_refuses_what_json_refuses() -> None:
+    value = {"b": [1, 1.5, None, True], "a": {"é": "\u2028\n"}}
+    assert dumps(value) == '{"a":{"é":"\u2028\\n"},"b":[1,1.5,null,true]}'
+    assert dumps(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    for bad in ({"x": math.nan}, {"x": [math.inf]}, {"x": {"y": -math.inf}}):
+        with pytest.raises(ValueError):
+            dumps(bad)
+    # what orjson does not take is json.dumps' to write, as before
+    assert dumps({"big": 2**70}) == '{"big":1180591620717411303424}'
+    assert dumps({1: "key"}) == '{"1":"key"}'
+    with pytest.raises(TypeError):
+        dumps({"x": object()})
