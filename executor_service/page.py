@@ -41,6 +41,7 @@ from .crawl.fetcher import DEFAULT_USER_AGENT, Fetcher, FetchPolicy, FetchResult
 from .crawl.links import LinkScope, ParsedPage, parse_html
 from .crawl.verdicts import Verdict
 from .metrics import FETCH_SECONDS, PAGES
+from .parent_reads import ParentReads
 from .render.browser import Renderer
 
 log = logging.getLogger("quaero.executor.page")
@@ -141,6 +142,7 @@ class PageRunner:
         self.renderer = renderer or Renderer(fetcher)  # starts no browser until a page needs one
         self._gate = gate  # holds a run's concurrency slot (see Worker.run_slot)
         self._credentials = CredentialsCache(manager)
+        self._parents = ParentReads(self._read_parent)  # (pages of a run asking at once share a read)
         self._parsers = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="parse")
         self._completions = Completions(manager)
 
@@ -165,7 +167,10 @@ class PageRunner:
             return self._crawl(job, parent, settings, control)
 
     def _parent_of(self, job: jobs_pb2.Job, control: Control) -> jobs_pb2.Job:
-        return call_patiently(lambda: self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job.parent_id)),
+        return self._parents.get(job.parent_id, control)  # type: ignore[no-any-return]
+
+    def _read_parent(self, parent_id: str, control: Control) -> jobs_pb2.Job:
+        return call_patiently(lambda: self.manager.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=parent_id)),
                               wait=control.wait)
 
     def resolve_auth(self, parent: jobs_pb2.Job, control: Control) -> AuthChoice:
