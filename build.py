@@ -291,6 +291,7 @@ def main() -> int:
         _quietly([str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", f"{ROOT}[bench]"],
                  "installing the benchmarks' Scrapy baseline")
         code = subprocess.call([str(VENV_PY), str(ROOT / "bench" / "manager_load.py"), *sys.argv[2:]], cwd=ROOT)
+        code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "rpc_floor.py")], cwd=ROOT)
         code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "crawl_bench.py")], cwd=ROOT)
         code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "watch_load.py")], cwd=ROOT)
         return code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "render_bench.py")], cwd=ROOT)
