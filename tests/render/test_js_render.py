@@ -326,10 +326,13 @@ def test_pages_keep_the_runs_per_host_delay_and_a_429_is_retried_later(harness: 
     site.handler.routes.update({(APP, f"/{n}"): page for n in range(3)})
     site.handler.routes[(APP, "/busy")] = Response(status=429, headers=[("Retry-After", "30")], body="later")
     urls = [f"http://{APP}:{site.port}/{n}" for n in range(3)]
-    result = harness.crawl(urls, render=JS, max_depth=0, concurrency=3, per_host_delay_seconds=0.6)
+    result = harness.crawl(urls, render=JS, max_depth=0, concurrency=3, per_host_delay_seconds=1.0)
     assert len(result.documents) == 3
     gaps = [later - earlier for earlier, later in zip(sorted(arrivals), sorted(arrivals)[1:], strict=False)]
-    assert len(arrivals) == 3 and min(gaps) >= 0.5, gaps
+    # Turns are spaced exactly; an arrival may still come late (a first connection, a loaded machine:
+    # once 0.23 s in CI with a 0.6 s delay), which shortens the gap before the next. Without the delay
+    # the pages arrive ~0.25 s apart.
+    assert len(arrivals) == 3 and min(gaps) >= 0.65, gaps
     busy = harness.start(harness.definition([f"http://{APP}:{site.port}/busy"], render=JS, max_depth=0)).parent_job_id
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
