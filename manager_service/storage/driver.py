@@ -86,19 +86,21 @@ class HotCursors:
     def close(self) -> None:
         """Every idle connection back to the pool, and later ones too (the engine is being disposed)."""
         self._closed = True
-        while self._idle:
-            try:
-                self._idle.pop().connection.close()
-            except IndexError:
-                break
+        for hot in self._drain():
+            hot.connection.close()
 
     def drop_idle(self) -> None:
         """The server dropped us (restart, failover): the idle connections are dead too."""
-        while self._idle:
+        for hot in self._drain():
+            hot.connection.invalidate()
+
+    def _drain(self) -> list[Hot]:
+        drained = []
+        while True:
             try:
-                self._idle.pop().connection.invalidate()
-            except IndexError:
-                break
+                drained.append(self._idle.pop())
+            except IndexError:  # (another thread took the last one)
+                return drained
 
 
 @dataclass(slots=True)
@@ -106,7 +108,8 @@ class Hot:
     connection: Any  # SQLAlchemy's pooled connection (checked out)
     cursor: Any
     born: float
-    prepared: dict[str, Any] = field(default_factory=dict)  # run_prepared's statements, by their SQL
+    prepared: dict[str, bytes] = field(default_factory=dict)  # run_prepared's statement names, by their SQL
+    loader: Any = None  # run_prepared's psycopg Transformer for this connection
 
 
 def run_prepared(hot: Hot, sql: str, parameters: Sequence[str | None]) -> tuple[Any, ...] | None:
@@ -118,21 +121,22 @@ def run_prepared(hot: Hot, sql: str, parameters: Sequence[str | None]) -> tuple[
     MAX_PREPARED statements (the merge's text follows its patch's shape); past them, unprepared."""
     connection = hot.connection.driver_connection
     pgconn = connection.pgconn
+    if hot.loader is None:
+        hot.loader = Transformer(connection)
     values = [value.encode() if value is not None else None for value in parameters]
-    loader = hot.prepared.get(sql)
-    if loader is None and len(hot.prepared) < MAX_PREPARED:
+    name = hot.prepared.get(sql)
+    if name is None and len(hot.prepared) < MAX_PREPARED:
         name = f"quaero_{len(hot.prepared)}".encode()
         _check(pgconn.prepare(name, sql.encode()), connection)
-        loader = hot.prepared[sql] = (name, Transformer(connection))
-    if loader is not None:
-        result = _check(pgconn.exec_prepared(loader[0], values), connection)
+        hot.prepared[sql] = name
+    if name is not None:
+        result = _check(pgconn.exec_prepared(name, values), connection)
     else:
-        loader = hot.prepared.setdefault("", (b"", Transformer(connection)))
         result = _check(pgconn.exec_params(sql.encode(), values), connection)
     if not result.ntuples:
         return None
-    loader[1].set_pgresult(result)
-    return loader[1].load_row(0, tuple)  # type: ignore[no-any-return]
+    hot.loader.set_pgresult(result)
+    return hot.loader.load_row(0, tuple)  # type: ignore[no-any-return]
 
 
 def numbered(sql: str) -> tuple[str, list[str]]:

@@ -60,8 +60,8 @@ class JobsSql:
         self.postgres = db.dialect == "postgresql"
         mark = driver.placeholder(self.postgres)
         self._mark = mark
-        self._select = f"SELECT {SELECTED} FROM jobs WHERE id = {mark}"
-        self._select_numbered = f"SELECT {SELECTED} FROM jobs WHERE id = $1"  # (libpq's own mark)
+        # GetJob's read: on PostgreSQL through libpq (run_prepared), whose mark is $1.
+        self._select = f"SELECT {SELECTED} FROM jobs WHERE id = {'$1' if self.postgres else mark}"
         self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
         # GetJob's read, and the merge on PostgreSQL (autocommit there): connections kept out of the pool.
         self._hot = db.hot_cursors(db.read_engine)
@@ -153,24 +153,33 @@ class JobsSql:
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         for attempt in (1, 2):
-            hot = self._hot.take()
             try:
-                if self.postgres:
-                    values = driver.run_prepared(hot, self._select_numbered, (job_id,))
-                else:
-                    hot.cursor.execute(self._select, (job_id,))
-                    values = hot.cursor.fetchone()  # (the only row: the statement is done, its snapshot ended)
+                with self._hot_connection() as hot:
+                    if self.postgres:
+                        values = driver.run_prepared(hot, self._select, (job_id,))
+                    else:
+                        hot.cursor.execute(self._select, (job_id,))
+                        values = hot.cursor.fetchone()  # (the only row: the statement is done, its snapshot ended)
             except Exception as error:
-                self._hot.discard(hot, error)
-                if not self._is_disconnect(error):
+                if attempt == 2 or not self._is_disconnect(error):
                     raise
-                self._after_disconnect(error)
-                if attempt == 2:
-                    raise
-                continue
-            self._hot.give_back(hot)
+                continue  # (a read is safe to run again, on a new connection)
             return self._row(values) if values is not None else None
         raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _hot_connection(self) -> Iterator[driver.Hot]:
+        """One of the connections kept out of the pool, given back after the call; after a failure it is
+        not used again, and after a disconnect neither is any other."""
+        hot = self._hot.take()
+        try:
+            yield hot
+        except Exception as error:
+            self._hot.discard(hot, error)
+            if self._is_disconnect(error):
+                self._after_disconnect(error)
+            raise
+        self._hot.give_back(hot)
 
     def update_json(self, job_id: str, column: str, patch: dict[str, Any], text: str, merge: bool,
                     version: int | None, stamp: datetime) -> dict[str, Any] | int | None:
@@ -222,16 +231,9 @@ class JobsSql:
         PostgreSQL a hot connection of the autocommit pool, through libpq's prepared statements; on SQLite
         the one writer connection, in autocommit for the while."""
         if self.postgres:
-            hot = self._hot.take()
-            try:
+            # (Not run again after a disconnect: in autocommit a dropped connection may have committed it.)
+            with self._hot_connection() as hot:
                 yield lambda sql, parameters: driver.run_prepared(hot, *self._numbered(sql, parameters))
-            except Exception as error:
-                # Not retried here: in autocommit a dropped connection may have committed the update.
-                self._hot.discard(hot, error)
-                if self._is_disconnect(error):
-                    self._after_disconnect(error)
-                raise
-            self._hot.give_back(hot)
             return
         connection = self.db.write_engine.raw_connection()
         driver_connection = connection.driver_connection
