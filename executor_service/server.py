@@ -57,7 +57,7 @@ class ExecutorServer:
         self.port = self.service.port
 
     def start(self) -> int:
-        self.service.server.start()
+        self.service.start()
         self.worker.start()
         self.service.health.set("", health_pb2.HealthCheckResponse.SERVING)  # liveness
         self.link.start()  # the Executor service's own status follows the manager
@@ -100,4 +100,5 @@ def serve(settings: ExecutorSettings, metrics_listen: str = "") -> None:
     details = f"manager: {settings.manager}, workers: {settings.workers}"
     if metrics_listen:
         details += f", metrics: http://{metrics_listen.rsplit(':', 1)[0]}:{serve_metrics(metrics_listen)}/metrics"
-    serve_until_signalled(banner("quaero-executor", settings.listen, port, details), executor.stop)
+    serve_until_signalled(banner("quaero-executor", settings.listen, port, details), executor.stop,
+                          executor.service.running)

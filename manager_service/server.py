@@ -89,7 +89,7 @@ class ManagerServer:
             self.listener.start()
         if self.publisher is not None:
             self.publisher.start()
-        self.service.server.start()
+        self.service.start()
         self._housekeeping.start()
         self.service.mark_serving()
         return self.port
@@ -130,4 +130,4 @@ def serve(listen: str, metrics_listen: str = "") -> None:
     details = f"database: {database}, data: {settings.data_dir}"
     if metrics_listen:
         details += f", metrics: http://{metrics_listen.rsplit(':', 1)[0]}:{serve_metrics(metrics_listen)}/metrics"
-    serve_until_signalled(banner("quaero-manager", listen, port, details), manager.stop)
+    serve_until_signalled(banner("quaero-manager", listen, port, details), manager.stop, manager.service.running)

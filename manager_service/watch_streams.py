@@ -8,15 +8,15 @@ returns at once, and messages go out through the `send` callback it was given):
     sending --sent--> pacing --its turn--> checking --news--> sending
                                               '--none--> waiting on the topic --a state is read--> checking
 
-A few sender threads do the sends (each blocks until gRPC has taken the message); one timer thread keeps
-each stream to its pace (WatchHub.stream_interval) and ends a send that a client stopped reading for
-SEND_STALL_SECONDS (it would hold a sender). The final state skips the pace, and ends the stream."""
+A few sender threads do the sends (quaero.rpc.senders: each send blocks until gRPC has taken the message,
+holds no lock, and is cut off when a client has read nothing for `senders.stall_seconds`); one timer
+thread keeps each stream to its pace (WatchHub.stream_interval). The final state skips the pace, and
+ends the stream."""
 from __future__ import annotations
 
 import heapq
 import itertools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +26,7 @@ import grpc
 
 from quaero.errors import QuaeroError, Reason, Unavailable
 from quaero.rpc.interceptors import internal_error
+from quaero.rpc.senders import STALL_SECONDS, Send, Senders
 from quaero.rpc.status import to_status
 
 from .storage.records import Job
@@ -34,14 +35,12 @@ from .watch import Watcher, WatchHub, watched_state
 log = logging.getLogger("quaero.manager")
 WATCH_METHOD = "/quaero.manager.v1.JobManager/WatchJob"
 SENDERS = 4
-SEND_STALL_SECONDS = 30.0  # a client that read nothing for this long is cut off (its stream is cancelled)
 MAX_CACHED_MESSAGES = 4096  # watched jobs whose newest message is kept
-Send = Callable[[Any], None]
 Message = Callable[[Job], Any]
 
 
 class _Stream:
-    __slots__ = ("watcher", "context", "send", "last", "lock", "busy", "done", "ending", "turn", "sending_since")
+    __slots__ = ("watcher", "context", "send", "last", "lock", "busy", "done", "ending", "turn")
 
     def __init__(self, context: grpc.ServicerContext, send: Send) -> None:
         self.watcher: Watcher  # (set right after registration; nothing reads it while `busy` is set)
@@ -53,28 +52,23 @@ class _Stream:
         self.done = False
         self.ending = False  # the job ended: its turn comes at once
         self.turn = 0  # the pacing entry that is current (older heap entries are stale)
-        self.sending_since = 0.0
 
 
 class WatchStreams:
     def __init__(self, hub: WatchHub, message: Message, senders: int = SENDERS,
-                 stall_seconds: float = SEND_STALL_SECONDS) -> None:
+                 stall_seconds: float = STALL_SECONDS) -> None:
         self._hub = hub
-        self.stall_seconds = stall_seconds  # how long a client that reads nothing may hold a sender
+        self.senders = Senders("watch", senders, stall_seconds)
         self._to_message = message
         self._messages: dict[str, tuple[Job, Any]] = {}  # job id -> (state, its message): _message
         self._messages_lock = threading.Lock()
-        self._outbox: queue.SimpleQueue[tuple[_Stream, Job] | None] = queue.SimpleQueue()
         self._timers: list[tuple[float, int, _Stream, int]] = []
         self._timer_lock = threading.Condition(threading.Lock())
         self._order = itertools.count()
         self._streams: set[_Stream] = set()
         self._streams_lock = threading.Lock()
         self._stopping = False
-        self._senders = [threading.Thread(target=self._send_loop, name=f"watch-send-{n + 1}", daemon=True)
-                         for n in range(senders)]
-        for thread in [*self._senders, threading.Thread(target=self._timer_loop, name="watch-timer", daemon=True)]:
-            thread.start()
+        threading.Thread(target=self._timer_loop, name="watch-timer", daemon=True).start()
 
     def open(self, job_id: str, read: Callable[[str], Job], context: grpc.ServicerContext, send: Send) -> None:
         """A WatchJob stream: the job's newest state now, then each new state at the stream's pace, the final
@@ -103,15 +97,14 @@ class WatchStreams:
                               "another manager, or on this one once it is back)")
         for stream in streams:
             self._finish(stream, leaving)
-        for _ in self._senders:
-            self._outbox.put(None)
+        self.senders.stop()
         with self._timer_lock:
             self._timer_lock.notify()
 
     # ---- the state machine --------------------------------------------------------------------
     def _queue(self, stream: _Stream, job: Job) -> None:
         stream.last = watched_state(job)
-        self._outbox.put((stream, job))
+        self.senders.submit(stream.context, lambda: self._deliver(stream, job))
 
     def _sent(self, stream: _Stream, job: Job, delivered: bool) -> None:
         if not delivered:
@@ -186,22 +179,17 @@ class WatchStreams:
             self._hub.unwatch(stream.watcher)
 
     # ---- threads --------------------------------------------------------------------------------
-    def _send_loop(self) -> None:
-        while (item := self._outbox.get()) is not None:
-            stream, job = item
-            delivered = False
-            try:
-                if not stream.done:
-                    message = self._message(job)
-                    stream.sending_since = time.monotonic()
-                    stream.send(message)  # blocks until gRPC took it
-                    delivered = stream.context.is_active()
-            except Exception as error:  # a bug of ours: the stream ends with INTERNAL, not silence
-                self._finish(stream, internal_error(WATCH_METHOD, error))
-                continue
-            finally:
-                stream.sending_since = 0.0
-            self._sent(stream, job, delivered)
+    def _deliver(self, stream: _Stream, job: Job) -> None:
+        """On a sender thread: one message to one stream."""
+        delivered = False
+        try:
+            if not stream.done:
+                stream.send(self._message(job))  # blocks until gRPC took it
+                delivered = stream.context.is_active()
+        except Exception as error:  # a bug of ours: the stream ends with INTERNAL, not silence
+            self._finish(stream, internal_error(WATCH_METHOD, error))
+            return
+        self._sent(stream, job, delivered)
 
     def _message(self, job: Job) -> Any:
         """The job as a message, built once per state the hub read, for all the streams that send it: the
@@ -223,7 +211,6 @@ class WatchStreams:
                 self._timer_lock.notify()
 
     def _timer_loop(self) -> None:
-        next_stall_check = time.monotonic() + 1.0
         while not self._stopping:
             due: list[_Stream] = []
             with self._timer_lock:
@@ -232,21 +219,10 @@ class WatchStreams:
                     _when, _order, stream, turn = heapq.heappop(self._timers)
                     if stream.turn == turn and not stream.done:
                         due.append(stream)
-                if not due and now < next_stall_check:
-                    until = min(self._timers[0][0], next_stall_check) if self._timers else next_stall_check
-                    self._timer_lock.wait(until - now)
+                if not due:
+                    if self._stopping:  # (read under the lock that stop() notifies with: no lost wake-up)
+                        return
+                    self._timer_lock.wait(self._timers[0][0] - now if self._timers else None)
                     continue
             for stream in due:
                 self._check(stream)
-            if now >= next_stall_check:
-                next_stall_check = now + 1.0
-                self._cut_stalled(now)
-
-    def _cut_stalled(self, now: float) -> None:
-        with self._streams_lock:
-            streams = list(self._streams)
-        for stream in streams:
-            since = stream.sending_since
-            if since and not stream.done and now - since > self.stall_seconds:
-                log.warning("event=watch_stream_stalled seconds=%.0f", now - since)
-                stream.context.cancel()  # the blocked send returns, and the sender goes on

@@ -110,3 +110,24 @@ def client_tls_ca() -> Path | None:
 def fault_spec() -> str:
     """QUAERO_FAULT_INJECT, for failure tests only (see quaero.rpc.interceptors.FaultInjection)."""
     return os.environ.get("QUAERO_FAULT_INJECT", "")
+
+
+def _seconds(variable: str, default: float) -> float:
+    value = os.environ.get(variable, "").strip()
+    try:
+        seconds = float(value) if value else default
+    except ValueError:
+        raise ValueError(f"{variable} must be a number of seconds, not {value!r}") from None
+    if not 0 < seconds < 86400:
+        raise ValueError(f"{variable} must be more than 0 and less than a day of seconds, not {value!r}")
+    return seconds
+
+
+def stop_seconds(default: float) -> float:
+    """QUAERO_STOP_SECONDS: how long a stopping service may take (graceful up to it, then a hard exit)."""
+    return _seconds("QUAERO_STOP_SECONDS", default)
+
+
+def stall_seconds(default: float) -> float:
+    """QUAERO_STALL_SECONDS: how long a server may answer none of its watchdog's checks before it logs a stall."""
+    return _seconds("QUAERO_STALL_SECONDS", default)

@@ -90,6 +90,7 @@ class ServerInterceptor(grpc.ServerInterceptor):
             else:
                 def behaviour(request: Any, context: grpc.ServicerContext, inner: Behaviour = inner) -> Any:
                     return self.intercept(inner, request, context, name)
+            behaviour.rpc_method = name.rsplit("/", 1)[-1]  # type: ignore[attr-defined]  # (pool.running names it)
             return factory(behaviour, request_deserializer=self.deserializer(handler.request_deserializer),
                            response_serializer=handler.response_serializer)
         return handler
@@ -348,15 +349,36 @@ class _Refusal(ServerInterceptor):
         context.abort_with_status(to_status(self._error))
 
 
+class _Stuck(ServerInterceptor):
+    """HANG: the handler never returns. FREEZE: the call is answered, but its end-of-call callback, which
+    gRPC runs on the server's one completion-queue thread, never returns (the shape of the health
+    deadlock of grpcio-health-checking): from then on the server answers nothing. Both last until the
+    faults are configured again (or the process ends)."""
+
+    def __init__(self, kind: str, release: threading.Event) -> None:
+        super().__init__()
+        self._kind = kind
+        self._release = release
+
+    def intercept(self, method: Behaviour, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+        if self._kind == "HANG":
+            self._release.wait()
+            return method(request, context)
+        context.add_callback(self._release.wait)
+        return method(request, context)
+
+
 class FaultInjection(ServerInterceptor):
     """For failure tests only: QUAERO_FAULT_INJECT="UpdateJobMetadata=UNAVAILABLE" fails that method;
-    "Method=CODE*N" fails only its next N calls; "Method=CODE@N" lets N calls through, then fails.
+    "Method=CODE*N" fails only its next N calls; "Method=CODE@N" lets N calls through, then fails;
+    CODE HANG and FREEZE make the call stick instead (see _Stuck).
     Lets a test cause, in a real server process, a fault it could not otherwise time precisely."""
 
     def __init__(self, spec: str) -> None:
         super().__init__()
         self._lock = threading.Lock()
         self._faults: dict[str, list[Any]] = {}
+        self._release = threading.Event()
         self.configure(spec)
 
     def configure(self, spec: str) -> None:
@@ -373,6 +395,8 @@ class FaultInjection(ServerInterceptor):
             faults[method.strip()] = [code.strip(), times, passes]
         with self._lock:
             self._faults = faults
+            self._release.set()  # calls stuck by the faults before go on
+            self._release = threading.Event()
 
     def _fault(self, name: str) -> str | None:
         with self._lock:
@@ -397,5 +421,7 @@ class FaultInjection(ServerInterceptor):
         code = self._fault(name)
         if code is None:
             return handler
+        if code in ("HANG", "FREEZE"):
+            return _Stuck(code, self._release)._wrap(handler, handler_call_details.method)
         error = error_for(code, Reason.FAULT_INJECTED, f"{name} failed by fault injection")
         return _Refusal(error)._wrap(handler, handler_call_details.method)

@@ -394,7 +394,7 @@ def test_a_stopped_manager_leaves_no_threads_behind(tmp_path: Any) -> None:
 
 def test_a_client_that_reads_nothing_is_cut_off_and_the_others_keep_streaming(sqlite_manager: Any) -> None:
     manager = sqlite_manager
-    manager.server.streams.stall_seconds = 1.0
+    manager.server.streams.senders.stall_seconds = 1.0
     job = create(manager)
     # A client that never reads, with the smallest HTTP/2 window gRPC allows: the manager's sends block.
     stuck_channel = grpc.insecure_channel(manager.address, options=[("grpc.http2.lookahead_bytes", 1),
