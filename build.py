@@ -293,8 +293,12 @@ def main() -> int:
         code = subprocess.call([str(VENV_PY), str(ROOT / "bench" / "manager_load.py"), *sys.argv[2:]], cwd=ROOT)
         code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "rpc_floor.py")], cwd=ROOT)
         code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "crawl_bench.py")], cwd=ROOT)
+        # The run's session at work: the same crawl on a site that re-sets its session on every answer.
+        code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "crawl_bench.py"), "--sliding", "--only",
+                                        "bare,sqlite,postgres"], cwd=ROOT)
         code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "watch_load.py")], cwd=ROOT)
-        return code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "render_bench.py")], cwd=ROOT)
+        code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "render_bench.py")], cwd=ROOT)
+        return code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "long_run.py")], cwd=ROOT)
     print(f"build: unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 

@@ -52,12 +52,13 @@ class Run:
         return self.pages / self.seconds
 
 
-def start_site(pages: int) -> tuple[subprocess.Popen[str], int]:
-    """The site runs in its own process so that it does not share a GIL with any crawler."""
+def start_site(pages: int, sliding: bool = False) -> tuple[subprocess.Popen[str], int]:
+    """The site runs in its own process so that it does not share a GIL with any crawler. `sliding`: every
+    signed-in answer re-sets the session cookie with a fresh lifetime (a sliding session)."""
     code = f"""
 import sys
 from quaero.testing.site import Response, SiteServer
-PAGES, SESSION = {pages}, {SESSION!r}
+PAGES, SESSION, SLIDING = {pages}, {SESSION!r}, {sliding!r}
 def handle(request):
     if request.path == "/robots.txt":
         return Response(body="User-agent: *\\nDisallow: /private/\\n", content_type="text/plain")
@@ -65,7 +66,9 @@ def handle(request):
         return Response(status=302, headers=[("Location", "/login")])
     n = int(request.path.rsplit("/", 1)[1]) if request.path.startswith("/p/") else 0
     links = " ".join(f'<a href="/p/{{k}}">{{k}}</a>' for k in (2 * n + 1, 2 * n + 2, (n * 7 + 3) % PAGES) if 0 < k < PAGES)
-    return Response(body=f"<html><title>Page {{n}}</title><body><p>Members only {{n}}</p>{{links}}</body></html>")
+    headers = [("Set-Cookie", "session=" + SESSION + "; Path=/; Max-Age=600; HttpOnly")] if SLIDING else []
+    return Response(body=f"<html><title>Page {{n}}</title><body><p>Members only {{n}}</p>{{links}}</body></html>",
+                    headers=headers)
 site = SiteServer(handle).start()
 print(site.port, flush=True)
 sys.stdin.read()
@@ -210,11 +213,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each crawler, interleaved (medians)")
     parser.add_argument("--postgres", default=PG_ADMIN, help="admin URL of a PostgreSQL server; '' to skip it")
     parser.add_argument("--only", default="", help="comma-separated crawlers: scrapy,bare,sqlite,postgres")
+    parser.add_argument("--sliding", action="store_true", help="the site re-sets its session cookie on every "
+                        "answer (a sliding session: the run's session absorbs a cookie per page)")
     args = parser.parse_args()
     chosen = set(args.only.split(",")) if args.only else {"scrapy", "bare", "sqlite", "postgres"}
     if not args.postgres:
         chosen.discard("postgres")
-    site, port = start_site(args.pages)
+    site, port = start_site(args.pages, args.sliding)
     results: dict[str, list[Run]] = {name: [] for name in ("scrapy", "bare", "sqlite", "postgres") if name in chosen}
     try:
         for round_number in range(args.runs):

@@ -24,11 +24,13 @@ from google.protobuf import struct_pb2
 
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 from quaero.client import ManagerClient
-from quaero.convert import cookie_from_proto, dict_to_struct, struct_to_dict
+from quaero.convert import cookie_from_proto, dict_to_struct, session_cookie_to_proto, struct_to_dict
 from quaero.cookies import StoredCookie
+from quaero.cookies.session import SessionCookie
 from quaero.crawl_spec import CrawlSpec, Render
 from quaero.errors import Reason
 from quaero.limits import MAX_TEXT_BYTES, truncate_utf8
+from quaero.markers import Markers, compile_markers
 from quaero.network_policy import NetworkPolicy
 from quaero.patterns import compile_all
 from quaero.rpc.channel import TRANSIENT, call_patiently
@@ -37,17 +39,20 @@ from .completions import Completions
 from .crawl.content import decode_text, is_text
 from .crawl.control import Control
 from .crawl.cookie_jar import CookieJar
-from .crawl.fetcher import DEFAULT_USER_AGENT, Fetcher, FetchPolicy, FetchResult
+from .crawl.fetcher import DEFAULT_USER_AGENT, LOGGED_OUT, Fetcher, FetchPolicy, FetchResult
 from .crawl.links import LinkScope, ParsedPage, parse_html
 from .crawl.verdicts import Verdict
 from .metrics import FETCH_SECONDS, PAGES
 from .parent_reads import ParentReads
 from .render.browser import Renderer
+from .sessions import RunSession, RunSessions
 
 log = logging.getLogger("quaero.executor.page")
 CHILD_TYPE = "crawl_page"
 CREDENTIALS_TTL_SECONDS = 2.0
 MAX_PAGE_ATTEMPTS = 4  # a page retried (ROBOTS_UNAVAILABLE, RATE_LIMITED...) fails after this many tries
+MAX_SUPERSEDED_FETCHES = 2  # a page sent a session value replaced meanwhile is fetched again this often
+SETTLE_SECONDS = 10.0  # at most this long for the fetches in flight beside a logged-out page to end
 PARSE_THREADS = 1  # see PageRunner._read
 T = TypeVar("T")
 
@@ -79,6 +84,18 @@ class Completion:
     children: list[jobs_pb2.ChildJobSpec] = field(default_factory=list)
     max_children: int = 0
     retry_after: float = 0.0
+    session_cookies: list[SessionCookie] = field(default_factory=list)  # what its responses set, in order
+
+
+@dataclass
+class Read:
+    """A fetched page as read: its body's hash, the parsed HTML (None for other text), the stored text,
+    whether that was cut, and the logged_out_marker it matched ('' for none)."""
+    content_hash: str
+    parsed: ParsedPage | None
+    text: str
+    truncated: bool
+    marker: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,7 @@ class RunSettings:
     network: NetworkPolicy
     logged_out: list[Any]
     scope: LinkScope | None  # None when the run names no start URLs: each page's own URL scopes it
+    markers: Markers  # logged_out_markers: a login form served in place
 
     def scope_for(self, url: str) -> LinkScope:
         return self.scope or _link_scope(self.spec, url)
@@ -104,29 +122,30 @@ def run_settings(config: bytes) -> RunSettings:
     """RunSettings by a parent's config (its exact serialized bytes): the pages of a run share one."""
     spec = CrawlSpec.from_config(struct_to_dict(struct_pb2.Struct.FromString(config)).get("crawl") or {})
     return RunSettings(spec, spec.network_policy(), compile_all(spec.logged_out_patterns),
-                       _link_scope(spec, "") if spec.start_urls else None)
+                       _link_scope(spec, "") if spec.start_urls else None, compile_markers(spec.logged_out_markers))
 
 
 class CredentialsCache:
-    """Credentials by auth_id, kept for a couple of seconds: the children of one run share them, and a
-    re-import is seen within CREDENTIALS_TTL_SECONDS. Which auth_id a child uses is still read from
-    its parent (GetJob) every time."""
+    """Credentials by run and auth_id, kept for a couple of seconds: the children of one run share them, a
+    re-import is seen within CREDENTIALS_TTL_SECONDS, and a new run reads them afresh (a run before it may
+    have just refreshed them). Which auth_id a child uses is still read from its parent (GetJob) every time."""
 
     def __init__(self, manager: ManagerClient) -> None:
         self._manager = manager
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[float, auth_pb2.Credentials]] = {}
+        self._entries: dict[tuple[str, str], tuple[float, auth_pb2.Credentials]] = {}
 
-    def get(self, auth_id: str, control: Control) -> auth_pb2.Credentials:
+    def get(self, auth_id: str, run_id: str, control: Control) -> auth_pb2.Credentials:
         now = time.monotonic()
+        key = (auth_id, run_id)
         with self._lock:
-            entry = self._entries.get(auth_id)
+            entry = self._entries.get(key)
         if entry and now - entry[0] < CREDENTIALS_TTL_SECONDS:
             return entry[1]
         credentials = call_patiently(lambda: self._manager.auth.GetCredentials(
             auth_pb2.GetCredentialsRequest(id=auth_id)), wait=control.wait)
         with self._lock:
-            self._entries[auth_id] = (now, credentials)
+            self._entries[key] = (now, credentials)
             for stale in [key for key, (at, _c) in self._entries.items() if now - at > CREDENTIALS_TTL_SECONDS]:
                 del self._entries[stale]
         return credentials
@@ -145,6 +164,7 @@ class PageRunner:
         self._parents = ParentReads(self._read_parent)  # (pages of a run asking at once share a read)
         self._parsers = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="parse")
         self._completions = Completions(manager)
+        self.sessions = RunSessions()
 
     def close(self) -> None:
         self._parsers.shutdown(wait=True, cancel_futures=True)
@@ -199,11 +219,11 @@ class PageRunner:
             log.warning("event=job_log_failed job_id=%s code=%s", job_id, error.code().name)  # type: ignore[attr-defined]
 
     @staticmethod
-    def _policy(run_id: str, settings: RunSettings, user_agent: str) -> FetchPolicy:
+    def _policy(run_id: str, settings: RunSettings, user_agent: str, auth_id: str) -> FetchPolicy:
         spec = settings.spec
         return FetchPolicy(user_agent=user_agent or DEFAULT_USER_AGENT, timeout=spec.request_timeout_seconds,
                            per_host_delay=spec.per_host_delay_seconds, obey_robots=not spec.ignore_robots_txt,
-                           logged_out=settings.logged_out, network=settings.network, run_id=run_id)
+                           logged_out=settings.logged_out, network=settings.network, run_id=run_id, auth_id=auth_id)
 
     def _crawl(self, job: jobs_pb2.Job, parent: jobs_pb2.Job, settings: RunSettings, control: Control) -> Completion:
         spec = settings.spec
@@ -221,7 +241,7 @@ class PageRunner:
                 self._log(job.id, jobs_pb2.LOG_LEVEL_WARNING, f"parent metadata has no auth_id; using auth_id "
                           f"{choice.auth_id!r} from the {choice.source}")
             try:
-                credentials = self._credentials.get(choice.auth_id, control)
+                credentials = self._credentials.get(choice.auth_id, parent.id, control)
             except grpc.RpcError as error:
                 missing = error.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
                 return Completion(jobs_pb2.JOB_STATUS_FAILED,
@@ -229,24 +249,66 @@ class PageRunner:
                                   f"cannot load credentials {choice.auth_id!r}: {error.details()}")  # type: ignore[attr-defined]
             cookies = [cookie_from_proto(c) for c in credentials.cookies]
             user_agent = user_agent or credentials.user_agent
-        policy = self._policy(parent.id, settings, user_agent)
-        jar = CookieJar(cookies)
-        if cookies and jar.all_expired_for(url):
-            return Completion(jobs_pb2.JOB_STATUS_FAILED, Reason.AUTH_EXPIRED,
-                              f"not authenticated: every stored cookie for {url} has expired; import fresh cookies")
-        started = time.perf_counter()
-        try:
-            if spec.render == Render.JS:
-                page = self.renderer.render(url, jar, cookies, policy, control)
-            else:
-                page = self.fetcher.fetch(url, jar, policy, control)
-        except Verdict as verdict:
-            FETCH_SECONDS.labels(verdict.reason).observe(time.perf_counter() - started)
-            return self._verdict(job, url, verdict)
+        policy = self._policy(parent.id, settings, user_agent, choice.auth_id)
+        session = self.sessions.get(parent.id)
+        set_by_page: list[SessionCookie] = []
+        for fetches in range(1, MAX_SUPERSEDED_FETCHES + 2):
+            try:
+                # The page starts from the session as it is when its turn at the host comes.
+                with session.fetching(url):
+                    start_cookies, generation = session.cookies(cookies)
+                    jar = CookieJar(start_cookies, on_commit=session.absorb)
+                    if start_cookies and jar.all_expired_for(url):
+                        return Completion(jobs_pb2.JOB_STATUS_FAILED, Reason.AUTH_EXPIRED, f"not authenticated: "
+                                          f"every stored cookie for {url} has expired; import fresh cookies")
+                    started = time.perf_counter()
+                    if spec.render == Render.JS:
+                        page = self.renderer.render(url, jar, start_cookies, policy, control)
+                    else:
+                        page = self.fetcher.fetch(url, jar, policy, control)
+                    read = self._read(page, settings.markers)
+                    if read.marker:
+                        jar.discard_hop()  # (a login form's cookies are not the run's session)
+                        raise Verdict(Reason.AUTH_EXPIRED, f"not authenticated: {page.final_url} is a login form "
+                                      f"served in place (logged_out_markers {read.marker!r} matched); import fresh "
+                                      "cookies")
+                    jar.commit_hop()
+            except Verdict as verdict:
+                set_by_page += jar.changes
+                FETCH_SECONDS.labels(verdict.reason).observe(time.perf_counter() - started)
+                if self._superseded(verdict, session, generation, url, fetches, policy.timeout):
+                    continue
+                ended = self._verdict(job, url, verdict)
+                ended.session_cookies = set_by_page
+                if fetches > 1:
+                    ended.result["fetches"] = fetches
+                return ended
+            set_by_page += jar.changes
+            break
         FETCH_SECONDS.labels("fetched").observe(time.perf_counter() - started)
         log.debug("event=page_fetched job_id=%s status=%d hops=%d body_bytes=%d", job.id, page.status_code,
                   len(page.hops), len(page.body))
-        return self._stored(job, url, depth, page, settings, policy, choice, bool(cookies))
+        stored = self._stored(job, url, depth, page, read, settings, policy, choice, bool(start_cookies))
+        stored.session_cookies = set_by_page
+        if fetches > 1:
+            stored.result["fetches"] = fetches  # (superseded: fetched again with the newest session)
+        return stored
+
+    @staticmethod
+    def _superseded(verdict: Verdict, session: RunSession, generation: int, url: str, fetches: int,
+                    timeout: float) -> bool:
+        """The page ended logged out although its session changed while it was in flight (another page's
+        response replaced the value it was sent with): it is fetched again with the newest session. The
+        pages of the host that were in flight with it end first: the answer that replaced the value may
+        be one of theirs, still on its way."""
+        if verdict.reason not in LOGGED_OUT or verdict.reason == Reason.LOGOUT_REDIRECT:
+            return False
+        session.settle(url, min(timeout, SETTLE_SECONDS))
+        if not session.changed_since(generation, url):
+            return False
+        session.superseded(url)
+        log.info("event=page_superseded run=%s fetches=%d", session.parent_id, fetches)
+        return fetches <= MAX_SUPERSEDED_FETCHES
 
     @staticmethod
     def _verdict(job: jobs_pb2.Job, url: str, verdict: Verdict) -> Completion:
@@ -261,10 +323,9 @@ class PageRunner:
                               f"{verdict}; gave up after {job.attempts} attempts")
         return Completion(jobs_pb2.JOB_STATUS_FAILED, verdict.reason, str(verdict))
 
-    def _stored(self, job: jobs_pb2.Job, url: str, depth: int, page: FetchResult, settings: RunSettings,
+    def _stored(self, job: jobs_pb2.Job, url: str, depth: int, page: FetchResult, read: Read, settings: RunSettings,
                 policy: FetchPolicy, choice: AuthChoice, cookies_sent: bool) -> Completion:
-        content_hash = hashlib.sha256(page.body).hexdigest()
-        parsed, text, truncated = self._read(page)
+        content_hash, parsed, text, truncated = read.content_hash, read.parsed, read.text, read.truncated
         document = documents_pb2.Document(
             url=url, final_url=page.final_url, title=parsed.title if parsed else "", text=text,
             text_truncated=truncated, content_hash=content_hash, status_code=page.status_code,
@@ -294,17 +355,20 @@ class PageRunner:
         return Completion(jobs_pb2.JOB_STATUS_COMPLETED, result=result, document=document, children=children,
                           max_children=spec.max_pages)
 
-    def _read(self, page: FetchResult) -> tuple[ParsedPage | None, str, bool]:
-        """(parsed HTML or None, stored text, whether it was cut). Decoding and parsing take several
+    def _read(self, page: FetchResult, markers: Markers) -> Read:
+        """The page decoded, parsed and checked for logged_out_markers. Decoding and parsing take several
         times a body's size in memory (libxml2's state for deeply nested tags: ~5x) and hold the GIL
         anyway, so they run on a thread of their own rather than on every crawl thread: the C allocator
         keeps what a thread freed for that thread, and 16 crawl threads each keeping a big page's worth
         held 490 MiB; one parser thread holds at most one (README, "Limits")."""
+        content_hash = hashlib.sha256(page.body).hexdigest()
         if not is_text(page.content_type):
             page.body = b""
-            return None, "", False
+            return Read(content_hash, None, "", False)
         body, page.body = page.body, b""
-        return self._parsers.submit(_decode_and_parse, body, page.content_type).result()
+        parsed, text, truncated, marker = self._parsers.submit(_decode_and_parse, body, page.content_type,
+                                                               markers).result()
+        return Read(content_hash, parsed, text, truncated, marker)
 
     def record(self, job: jobs_pb2.Job, entry: InFlight, completion: Completion, finished: Callable[[], None]) -> None:
         """Hands the page's record over (it is sent in a batch with others: Completions) and returns;
@@ -317,6 +381,8 @@ class PageRunner:
         dict_to_struct(completion.result, request.result)
         if completion.document is not None:
             request.document.CopyFrom(completion.document)
+        for item in completion.session_cookies:
+            session_cookie_to_proto(item, request.session_cookies)
         if completion.status == jobs_pb2.JOB_STATUS_PENDING:
             request.retry_after.FromTimedelta(timedelta(seconds=min(max(completion.retry_after, 0.5), 3600)))
 
@@ -346,14 +412,16 @@ class PageRunner:
         self._completions.submit(request, settled)
 
 
-def _decode_and_parse(body: bytes | bytearray, content_type: str) -> tuple[ParsedPage | None, str, bool]:
+def _decode_and_parse(body: bytes | bytearray, content_type: str,
+                      markers: Markers) -> tuple[ParsedPage | None, str, bool, str]:
     text = decode_text(body, content_type)
     del body
     if "html" in content_type.lower():
         parsed = parse_html(text)
-        return parsed, parsed.text, parsed.text_truncated
+        marker = markers.match(parsed.text, text) if markers else ""
+        return parsed, parsed.text, parsed.text_truncated, marker
     text, truncated = truncate_utf8(text, MAX_TEXT_BYTES)
-    return None, text, truncated
+    return None, text, truncated, markers.match(text, None) if markers else ""
 
 
 def child_spec(url: str, depth: int) -> jobs_pb2.ChildJobSpec:

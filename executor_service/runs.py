@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 from quaero.client import ManagerClient
-from quaero.convert import crawl_mapping_from_proto, definition_mapping_from_proto, dict_to_struct
+from quaero.convert import cookie_from_proto, crawl_mapping_from_proto, definition_mapping_from_proto, dict_to_struct
 from quaero.crawl_spec import CrawlSpec, RunPolicy
 from quaero.errors import FailedPrecondition, InvalidArgument, Reason
 from quaero.urls import normalise_url
@@ -52,8 +53,7 @@ class Runs:
             raise InvalidArgument(Reason.MISSING_DEFINITION_ID, "definition_id is required", "definition_id")
         definition = self.manager.definitions.GetJobDefinition(
             definitions_pb2.GetJobDefinitionRequest(id=definition_id))
-        if definition.auth_id:
-            self._check_credentials_exist(definition.auth_id)
+        expired = self._check_credentials(definition.auth_id) if definition.auth_id else ""
         spec = CrawlSpec.from_config(crawl_mapping_from_proto(definition.crawl))
         policy = RunPolicy.from_mapping(definition_mapping_from_proto(definition))
         # The run's config: what its pages read (the crawl spec) and what the manager settles it by.
@@ -70,6 +70,12 @@ class Runs:
         if definition.auth_id:
             metadata["auth_id"] = definition.auth_id
         persisted = "auth_id" in parent.metadata or self.persist_metadata(parent.id, metadata)
+        if expired:
+            # Crawling with a session that has ended would store login pages or nothing: the run ends now.
+            self.manager.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(
+                job_id=parent.id, status=jobs_pb2.JOB_STATUS_FAILED, error=expired, error_reason=Reason.AUTH_EXPIRED))
+            log.info("event=execution_refused parent_job_id=%s reason=AUTH_EXPIRED", parent.id)
+            return RunStarted(parent.id, persisted, 0)
         try:
             count = self._start_children(parent, spec)
         except grpc.RpcError as error:
@@ -111,15 +117,25 @@ class Runs:
         except grpc.RpcError as second:
             log.warning("event=start_failure_unrecorded parent_job_id=%s code=%s", parent_id, second.code().name)
 
-    def _check_credentials_exist(self, auth_id: str) -> None:
+    def _check_credentials(self, auth_id: str) -> str:
+        """FailedPrecondition when the credentials are gone; why the run cannot be signed in when every
+        cookie they hold has expired ('' otherwise)."""
         try:
-            self.manager.auth.GetCredentials(auth_pb2.GetCredentialsRequest(id=auth_id))
+            stored = self.manager.auth.GetCredentials(auth_pb2.GetCredentialsRequest(id=auth_id))
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.NOT_FOUND:
-                return  # let the run start; children report an unreachable credential store themselves
+                return ""  # let the run start; children report an unreachable credential store themselves
             raise FailedPrecondition(Reason.AUTH_NOT_FOUND, f"the definition's auth_id {auth_id!r} names no stored "
                                      "credentials (deleted?); import them again with `quaero auth import`",
                                      "auth_id", {"auth_id": auth_id}) from None
+        cookies = [cookie_from_proto(cookie) for cookie in stored.cookies]
+        now = datetime.now(UTC)
+        if not cookies or not all(cookie.is_expired(now) for cookie in cookies):
+            return ""
+        last = max(cookie.expires for cookie in cookies if cookie.expires is not None)
+        return (f"every cookie of credentials {auth_id!r} has expired (the last at {last:%Y-%m-%d %H:%M} UTC): the "
+                f"site's session is over. Sign in to {stored.site_domain} in a browser, export its cookies and run "
+                f"`quaero auth import FILE --site {stored.site_domain} --id {auth_id}`, then run the crawl again")
 
     def persist_metadata(self, parent_id: str, metadata: dict[str, Any]) -> bool:
         """UpdateJobMetadata with a deadline (gRPC retries UNAVAILABLE briefly). Never raises."""

@@ -18,7 +18,7 @@ from google.protobuf import duration_pb2
 
 from quaero.api.manager.v1 import jobs_pb2
 from quaero.client import ManagerClient
-from quaero.convert import job_status, status_label
+from quaero.convert import job_status, session_cookie_from_proto, status_label
 from quaero.errors import Reason
 
 from .crawl.control import Control, FetchAborted
@@ -140,7 +140,7 @@ class Worker:
             try:
                 response = self.manager.jobs.LeaseJobs(jobs_pb2.LeaseJobsRequest(
                     worker_id=self.worker_id, max_jobs=free, lease_duration=lease_duration(self.lease_seconds),
-                    type=CHILD_TYPE), timeout=10)
+                    type=CHILD_TYPE, known_sessions=self.pages.sessions.known()), timeout=10)
             except grpc.RpcError as error:
                 log.warning("event=lease_failed code=%s detail=%s", error.code().name,  # type: ignore[attr-defined]
                             error.details())  # type: ignore[attr-defined]
@@ -154,6 +154,9 @@ class Worker:
                 idle = min(idle * 2, 0.5)
                 continue
             idle = 0.05
+            for session in response.sessions:  # before any page of it starts
+                self.pages.sessions.update(session.parent_job_id, session.version,
+                                           [session_cookie_from_proto(item) for item in session.cookies])
             # The lease runs from when the manager granted it, a moment before now: keep a margin.
             until = time.monotonic() + self.lease_seconds * 0.9
             entries = [InFlight(leased.job.id, leased.job.parent_id, leased.lease.lease_token, until)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import grpc
 
@@ -32,6 +33,7 @@ log = logging.getLogger("quaero.manager")
 SERVICE_NAMES = ("quaero.manager.v1.JobManager", "quaero.manager.v1.AuthStore",
                  "quaero.manager.v1.JobDefinitions", "quaero.manager.v1.Documents")
 HOUSEKEEPING_SECONDS = 1.0
+VACUUM_CHECK_SECONDS = 15.0  # how often housekeeping looks whether PostgreSQL needs a vacuum from us
 # A call that met a dropped or locked database runs again after each pause (SQLAlchemy replaces the
 # pool's dead connections); UNAVAILABLE only when these are spent.
 DATABASE_RETRY_PAUSES = (0.05, 0.25, 1.0)
@@ -96,9 +98,23 @@ class ManagerServer:
 
     def _keep_house(self) -> None:
         # Returns the pages of executors that died to pending within about a second of their lease's
-        # expiry, and checkpoints SQLite's WAL off the request path.
+        # expiry, checkpoints SQLite's WAL off the request path, and vacuums PostgreSQL if nothing else does.
+        vacuum_due = time.monotonic() + VACUUM_CHECK_SECONDS
         while not self._stopping.wait(HOUSEKEEPING_SECONDS):
             self.keep_house()
+            if time.monotonic() >= vacuum_due:
+                vacuum_due = time.monotonic() + VACUUM_CHECK_SECONDS
+                self.vacuum()
+
+    def vacuum(self) -> None:
+        try:
+            started = time.monotonic()
+            vacuumed = self.db.vacuum_if_needed()
+            if vacuumed:
+                log.info("event=vacuumed tables=%s seconds=%.2f why=autovacuum_off", ",".join(vacuumed),
+                         time.monotonic() - started)
+        except Exception as error:  # a database hiccup must not kill the housekeeping
+            log.warning("event=vacuum_failed error=%s", type(error).__name__)
 
     def keep_house(self) -> None:
         try:

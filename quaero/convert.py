@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 
 from .cookies import StoredCookie
+from .cookies.session import SessionCookie
 from .crawl_spec import LIST_FIELDS, CrawlSpec, Definition, FailureAction, Render
 from .errors import InvalidArgument, Reason
 from .job_status import JobStatus
@@ -147,10 +148,14 @@ def cookie_from_proto(cookie: auth_pb2.Cookie) -> StoredCookie:
 
 def add_cookie(cookies: Any, cookie: StoredCookie) -> None:
     """Appends `cookie` to a repeated Cookie field."""
-    item = cookies.add(name=cookie.name, value=cookie.value, domain=cookie.domain,
-                       include_subdomains=not cookie.host_only, path=cookie.path, secure=cookie.secure,
-                       http_only=cookie.http_only, same_site=cookie.same_site)
-    to_timestamp(cookie.expires, item.expire_time)
+    fill_cookie(cookies.add(), cookie)
+
+
+def fill_cookie(message: auth_pb2.Cookie, cookie: StoredCookie) -> None:
+    message.name, message.value, message.domain, message.path = cookie.name, cookie.value, cookie.domain, cookie.path
+    message.include_subdomains, message.secure, message.http_only = not cookie.host_only, cookie.secure, cookie.http_only
+    message.same_site = cookie.same_site
+    to_timestamp(cookie.expires, message.expire_time)
 
 
 # ---- job status ------------------------------------------------------------------------------------
@@ -232,3 +237,17 @@ def definition_to_proto(definition: Definition, created: datetime | None = None,
     to_timestamp(created, message.create_time)
     to_timestamp(updated, message.update_time)
     return message
+
+
+def session_cookie_to_proto(item: SessionCookie, target: Any) -> None:
+    """Appends `item` to a repeated SessionCookie field."""
+    message = target.add(set_by_url=item.set_by_url, removed=item.removed)
+    fill_cookie(message.cookie, item.cookie)
+    if item.removed:
+        message.cookie.ClearField("expire_time")
+    to_timestamp(item.set_at, message.set_time)
+
+
+def session_cookie_from_proto(message: Any) -> SessionCookie:
+    return SessionCookie(cookie_from_proto(message.cookie), message.set_by_url,
+                         from_timestamp(message.set_time) or datetime.now(UTC), message.removed)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from .errors import InvalidArgument, Reason
 from .ids import check_credentials_id, check_definition_id
+from .markers import MAX_MARKERS, check_marker
 from .network_policy import MAX_ALLOWED_NETWORKS, NetworkPolicy, parse_networks
 from .patterns import MAX_PATTERNS, compile_pattern
 from .urls import MAX_URL_LENGTH, has_credentials, normalise_url
@@ -29,7 +30,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "per_host_delay_seconds": (0, 60), "request_timeout_seconds": (0.1, 300),
 }
 PATTERN_FIELDS = ("include_patterns", "exclude_patterns", "logged_out_patterns")
-LIST_FIELDS = ("start_urls", *PATTERN_FIELDS, "allowed_networks")
+LIST_FIELDS = ("start_urls", *PATTERN_FIELDS, "allowed_networks", "logged_out_markers")
 FLAG_FIELDS = ("same_site_only", "ignore_robots_txt", "allow_private_networks")
 
 
@@ -56,6 +57,7 @@ class CrawlSpec:
     allow_private_networks: bool = False
     allowed_networks: tuple[str, ...] = ()  # CIDRs reachable although private
     render: Render = Render.HTTP
+    logged_out_markers: tuple[str, ...] = ()  # text:<RE2> / css:<selector>: a login form served in place
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], prefix: str = "crawl") -> CrawlSpec:
@@ -102,15 +104,9 @@ class CrawlSpec:
         values["start_urls"] = tuple(_start_url(url, f"{prefix}.start_urls[{index}]", policy)
                                      for index, url in enumerate(starts))
         for key in PATTERN_FIELDS:
-            patterns = values.get(key, ())
-            _require(len(patterns) <= MAX_PATTERNS, f"{prefix}.{key}",
-                     f"{prefix}.{key} holds more than {MAX_PATTERNS} patterns")
-            for index, pattern in enumerate(patterns):
-                try:
-                    compile_pattern(pattern)
-                except ValueError as error:
-                    raise InvalidArgument(Reason.INVALID_DEFINITION, f"{prefix}.{key}[{index}] {pattern[:200]!r}: "
-                                          f"{error}", f"{prefix}.{key}[{index}]") from None
+            _check_each(values.get(key, ()), f"{prefix}.{key}", MAX_PATTERNS, "patterns", compile_pattern)
+        _check_each(values.get("logged_out_markers", ()), f"{prefix}.logged_out_markers", MAX_MARKERS, "markers",
+                    check_marker)
         return cls(**values)
 
     @classmethod
@@ -170,6 +166,17 @@ class RunPolicy:
 
 
 _INTEGERS = frozenset({"max_depth", "max_pages", "concurrency"})
+
+
+def _check_each(items: tuple[str, ...], field: str, most: int, what: str, check: Callable[[str], Any]) -> None:
+    """At most `most` items, each passing `check` (which raises ValueError saying what is wrong)."""
+    _require(len(items) <= most, field, f"{field} holds more than {most} {what}")
+    for index, item in enumerate(items):
+        try:
+            check(item)
+        except ValueError as error:
+            raise InvalidArgument(Reason.INVALID_DEFINITION, f"{field}[{index}] {item[:200]!r}: {error}",
+                                  f"{field}[{index}]") from None
 
 
 def _require(condition: bool, field: str, message: str) -> None:

@@ -10,7 +10,7 @@ all, the least recently used evicted first.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from itertools import count
@@ -26,18 +26,25 @@ from quaero.cookies import (
     clamp_expiry,
     default_path,
     domain_matches,
+    is_ip_address,
     is_public_suffix,
     path_matches,
     registrable_domain,
     rejection_reason,
 )
+from quaero.cookies.session import MAX_SESSION_COOKIES_PER_PAGE, SessionCookie
 
 Key = tuple[str, str, str]  # (domain, path, name)
 EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 class CookieJar:
-    def __init__(self, cookies: Iterable[StoredCookie] = ()) -> None:
+    def __init__(self, cookies: Iterable[StoredCookie] = (),
+                 on_commit: Callable[[list[SessionCookie]], None] | None = None) -> None:
+        """`on_commit` hears, hop by hop, what the site set (commit_hop): the run's session (sessions.py)."""
+        self._changes: dict[Key, SessionCookie] = {}  # what committed responses set or expired, the last per key
+        self._uncommitted: list[SessionCookie] = []
+        self._on_commit = on_commit
         self._cookies: dict[Key, StoredCookie] = {}
         self._last_used: dict[Key, int] = {}
         self._site_of: dict[Key, str] = {}
@@ -91,9 +98,32 @@ class CookieJar:
             return (parsed.name, "an http response cannot replace a Secure cookie (RFC 6265bis §5.7)")
         if parsed.is_expired(now):
             self._remove(key)  # an expiry in the past deletes the cookie
+            self._uncommitted.append(SessionCookie(parsed, url, now, removed=True))
             return None
         self._add(key, parsed)
+        self._uncommitted.append(SessionCookie(parsed, url, now))
         return None
+
+    @property
+    def changes(self) -> list[SessionCookie]:
+        """What committed responses set or expired: the last of each cookie, oldest first, at most
+        MAX_SESSION_COOKIES_PER_PAGE (the newest)."""
+        return list(self._changes.values())[-MAX_SESSION_COOKIES_PER_PAGE:]
+
+    def commit_hop(self) -> None:
+        """What the last response set counts beyond this jar: its run's session hears it."""
+        committed, self._uncommitted = self._uncommitted, []
+        if committed:
+            for item in committed:
+                self._changes.pop(item.key, None)
+                self._changes[item.key] = item
+            if self._on_commit is not None:
+                self._on_commit(committed[-MAX_SESSION_COOKIES_PER_PAGE:])
+
+    def discard_hop(self) -> None:
+        """What the last response set stays in this jar alone (the response said the page is logged out: a
+        stale request's answer must not undo the run's session)."""
+        self._uncommitted = []
 
     def _shadows_secure(self, cookie: StoredCookie) -> bool:
         for existing in self._cookies.values():
@@ -157,7 +187,9 @@ def parse_set_cookie(url: str, header: str, now: datetime) -> tuple[StoredCookie
             domain = canonical_domain(raw)
             if is_public_suffix(domain) and domain != host:
                 return None, (name[:64], f"its Domain {domain[:100]!r} is a public suffix")
-            if domain == host and is_public_suffix(domain):
+            if domain == host and (is_ip_address(host) or is_public_suffix(domain)):
+                # Identical strings domain-match (RFC 6265 §5.1.3): an address or a public suffix may name
+                # itself, and the cookie stays host-only (as browsers keep it), reaching that host alone.
                 continue
             if not domain_matches(host, StoredCookie("", "", domain, host_only=False)):
                 return None, None  # a site cannot set cookies for another domain: ignored

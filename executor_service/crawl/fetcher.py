@@ -23,13 +23,15 @@ from quaero.network_policy import NetworkPolicy
 from .content import ACCEPT_ENCODING, MAX_BODY_BYTES, BadContentEncoding, BodyTooLarge, read_body
 from .control import Control, FetchAborted
 from .cookie_jar import CookieJar
-from .hops import Done, Redirect, next_hop
+from .hops import Done, Redirect, Stop, next_hop
 from .politeness import HostSpacing
 from .robots import MAX_ROBOTS_BYTES, RobotsAnswer, RobotsCache, RobotsUnavailable
 from .transport import AddressBlocked, DnsFailed, TlsFailed
 from .verdicts import FetchFailed, Verdict
 
 MAX_REDIRECTS = 10
+# Verdicts that say the request was not signed in (what it set is not the run's session: see CookieJar).
+LOGGED_OUT = frozenset({Reason.AUTH_EXPIRED, Reason.AUTH_REJECTED, Reason.LOGOUT_REDIRECT})
 MAX_REFUSED_COOKIES = 20  # refused Set-Cookie headers reported per page
 DEFAULT_USER_AGENT = "quaero/0.1 (+https://quaero.dev/bot)"
 
@@ -55,6 +57,8 @@ class FetchPolicy:
     logged_out: list[Any] = field(default_factory=list)  # compiled RE2 patterns
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     run_id: str = ""  # spacing is per run and host
+    auth_id: str = ""  # whose credentials the page is signed in with ('' for none): rendered pages share
+    # a browser context only within one run and one auth_id
 
 
 def parse_resolve(spec: str) -> dict[str, str]:
@@ -114,6 +118,12 @@ class Fetcher:
                     self._absorb(current, response, jar, refused)
                     decision = next_hop(current, response.status_code, response.headers.get("location"),
                                         response.headers.get("retry-after"), policy.logged_out)
+                    # (The page's own answer is committed by its reader, once it knows it is no login form.)
+                    if isinstance(decision, Redirect) or isinstance(decision, Stop) and (
+                            decision.verdict.reason not in LOGGED_OUT):
+                        jar.commit_hop()
+                    elif isinstance(decision, Stop):
+                        jar.discard_hop()
                     if isinstance(decision, Done):
                         return FetchResult(url, current, response.status_code,
                                            response.headers.get("content-type", "")[:255],

@@ -93,7 +93,7 @@ class _Browser:
 @dataclass
 class _Slot:
     """A context serving one run with one set of credentials, its page, and its gate."""
-    key: tuple[str, str]  # (run id, fingerprint of the credentials and user agent)
+    key: tuple[str, str]  # (run id, digest of the credentials' id and the user agent)
     owner: _Browser
     context: Any
     page: Any
@@ -105,12 +105,11 @@ class _Slot:
     origins: set[str] = field(default_factory=set)  # touched by the last page: cleared before the next
 
 
-def context_key(run_id: str, credentials: list[StoredCookie], user_agent: str) -> tuple[str, str]:
-    digest = hashlib.sha256(user_agent.encode())
-    for cookie in sorted(credentials, key=lambda c: (c.domain, c.path, c.name)):
-        digest.update(repr((cookie.name, cookie.value, cookie.domain, cookie.host_only, cookie.path, cookie.secure,
-                            cookie.http_only, cookie.expires, cookie.same_site)).encode())
-    return run_id, digest.hexdigest()
+def context_key(run_id: str, auth_id: str, user_agent: str) -> tuple[str, str]:
+    """Which pages may share a context: those of one run, signed in with one set of credentials (by id, not
+    by value: the run's session changes its values from page to page, and each page gets a reset context
+    holding its own cookies anyway), with one user agent."""
+    return run_id, hashlib.sha256(repr((auth_id, user_agent)).encode()).hexdigest()
 
 
 class PageWatch:
@@ -362,7 +361,7 @@ class Renderer:
     async def _render(self, url: str, jar: CookieJar, credentials: list[StoredCookie], policy: FetchPolicy,
                       budget: float) -> FetchResult:
         try:
-            slot = await self._slot(context_key(policy.run_id, credentials, policy.user_agent), policy.user_agent)
+            slot = await self._slot(context_key(policy.run_id, policy.auth_id, policy.user_agent), policy.user_agent)
         except Verdict:
             raise
         except Exception as error:  # making the context failed: the browser died meanwhile, or broke

@@ -15,12 +15,18 @@ from ..storage.credentials import Credentials, CredentialStore
 def info_to_proto(credentials: Credentials) -> auth_pb2.CredentialsInfo:
     info = auth_pb2.CredentialsInfo(id=credentials.id, site_domain=credentials.site_domain,
                                     base_url=credentials.base_url, user_agent=credentials.user_agent)
+    expiries = []
     for entry in credentials.index:
         described = info.cookies.add(name=entry["name"], domain=entry["domain"],
                                      include_subdomains=not entry["host_only"],
                                      path=entry["path"], secure=entry["secure"])
         if entry.get("expires"):
-            to_timestamp(datetime.fromisoformat(entry["expires"]), described.expire_time)
+            expiries.append(datetime.fromisoformat(entry["expires"]))
+            to_timestamp(expiries[-1], described.expire_time)
+    if expiries:
+        to_timestamp(min(expiries), info.earliest_expire_time)
+    to_timestamp(credentials.refreshed_at, info.refresh_time)
+    info.refreshed_by_job_id = credentials.refreshed_by or ""
     for refused, reason in credentials.rejected:
         info.rejected_cookies.add(name=refused.name, domain=refused.domain, reason=reason)
     to_timestamp(credentials.created_at, info.create_time)

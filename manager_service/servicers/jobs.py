@@ -8,7 +8,16 @@ from typing import Any
 import grpc
 
 from quaero.api.manager.v1 import documents_pb2, jobs_pb2, jobs_pb2_grpc
-from quaero.convert import dict_to_struct, job_status, job_status_to_proto, message_size, struct_to_dict, to_timestamp
+from quaero.convert import (
+    dict_to_struct,
+    job_status,
+    job_status_to_proto,
+    message_size,
+    session_cookie_from_proto,
+    session_cookie_to_proto,
+    struct_to_dict,
+    to_timestamp,
+)
 from quaero.errors import InvalidArgument, QuaeroError, Reason
 from quaero.ids import check_job_id
 from quaero.job_status import JobStatus
@@ -52,7 +61,8 @@ def completion_input(request: jobs_pb2.CompleteLeasedJobRequest) -> Completion:
     return Completion(
         request.job_id, request.lease_token, job_status(request.status), struct_to_dict(request.result, "result"),
         request.error, request.error_reason, document_input(request.document) if request.HasField("document") else None,
-        child_specs(request.children), request.max_children, request.retry_after.ToTimedelta())
+        child_specs(request.children), request.max_children, request.retry_after.ToTimedelta(),
+        [session_cookie_from_proto(item) for item in request.session_cookies])
 
 
 def child_specs(children: Any) -> list[ChildSpec]:
@@ -166,6 +176,11 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
             leased.lease.job_id = job.id
             leased.lease.lease_token = token
             to_timestamp(job.lease_expires_at, leased.lease.expire_time)
+        parents = [leased.job.parent_id for leased in response.leased_jobs if leased.job.parent_id]
+        for run in self.leases.sessions.newer_than(parents, request.known_sessions):
+            session = response.sessions.add(parent_job_id=run.parent_id, version=run.version)
+            for item in run.cookies:
+                session_cookie_to_proto(item, session.cookies)
         return response
 
     def RenewLease(self, request: jobs_pb2.RenewLeaseRequest, context: grpc.ServicerContext) -> jobs_pb2.Lease:

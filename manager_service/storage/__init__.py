@@ -17,6 +17,7 @@ from .leases import LeaseQueue
 from .lifecycle import Lifecycle
 from .paging import PageTokens
 from .secretbox import SecretBox
+from .sessions import SessionStore
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Stores:
         documents = DocumentStore(db, tokens)
         credentials = CredentialStore(db, box, clock, tokens)
         return cls(db=db, jobs=JobStore(db, rows, lifecycle, notifier, tokens),
-                   leases=LeaseQueue(db, rows, lifecycle, documents, notifier), credentials=credentials,
+                   leases=LeaseQueue(db, rows, lifecycle, documents, notifier, SessionStore(db, box)),
+                   credentials=credentials,
                    definitions=DefinitionStore(db, credentials, clock, tokens), documents=documents, notifier=notifier,
                    clock=clock)

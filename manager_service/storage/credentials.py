@@ -46,13 +46,15 @@ class Credentials:
     index: list[dict[str, Any]]  # every cookie but its value
     created_at: datetime
     updated_at: datetime
+    refreshed_at: datetime | None = None  # when a crawl's response last refreshed a cookie (sessions.py)
+    refreshed_by: str | None = None  # that run
     cookies: list[StoredCookie] = field(default_factory=list)
     rejected: list[tuple[StoredCookie, str]] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: Any) -> Credentials:
         return cls(row["id"], row["site_domain"], row["base_url"], row["user_agent"], list(row["cookie_index"]),
-                   row["created_at"], row["updated_at"])
+                   row["created_at"], row["updated_at"], row["refreshed_at"], row["refreshed_by"])
 
 
 class CredentialStore:

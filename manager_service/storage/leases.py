@@ -24,8 +24,9 @@ from .db import Database
 from .documents import DocumentStore
 from .job_rows import JobRows
 from .lifecycle import MAX_ERROR_CHARS, Lifecycle
-from .models import jobs
+from .models import PENDING_CHILD, jobs
 from .records import MAX_TYPE_CHARS, ChildSpec, Completion, DocumentInput, Job, check_children, check_text
+from .sessions import SessionStore, check_session_cookies
 
 MAX_LEASE_ATTEMPTS = 5
 MAX_WORKER_ID_CHARS = 128
@@ -64,8 +65,10 @@ def _lease_statement(of_type: bool) -> Any:
     """UPDATE ... RETURNING of the oldest pending children (FOR UPDATE SKIP LOCKED: concurrent leases on
     PostgreSQL take different rows), built once: building it per call cost more than running it."""
     now = sa.bindparam("l_now", type_=jobs.c.updated_at.type)
+    # The state is written into the SQL, not bound: a partial index can serve only a query whose text
+    # implies its condition (SQLite, and PostgreSQL's generic plans of prepared statements).
     candidates = sa.select(jobs.c.id).where(
-        jobs.c.status == PENDING, jobs.c.parent_id.is_not(None),
+        sa.text(PENDING_CHILD),
         sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
     if of_type:
         candidates = candidates.where(jobs.c.type == sa.bindparam("l_type"))
@@ -84,8 +87,9 @@ LEASE_OF_TYPE, LEASE_ANY = _lease_statement(True), _lease_statement(False)
 
 class LeaseQueue:
     def __init__(self, db: Database, rows: JobRows, lifecycle: Lifecycle, documents: DocumentStore,
-                 notifier: ChangeNotifier) -> None:
+                 notifier: ChangeNotifier, sessions: SessionStore) -> None:
         self.db = db
+        self.sessions = sessions
         self.rows = rows
         self.lifecycle = lifecycle
         self.documents = documents
@@ -248,6 +252,7 @@ class LeaseQueue:
         completion.job_id = check_job_id(completion.job_id)
         check_text(completion.token, "lease_token", MAX_LEASE_TOKEN_CHARS)
         check_text(completion.error_reason, "error_reason", MAX_ERROR_REASON_CHARS)
+        check_session_cookies(completion.session_cookies, "session_cookies")
         if completion.status == PENDING:
             if completion.retry_after < timedelta(0) or completion.retry_after > MAX_RETRY_AFTER:
                 raise InvalidArgument(Reason.INVALID_RETRY_AFTER, "retry_after must be between 0 and 1 hour",
@@ -271,7 +276,9 @@ class LeaseQueue:
         """One completion inside the caller's transaction (`job`: its row, locked). Raises JobNotFound or
         LeaseLost before writing anything; the parent's counters are left to the caller (`parents`)."""
         if completion.status == PENDING:
-            return self._give_back(conn, completion, stamp, changed)
+            given_back = self._give_back(conn, completion, stamp, changed)
+            self._join_session(conn, given_back, completion, stamp, parents)
+            return given_back
         if job is None:
             raise JobNotFound(completion.job_id)
         if job.lease_token != completion.token or not completion.token:
@@ -280,6 +287,7 @@ class LeaseQueue:
             return job  # a retried completion whose first try committed: the job keeps its last token
         if job.status != JobStatus.RUNNING:
             raise LeaseLost(job.id, f"the job is {job.status}")
+        self._join_session(conn, job, completion, stamp, parents)
         if completion.document is not None:
             self.documents.upsert(conn, completion.document, job.id, job.parent_id or "", stamp)
         created = 0
@@ -296,6 +304,15 @@ class LeaseQueue:
         if job.parent_id:
             parents.tally(job.parent_id, created, failed=completion.status == JobStatus.FAILED)
         return finished
+
+    def _join_session(self, conn: Connection, job: Job, completion: Completion, stamp: datetime,
+                      parents: _Parents) -> None:
+        """The cookies the page's responses set join its run's session (the parent's row locked first)."""
+        if not completion.session_cookies or not job.parent_id:
+            return
+        parent = parents.locked.get(job.parent_id) or self.rows.lock_parent(conn, job.parent_id)
+        parents.locked[job.parent_id] = parent
+        self.sessions.record(conn, parent, completion.session_cookies, stamp)
 
     def _give_back(self, conn: Connection, completion: Completion, stamp: datetime, changed: set[str]) -> Job:
         """A leased child goes back to pending, not to be leased before retry_after (the page failed in a

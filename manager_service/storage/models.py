@@ -9,6 +9,7 @@ Json = sa.JSON().with_variant(JSONB(), "postgresql")
 Timestamp = sa.DateTime(timezone=True)
 
 metadata_obj = sa.MetaData()
+PENDING_CHILD = "status = 'pending' AND parent_id IS NOT NULL"  # (ix_jobs_pending; the lease's query says it so)
 
 jobs = sa.Table(
     "jobs", metadata_obj,
@@ -46,9 +47,17 @@ jobs = sa.Table(
     sa.Column("request_hash", sa.String(64), nullable=True),
     sa.UniqueConstraint("parent_id", "dedup_key", name="uq_jobs_parent_dedup"),
     sa.Index("ix_jobs_parent_status", "parent_id", "status"),
-    sa.Index("ix_jobs_lease", "status", "created_at"),
     sa.Index("ix_jobs_lease_expiry", "status", "lease_expires_at"),
-    sa.Index("ix_jobs_created_at", "created_at"),
+    # Migration 0007: every ordered read has an index in its own order, and none invites the planner to
+    # walk another: the lease reads only pending children (a partial index, as small as the queue), top-level
+    # listings only top-level jobs, a parent's listing only its children. (PostgreSQL leased through an index
+    # of every job's created_at once it had statistics, passing every finished child first: 7 ms a lease at
+    # 40,000 finished and 50,000 pending, against 0.02 ms.)
+    sa.Index("ix_jobs_pending", "status", "created_at", "id", sqlite_where=sa.text(PENDING_CHILD),
+             postgresql_where=sa.text(PENDING_CHILD)),
+    sa.Index("ix_jobs_top_created", "created_at", "id", sqlite_where=sa.text("parent_id IS NULL"),
+             postgresql_where=sa.text("parent_id IS NULL")),
+    sa.Index("ix_jobs_parent_created", "parent_id", "created_at", "id"),
 )
 
 job_logs = sa.Table(
@@ -72,6 +81,35 @@ credentials = sa.Table(
     sa.Column("cookie_index", Json, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    # The last time a crawl's response refreshed a stored cookie, and its run (migration 0008).
+    sa.Column("refreshed_at", Timestamp, nullable=True),
+    sa.Column("refreshed_by", sa.String(36), nullable=True),
+)
+
+# A run's session (migration 0008): the cookies its pages' responses set, over its credentials. One row
+# per run holds the version executors compare; one row per cookie, its value encrypted as credentials' are.
+run_sessions = sa.Table(
+    "run_sessions", metadata_obj,
+    sa.Column("parent_job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+run_cookies = sa.Table(
+    "run_cookies", metadata_obj,
+    sa.Column("parent_job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("domain", sa.String(255), primary_key=True),
+    sa.Column("path", sa.String(1024), primary_key=True),
+    sa.Column("name", sa.String(4096), primary_key=True),
+    sa.Column("value_encrypted", sa.LargeBinary, nullable=False),
+    sa.Column("host_only", sa.Boolean, nullable=False),
+    sa.Column("secure", sa.Boolean, nullable=False),
+    sa.Column("http_only", sa.Boolean, nullable=False),
+    sa.Column("same_site", sa.String(16), nullable=False, server_default=""),
+    sa.Column("expires_at", Timestamp, nullable=True),
+    sa.Column("removed", sa.Boolean, nullable=False),
+    sa.Column("set_by_url", sa.Text, nullable=False),
+    sa.Column("set_at", Timestamp, nullable=False),
 )
 
 job_definitions = sa.Table(

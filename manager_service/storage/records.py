@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from quaero.cookies.session import SessionCookie
 from quaero.errors import InvalidArgument, Reason
 from quaero.job_status import JobStatus
 
@@ -135,6 +136,7 @@ class Completion:
     children: Sequence[ChildSpec] = ()
     max_children: int = 0
     retry_after: timedelta = timedelta(0)
+    session_cookies: Sequence[SessionCookie] = ()  # what the page's responses set (sessions.SessionStore)
 
 
 @dataclass

@@ -52,11 +52,12 @@ def auth_ls(ctx: typer.Context) -> None:
     """List stored credentials (never their values)."""
     page = rpc(lambda: manager(ctx).auth.ListCredentials(auth_pb2.ListCredentialsRequest(page_size=1000)),
                "cannot list credentials")
-    table = Table("auth_id", "site", "cookies", "expires first", "updated")
+    table = Table("auth_id", "site", "cookies", "expires first", "imported", "refreshed by a crawl")
     for info in page.credentials:
-        expiries = [c.expire_time.ToDatetime() for c in info.cookies if c.HasField("expire_time")]
-        first = min(expiries).strftime("%Y-%m-%d %H:%M") if expiries else "session"
-        table.add_row(info.id, info.site_domain, str(len(info.cookies)), first, when(info.update_time))
+        first = when(info.earliest_expire_time) if info.HasField("earliest_expire_time") else "session"
+        refreshed = (f"{when(info.refresh_time)} (run {info.refreshed_by_job_id[:8]})" if info.refreshed_by_job_id
+                     else "-")
+        table.add_row(info.id, info.site_domain, str(len(info.cookies)), first, when(info.update_time), refreshed)
     out.print(table)
 
 

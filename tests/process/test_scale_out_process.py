@@ -12,29 +12,17 @@ from quaero.client import ManagerClient
 from quaero.rpc.channel import open_channel
 from quaero.testing.harness import LOCAL_SITES
 from quaero.testing.processes import start_executor, start_manager
-from quaero.testing.site import Request, Response, Routes, SiteServer, html
 from tests.process.test_executor_process import wait_for
+from tests.support.sites import members_site
 
 PAGES = 60
 SESSION = "scale-out-session"
 
 
-def slow_members_site() -> SiteServer:
-    def page(n: int) -> object:
-        def handle(request: Request) -> Response:
-            if f"session={SESSION}" not in request.cookie:
-                return Response(status=302, headers=[("Location", "/login")])
-            time.sleep(0.15)
-            return html(f"page {n}", *[f"/p/{k}" for k in (2 * n + 1, 2 * n + 2) if k < PAGES])
-        return handle
-
-    return SiteServer(Routes({("127.0.0.1", f"/p/{n}"): page(n) for n in range(PAGES)})).start()
-
-
 def test_a_run_survives_losing_a_manager_and_an_executor(tmp_path: Path, postgres_url: str) -> None:
     shared = {"QUAERO_DATABASE_URL": postgres_url, "QUAERO_API_TOKEN": "scale-operator",
               "QUAERO_EXECUTOR_TOKEN": "scale-executor", "QUAERO_SECRET_KEY": "one passphrase for both managers"}
-    site = slow_members_site()
+    site = members_site(PAGES, SESSION, delay=0.15)
     managers = [start_manager({**shared, "QUAERO_DATA_DIR": str(tmp_path / f"m{n}")}) for n in (1, 2)]
     both = ",".join(manager.address for manager in managers)
     executors = [start_executor({**shared, "QUAERO_DATA_DIR": str(tmp_path / f"e{n}")}, both,

@@ -26,8 +26,9 @@ from quaero.rpc.server import STOP_SECONDS
 from quaero.testing.harness import LOCAL_SITES
 from quaero.testing.metrics import scrape
 from quaero.testing.processes import ServiceProcess, start_executor, start_manager
-from quaero.testing.site import Request, Response, Routes, SiteServer, html
+from quaero.testing.site import SiteServer
 from tests.process.test_executor_process import wait_for
+from tests.support.sites import members_site
 
 OPERATOR, EXECUTOR = "freeze-operator", "freeze-executor"
 SESSION = "freeze-session-value"
@@ -35,19 +36,6 @@ PAGES = 120
 WATCH_CYCLES = 1000  # per server
 CHURN_CLIENTS = 200  # per server
 CLIENT_THREADS = 4
-
-
-def members_site() -> SiteServer:
-    """PAGES pages behind a session cookie, on an IP literal, each linking on to the next two."""
-    def page(n: int) -> Any:
-        def handle(request: Request) -> Response:
-            if f"session={SESSION}" not in request.cookie:
-                return Response(status=302, headers=[("Location", "/login")])
-            time.sleep(0.02)
-            return html(f"page {n}", *[f"/p/{k}" for k in (2 * n + 1, 2 * n + 2) if k < PAGES])
-        return handle
-
-    return SiteServer(Routes({("127.0.0.1", f"/p/{n}"): page(n) for n in range(PAGES)})).start()
 
 
 def start_crawl(manager: ServiceProcess, executor: ServiceProcess, site: SiteServer) -> str:
@@ -144,7 +132,7 @@ def test_health_watch_and_connection_churn_during_a_crawl_freeze_neither_server(
     env = {"QUAERO_API_TOKEN": OPERATOR, "QUAERO_EXECUTOR_TOKEN": EXECUTOR}
     if database == "postgres":
         env["QUAERO_DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    site = members_site()
+    site = members_site(PAGES, SESSION, delay=0.02)
     manager = start_manager({**env, "QUAERO_DATA_DIR": str(tmp_path / "m")})
     executor = start_executor({**env, "QUAERO_DATA_DIR": str(tmp_path / "e")}, manager.address,
                               extra=["--workers", "4"])

@@ -8,11 +8,15 @@ import pwd
 import signal
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 from quaero.testing.harness import CrawlHarness, cookie
 from quaero.testing.procfs import running
+from quaero.testing.session_site import SessionSite
 from quaero.testing.site import Request, Response, SiteServer, html
 from quaero.testing.spa import APP, OFF_SITE, SESSION, SpaApp, serve_app
 
@@ -235,9 +239,11 @@ def test_a_browser_that_hangs_is_killed_and_costs_only_its_page(harness: CrawlHa
 
 
 
-def test_nothing_one_page_stores_reaches_the_next_page_of_its_run(harness: CrawlHarness) -> None:
+def test_nothing_one_page_stores_reaches_the_next_page_of_its_run_but_the_session_the_site_set(
+        harness: CrawlHarness) -> None:
     """Pages of one run share a browser context (a fresh one per page cost 2.7x the CPU), reset between
-    them: the next page sees the stored credentials only, as a fresh context would."""
+    them: the next page sees the stored credentials and the run's session (what the site's responses set),
+    never what a script wrote (a cookie, storage, a timer), as a fresh context would."""
     site = harness.site({})
     writer = script_page("document.cookie = 'fromscript=1; path=/'; localStorage.setItem('k', 'local-left');"
                          "sessionStorage.setItem('k', 'session-left');"
@@ -253,8 +259,8 @@ def test_nothing_one_page_stores_reaches_the_next_page_of_its_run(harness: Crawl
     auth = harness.credentials([cookie("theme", "dark", APP)])
     result = harness.crawl([f"http://{APP}:{site.port}/writer"], auth, render=JS, max_depth=1, concurrency=1)
     reader = next(d for d in result.documents if d.url.endswith("/reader"))
-    assert "cookie:theme=dark local:null session:null" in reader.text
-    assert names_sent_to(site, APP, "/reader") == {"theme"}
+    assert "cookie:theme=dark; fromserver=1 local:null session:null" in reader.text
+    assert names_sent_to(site, APP, "/reader") == {"theme", "fromserver"}
     slots = harness.executor.worker.pages.renderer._slots
     assert any(slot.used == 2 for slot in slots)  # both pages were in one context: the reset did it
 
@@ -341,3 +347,17 @@ def test_pages_keep_the_runs_per_host_delay_and_a_429_is_retried_later(harness: 
             break
         time.sleep(0.1)
     assert (child.status, child.error_reason) == (jobs_pb2.JOB_STATUS_PENDING, "RATE_LIMITED")
+
+
+@pytest.mark.parametrize("mode", ["slide", "rotate"])
+def test_a_rendered_run_follows_a_session_the_site_slides_or_rotates(harness: CrawlHarness, mode: str) -> None:
+    site = SessionSite(mode, pages=5, lifetime=2).start()
+    try:
+        auth = harness.credentials([cookie("sid", site.sign_in(), "127.0.0.1",
+                                           expires=datetime.now(UTC) + timedelta(seconds=2))], site="127.0.0.1")
+        result = harness.crawl([f"http://127.0.0.1:{site.port}/p/0"], auth, render=JS, max_depth=10, concurrency=1,
+                               per_host_delay_seconds=0.7 if mode == "slide" else 0)
+        assert sorted(d.title for d in result.documents) == [f"Page {n}" for n in range(5)]
+        assert site.refused == 0
+    finally:
+        site.stop()

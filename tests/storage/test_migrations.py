@@ -2,35 +2,14 @@
 databases."""
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import psycopg
-import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from manager_service.storage.db import connect, migrate
 from manager_service.storage.models import metadata_obj
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/old.db"
-        return
-    admin_url = request.getfixturevalue("admin_url")
-    base = request.getfixturevalue("postgres_url").rsplit("/", 1)[0]
-    name = "quaero_m_" + secrets.token_hex(6)
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_a_0002_database_upgrades_to_the_models_and_keeps_its_documents(empty_url: str) -> None:

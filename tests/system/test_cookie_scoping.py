@@ -103,13 +103,23 @@ def test_expired_cookies_are_never_sent_and_session_cookies_are(harness: CrawlHa
     assert names_sent_to(site, APP, "/") == {"session", "fresh"}
 
 
-def test_when_every_cookie_has_expired_the_child_fails_auth_expired_without_fetching(harness: CrawlHarness) -> None:
+def test_when_every_cookie_has_expired_the_run_fails_auth_expired_without_fetching(harness: CrawlHarness) -> None:
     site = harness.site({(APP, "/"): html("home")})
     auth = harness.credentials([cookie("old", "o", APP, expires=datetime.now(UTC) - timedelta(minutes=1))])
     result = harness.crawl([f"http://{APP}:{site.port}/"], auth)
-    child = result.children[0]
-    assert child.status == jobs_pb2.JOB_STATUS_FAILED and child.error_reason == "AUTH_EXPIRED"
-    assert not [r for r in site.requests if r.path == "/"] and not result.documents
+    assert result.parent.status == jobs_pb2.JOB_STATUS_FAILED and result.parent.error_reason == "AUTH_EXPIRED"
+    assert not result.children and not site.requests and not result.documents
+
+
+def test_a_page_whose_cookies_expired_during_the_run_fails_auth_expired_without_fetching(
+        harness: CrawlHarness) -> None:
+    site = harness.site({(APP, "/"): html("home", "/later"), (APP, "/later"): html("later")})
+    auth = harness.credentials([cookie("brief", "b", APP, expires=datetime.now(UTC) + timedelta(seconds=1.5))])
+    result = harness.crawl([f"http://{APP}:{site.port}/"], auth, per_host_delay_seconds=2)
+    by_path = {child.name.rsplit("/", 1)[1]: child for child in result.children}
+    assert by_path[""].status == jobs_pb2.JOB_STATUS_COMPLETED
+    assert by_path["later"].status == jobs_pb2.JOB_STATUS_FAILED and by_path["later"].error_reason == "AUTH_EXPIRED"
+    assert not [r for r in site.requests if r.path == "/later"]
 
 
 def test_robots_txt_is_fetched_without_cookies_and_logout_links_are_never_requested(harness: CrawlHarness) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from quaero.api.manager.v1 import jobs_pb2
 from quaero.convert import struct_to_dict
 from quaero.testing.harness import CrawlHarness, cookie
-from quaero.testing.site import Response, html
+from quaero.testing.site import Request, Response, html
 
 APP, SUB = "app.site.test", "sub.app.site.test"
 
@@ -18,17 +18,23 @@ def cookie_headers(site: Any, host: str | None = None, path: str | None = None) 
 
 
 def test_a_logged_out_run_never_sends_what_an_earlier_run_was_given(harness: CrawlHarness) -> None:
-    site = harness.site({(APP, "/"): Response(body="<title>home</title><a href='/next'>n</a>",
-                                              headers=[("Set-Cookie", "tracker=run-one; Path=/; Max-Age=3600")]),
-                         (APP, "/next"): html("next")})
+    given = iter(range(1, 100))
+
+    def home(_request: Request) -> Response:
+        return Response(body="<title>home</title><a href='/next'>n</a>",
+                        headers=[("Set-Cookie", f"tracker=run-{next(given)}; Path=/; Max-Age=3600")])
+
+    site = harness.site({(APP, "/"): home, (APP, "/next"): html("next")})
     first = harness.crawl([f"http://{APP}:{site.port}/"])
     assert first.parent.status == jobs_pb2.JOB_STATUS_COMPLETED
-    # Within the child that received it, the cookie goes on; /next is another child with its own jar.
-    assert cookie_headers(site, APP, "/next") == [""]
+    # The run is one session: /next, another child of the same run, is sent what / was given.
+    assert cookie_headers(site, APP, "/next") == ["tracker=run-1"]
     before = len(site.requests)
     second = harness.crawl([f"http://{APP}:{site.port}/"])
     assert second.parent.status == jobs_pb2.JOB_STATUS_COMPLETED
-    assert [r.cookie for r in site.requests[before:]] == [""] * (len(site.requests) - before)
+    # The next run starts with nothing of the first one's session, and has its own.
+    assert [(r.path, r.cookie) for r in site.requests[before:] if r.path != "/robots.txt"] == [
+        ("/", ""), ("/next", "tracker=run-2")]
 
 
 def test_robots_txt_gets_no_cookie_even_where_the_childs_jar_has_one(harness: CrawlHarness) -> None:

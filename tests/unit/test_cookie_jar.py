@@ -40,6 +40,21 @@ def test_trailing_dot_hosts_are_other_hosts() -> None:
     assert jar.header_for("http://app.test/") == "a=1; b=2" and jar.header_for("http://app.test./") == "c=3"
 
 
+@pytest.mark.parametrize("address", ["127.0.0.3", "[::1]", "[2001:db8::5]"])
+def test_a_domain_attribute_that_is_the_address_itself_sets_a_cookie_for_exactly_that_address(address: str) -> None:
+    """RFC 6265 §5.1.3: identical strings domain-match, so `Domain=127.0.0.3` from 127.0.0.3 is kept (host-only,
+    as browsers keep it); another address, or a name, never gets it."""
+    bare = address.strip("[]")
+    jar = CookieJar()
+    assert jar.store_set_cookie(f"http://{address}:8080/", f"a=b; Domain={bare}") is None
+    assert jar.header_for(f"http://{address}:8080/x") == "a=b"
+    assert [(c.domain, c.host_only) for c in jar.cookies_for(f"http://{address}/")] == [(bare, True)]
+    assert jar.header_for("http://127.0.0.4/") == "" and jar.header_for("http://localhost/") == ""
+    assert jar.store_set_cookie(f"http://{address}/", "c=d; Domain=127.0.0.9") is None  # another address: ignored
+    assert jar.store_set_cookie(f"http://{address}/", "e=f; Domain=0.0.3") is None  # a suffix of an address: ignored
+    assert jar.header_for(f"http://{address}/") == "a=b"
+
+
 def test_expiry_is_clamped_to_400_days_and_never_overflows() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     jar = CookieJar()

@@ -10,6 +10,7 @@ import pytest
 from quaero.convert import crawl_mapping_from_proto, crawl_spec_to_proto, definition_mapping_from_proto, definition_to_proto
 from quaero.crawl_spec import DEFAULT_LOGGED_OUT_PATTERNS, CrawlSpec, Definition, FailureAction, RunPolicy
 from quaero.errors import InvalidArgument
+from quaero.markers import compile_markers
 
 
 def test_defaults_are_spelled_once() -> None:
@@ -70,3 +71,22 @@ def test_a_bad_definition_field_is_named(data: dict[str, Any], field: str) -> No
     with pytest.raises(InvalidArgument) as caught:
         Definition.from_mapping({"crawl": {"start_urls": ["https://a.test/"]}, **data})
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(("marker", "why"), [
+    ("form#login", "must be text:<RE2 pattern>"), ("css:", "must be text:"), ("text:(a)\\1", "not a valid RE2"),
+    ("css:form[", "not a CSS selector"), ("xpath://form", "must be text:")])
+def test_logged_out_markers_are_checked_when_the_definition_is_stored(marker: str, why: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        CrawlSpec.from_mapping({"start_urls": ["https://e.com/"], "logged_out_markers": ["css:form#login", marker]})
+    assert refused.value.field == "crawl.logged_out_markers[1]" and why in refused.value.message
+
+
+def test_logged_out_markers_match_a_login_form_served_in_place_and_nothing_else() -> None:
+    markers = compile_markers(("css:form#login input[type=password]", "text:(?i)your session has expired"))
+    login = "<html><body><form id='login'><input name=u><input type=password name=p></form></body></html>"
+    assert markers.match("Sign in", login) == "css:form#login input[type=password]"
+    assert markers.match("Your session has expired. Sign in again.", "<p>x</p>") == "text:(?i)your session has expired"
+    page = "<html><body><form id='search'><input type=password></form><p>login tips</p></body></html>"
+    assert markers.match("login tips", page) == ""
+    assert not compile_markers(()) and compile_markers(("text:x",))

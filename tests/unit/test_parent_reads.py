@@ -101,9 +101,13 @@ def test_a_stopped_leader_does_not_fail_the_pages_that_joined_its_read() -> None
         parent.finish.release()
         assert first.result(5) == ("p", 1)
         assert parent.started.acquire(timeout=5)
+        for control in controls:
+            control.waiting.clear()
         parent.fail_with.append(FetchAborted("the leading page was cancelled"))
         parent.finish.release()  # read 2 is stopped with its leader's page
-        assert parent.started.acquire(timeout=5)  # the two that joined it read again
+        assert parent.started.acquire(timeout=5)  # the two that joined it read again: one leads read 3 ...
+        # ... and the other joins it (a page slow to wake must join before read 3 ends, or it reads alone)
+        wait_for(lambda: sum(control.waiting.is_set() for control in controls) == 1)
         parent.finish.release()
         outcomes = [future.exception(5) or future.result(5) for future in pages]
     assert sorted(map(str, outcomes)) == sorted(["('p', 3)", "('p', 3)", "the leading page was cancelled"])

@@ -26,7 +26,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cquaero/manager/v1/auth.proto\x12\x11quaero.manager.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x01\n\x06\x43ookie\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x1a\n\x12include_subdomains\x18\n \x01(\x08\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\x0e\n\x06secure\x18\x06 \x01(\x08\x12\x11\n\thttp_only\x18\x07 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsame_site\x18\t \x01(\tJ\x04\x08\x04\x10\x05R\thost_only\"\xa6\x01\n\nCookieInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x1a\n\x12include_subdomains\x18\x07 \x01(\x08\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x0e\n\x06secure\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x03\x10\x04R\thost_only\">\n\x0eRejectedCookie\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa7\x02\n\x0f\x43redentialsInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bsite_domain\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12.\n\x07\x63ookies\x18\x05 \x03(\x0b\x32\x1d.quaero.manager.v1.CookieInfo\x12;\n\x10rejected_cookies\x18\x06 \x03(\x0b\x32!.quaero.manager.v1.RejectedCookie\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x0b\x43redentials\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bsite_domain\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12*\n\x07\x63ookies\x18\x05 \x03(\x0b\x32\x19.quaero.manager.v1.Cookie\"\x8a\x01\n\x15PutCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bsite_domain\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12*\n\x07\x63ookies\x18\x04 \x03(\x0b\x32\x19.quaero.manager.v1.Cookie\x12\x12\n\nuser_agent\x18\x05 \x01(\t\"#\n\x15GetCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x16ListCredentialsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"k\n\x17ListCredentialsResponse\x12\x37\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\".quaero.manager.v1.CredentialsInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x18\x44\x65leteCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t2\x8b\x03\n\tAuthStore\x12^\n\x0ePutCredentials\x12(.quaero.manager.v1.PutCredentialsRequest\x1a\".quaero.manager.v1.CredentialsInfo\x12Z\n\x0eGetCredentials\x12(.quaero.manager.v1.GetCredentialsRequest\x1a\x1e.quaero.manager.v1.Credentials\x12h\n\x0fListCredentials\x12).quaero.manager.v1.ListCredentialsRequest\x1a*.quaero.manager.v1.ListCredentialsResponse\x12X\n\x11\x44\x65leteCredentials\x12+.quaero.manager.v1.DeleteCredentialsRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cquaero/manager/v1/auth.proto\x12\x11quaero.manager.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x01\n\x06\x43ookie\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x1a\n\x12include_subdomains\x18\n \x01(\x08\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\x0e\n\x06secure\x18\x06 \x01(\x08\x12\x11\n\thttp_only\x18\x07 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsame_site\x18\t \x01(\tJ\x04\x08\x04\x10\x05R\thost_only\"\xa6\x01\n\nCookieInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x1a\n\x12include_subdomains\x18\x07 \x01(\x08\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x0e\n\x06secure\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x03\x10\x04R\thost_only\">\n\x0eRejectedCookie\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xb0\x03\n\x0f\x43redentialsInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bsite_domain\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12.\n\x07\x63ookies\x18\x05 \x03(\x0b\x32\x1d.quaero.manager.v1.CookieInfo\x12;\n\x10rejected_cookies\x18\x06 \x03(\x0b\x32!.quaero.manager.v1.RejectedCookie\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14\x65\x61rliest_expire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0crefresh_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13refreshed_by_job_id\x18\x0b \x01(\t\"\x80\x01\n\x0b\x43redentials\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bsite_domain\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12*\n\x07\x63ookies\x18\x05 \x03(\x0b\x32\x19.quaero.manager.v1.Cookie\"\x8a\x01\n\x15PutCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bsite_domain\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12*\n\x07\x63ookies\x18\x04 \x03(\x0b\x32\x19.quaero.manager.v1.Cookie\x12\x12\n\nuser_agent\x18\x05 \x01(\t\"#\n\x15GetCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x16ListCredentialsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"k\n\x17ListCredentialsResponse\x12\x37\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\".quaero.manager.v1.CredentialsInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x18\x44\x65leteCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t2\x8b\x03\n\tAuthStore\x12^\n\x0ePutCredentials\x12(.quaero.manager.v1.PutCredentialsRequest\x1a\".quaero.manager.v1.CredentialsInfo\x12Z\n\x0eGetCredentials\x12(.quaero.manager.v1.GetCredentialsRequest\x1a\x1e.quaero.manager.v1.Credentials\x12h\n\x0fListCredentials\x12).quaero.manager.v1.ListCredentialsRequest\x1a*.quaero.manager.v1.ListCredentialsResponse\x12X\n\x11\x44\x65leteCredentials\x12+.quaero.manager.v1.DeleteCredentialsRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,19 +40,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REJECTEDCOOKIE']._serialized_start=500
   _globals['_REJECTEDCOOKIE']._serialized_end=562
   _globals['_CREDENTIALSINFO']._serialized_start=565
-  _globals['_CREDENTIALSINFO']._serialized_end=860
-  _globals['_CREDENTIALS']._serialized_start=863
-  _globals['_CREDENTIALS']._serialized_end=991
-  _globals['_PUTCREDENTIALSREQUEST']._serialized_start=994
-  _globals['_PUTCREDENTIALSREQUEST']._serialized_end=1132
-  _globals['_GETCREDENTIALSREQUEST']._serialized_start=1134
-  _globals['_GETCREDENTIALSREQUEST']._serialized_end=1169
-  _globals['_LISTCREDENTIALSREQUEST']._serialized_start=1171
-  _globals['_LISTCREDENTIALSREQUEST']._serialized_end=1234
-  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=1236
-  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=1343
-  _globals['_DELETECREDENTIALSREQUEST']._serialized_start=1345
-  _globals['_DELETECREDENTIALSREQUEST']._serialized_end=1383
-  _globals['_AUTHSTORE']._serialized_start=1386
-  _globals['_AUTHSTORE']._serialized_end=1781
+  _globals['_CREDENTIALSINFO']._serialized_end=997
+  _globals['_CREDENTIALS']._serialized_start=1000
+  _globals['_CREDENTIALS']._serialized_end=1128
+  _globals['_PUTCREDENTIALSREQUEST']._serialized_start=1131
+  _globals['_PUTCREDENTIALSREQUEST']._serialized_end=1269
+  _globals['_GETCREDENTIALSREQUEST']._serialized_start=1271
+  _globals['_GETCREDENTIALSREQUEST']._serialized_end=1306
+  _globals['_LISTCREDENTIALSREQUEST']._serialized_start=1308
+  _globals['_LISTCREDENTIALSREQUEST']._serialized_end=1371
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=1373
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=1480
+  _globals['_DELETECREDENTIALSREQUEST']._serialized_start=1482
+  _globals['_DELETECREDENTIALSREQUEST']._serialized_end=1520
+  _globals['_AUTHSTORE']._serialized_start=1523
+  _globals['_AUTHSTORE']._serialized_end=1918
 # @@protoc_insertion_point(module_scope)

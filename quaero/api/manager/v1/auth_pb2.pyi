@@ -165,6 +165,9 @@ class CredentialsInfo(_message.Message):
     REJECTED_COOKIES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    EARLIEST_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REFRESH_TIME_FIELD_NUMBER: _builtins.int
+    REFRESHED_BY_JOB_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The credentials' id: what job definitions name as auth_id."""
     site_domain: _builtins.str
@@ -173,6 +176,8 @@ class CredentialsInfo(_message.Message):
     """The site's base URL."""
     user_agent: _builtins.str
     """User-Agent of the browser the cookies came from."""
+    refreshed_by_job_id: _builtins.str
+    """The run (parent job) that refreshed them last."""
     @_builtins.property
     def cookies(self) -> _containers.RepeatedCompositeFieldContainer[Global___CookieInfo]:
         """The stored cookies, without values."""
@@ -189,6 +194,14 @@ class CredentialsInfo(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When they were last replaced."""
 
+    @_builtins.property
+    def earliest_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """The earliest expiry among the cookies (unset when none expires: session cookies only)."""
+
+    @_builtins.property
+    def refresh_time(self) -> _timestamp_pb2.Timestamp:
+        """When a crawl last refreshed them (a site re-set a stored cookie with a new value or expiry)."""
+
     def __init__(
         self,
         *,
@@ -200,10 +213,13 @@ class CredentialsInfo(_message.Message):
         rejected_cookies: _abc.Iterable[Global___RejectedCookie] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        earliest_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        refresh_time: _timestamp_pb2.Timestamp | None = ...,
+        refreshed_by_job_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "earliest_expire_time", b"earliest_expire_time", "refresh_time", b"refresh_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "cookies", b"cookies", "create_time", b"create_time", "id", b"id", "rejected_cookies", b"rejected_cookies", "site_domain", b"site_domain", "update_time", b"update_time", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "cookies", b"cookies", "create_time", b"create_time", "earliest_expire_time", b"earliest_expire_time", "id", b"id", "refresh_time", b"refresh_time", "refreshed_by_job_id", b"refreshed_by_job_id", "rejected_cookies", b"rejected_cookies", "site_domain", b"site_domain", "update_time", b"update_time", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

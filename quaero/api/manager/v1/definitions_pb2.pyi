@@ -93,6 +93,7 @@ class CrawlConfig(_message.Message):
     ALLOW_PRIVATE_NETWORKS_FIELD_NUMBER: _builtins.int
     ALLOWED_NETWORKS_FIELD_NUMBER: _builtins.int
     RENDER_FIELD_NUMBER: _builtins.int
+    LOGGED_OUT_MARKERS_FIELD_NUMBER: _builtins.int
     max_depth: _builtins.int
     """Links followed from a start URL, at most this deep (default 3; 0 fetches only start URLs)."""
     max_pages: _builtins.int
@@ -139,6 +140,13 @@ class CrawlConfig(_message.Message):
         opt-in than allow_private_networks.
         """
 
+    @_builtins.property
+    def logged_out_markers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What marks a page that is the login form served in place (status 200, no redirect):
+        "text:<RE2 pattern>" on the page's text or "css:<selector>" on its HTML, e.g. "css:form#login".
+        A page that matches one fails AUTH_EXPIRED; nothing of it is stored or followed. No default.
+        """
+
     def __init__(
         self,
         *,
@@ -157,10 +165,11 @@ class CrawlConfig(_message.Message):
         allow_private_networks: _builtins.bool = ...,
         allowed_networks: _abc.Iterable[_builtins.str] | None = ...,
         render: Global___RenderMode.ValueType = ...,
+        logged_out_markers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_depth", b"_max_depth", "_max_pages", b"_max_pages", "_per_host_delay_seconds", b"_per_host_delay_seconds", "_request_timeout_seconds", b"_request_timeout_seconds", "_same_site_only", b"_same_site_only", "concurrency", b"concurrency", "max_depth", b"max_depth", "max_pages", b"max_pages", "per_host_delay_seconds", b"per_host_delay_seconds", "request_timeout_seconds", b"request_timeout_seconds", "same_site_only", b"same_site_only"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_depth", b"_max_depth", "_max_pages", b"_max_pages", "_per_host_delay_seconds", b"_per_host_delay_seconds", "_request_timeout_seconds", b"_request_timeout_seconds", "_same_site_only", b"_same_site_only", "allow_private_networks", b"allow_private_networks", "allowed_networks", b"allowed_networks", "concurrency", b"concurrency", "exclude_patterns", b"exclude_patterns", "ignore_robots_txt", b"ignore_robots_txt", "include_patterns", b"include_patterns", "logged_out_patterns", b"logged_out_patterns", "max_depth", b"max_depth", "max_pages", b"max_pages", "per_host_delay_seconds", b"per_host_delay_seconds", "render", b"render", "request_timeout_seconds", b"request_timeout_seconds", "same_site_only", b"same_site_only", "start_urls", b"start_urls", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_depth", b"_max_depth", "_max_pages", b"_max_pages", "_per_host_delay_seconds", b"_per_host_delay_seconds", "_request_timeout_seconds", b"_request_timeout_seconds", "_same_site_only", b"_same_site_only", "allow_private_networks", b"allow_private_networks", "allowed_networks", b"allowed_networks", "concurrency", b"concurrency", "exclude_patterns", b"exclude_patterns", "ignore_robots_txt", b"ignore_robots_txt", "include_patterns", b"include_patterns", "logged_out_markers", b"logged_out_markers", "logged_out_patterns", b"logged_out_patterns", "max_depth", b"max_depth", "max_pages", b"max_pages", "per_host_delay_seconds", b"per_host_delay_seconds", "render", b"render", "request_timeout_seconds", b"request_timeout_seconds", "same_site_only", b"same_site_only", "start_urls", b"start_urls", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__concurrency: _TypeAlias = _typing.Literal["concurrency"]  # noqa: Y015
     _WhichOneofArgType__concurrency: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency"]  # noqa: Y015

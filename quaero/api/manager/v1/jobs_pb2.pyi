@@ -11,6 +11,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from quaero.api.manager.v1 import auth_pb2 as _auth_pb2
 from quaero.api.manager.v1 import documents_pb2 as _documents_pb2
 import builtins as _builtins
 import sys
@@ -900,10 +901,31 @@ class LeaseJobsRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class KnownSessionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     WORKER_ID_FIELD_NUMBER: _builtins.int
     MAX_JOBS_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
+    KNOWN_SESSIONS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Who leases: a stable id per executor (at most 128 characters), so that ReleaseLeases can give
     back what an earlier run of the same executor held.
@@ -916,6 +938,12 @@ class LeaseJobsRequest(_message.Message):
     def lease_duration(self) -> _duration_pb2.Duration:
         """How long the lease lasts unless renewed (1 s to 10 min; default 30 s)."""
 
+    @_builtins.property
+    def known_sessions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """The run sessions this executor holds: parent job id -> the session version it has. The answer
+        carries the session of every parent of the leased jobs whose version is newer (or unknown here).
+        """
+
     def __init__(
         self,
         *,
@@ -923,10 +951,11 @@ class LeaseJobsRequest(_message.Message):
         max_jobs: _builtins.int = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
         type: _builtins.str = ...,
+        known_sessions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "max_jobs", b"max_jobs", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_sessions", b"known_sessions", "lease_duration", b"lease_duration", "max_jobs", b"max_jobs", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1001,22 +1030,104 @@ class LeaseJobsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASED_JOBS_FIELD_NUMBER: _builtins.int
+    SESSIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def leased_jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeasedJob]:
         """The leased jobs; empty when nothing is pending."""
+
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunSession]:
+        """The sessions of the leased jobs' runs that the executor does not hold in their newest version."""
 
     def __init__(
         self,
         *,
         leased_jobs: _abc.Iterable[Global___LeasedJob] | None = ...,
+        sessions: _abc.Iterable[Global___RunSession] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leased_jobs", b"leased_jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leased_jobs", b"leased_jobs", "sessions", b"sessions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeaseJobsResponse: _TypeAlias = LeaseJobsResponse  # noqa: Y015
+
+@_typing.final
+class SessionCookie(_message.Message):
+    """A cookie a site set (or expired) during a run, as the run's session keeps it. It has a value: only
+    the executor role ever sends or receives one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COOKIE_FIELD_NUMBER: _builtins.int
+    SET_BY_URL_FIELD_NUMBER: _builtins.int
+    SET_TIME_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    set_by_url: _builtins.str
+    """The URL whose response set it; its host must domain-match the cookie's domain."""
+    removed: _builtins.bool
+    """The response expired the cookie: it is gone from the run's session, and hides a stored
+    credential cookie of the same name, domain and path for the rest of the run.
+    """
+    @_builtins.property
+    def cookie(self) -> _auth_pb2.Cookie:
+        """The cookie as stored (domain, host-only, path, flags, expiry)."""
+
+    @_builtins.property
+    def set_time(self) -> _timestamp_pb2.Timestamp:
+        """When that response arrived."""
+
+    def __init__(
+        self,
+        *,
+        cookie: _auth_pb2.Cookie | None = ...,
+        set_by_url: _builtins.str = ...,
+        set_time: _timestamp_pb2.Timestamp | None = ...,
+        removed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cookie", b"cookie", "set_time", b"set_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cookie", b"cookie", "removed", b"removed", "set_by_url", b"set_by_url", "set_time", b"set_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionCookie: _TypeAlias = SessionCookie  # noqa: Y015
+
+@_typing.final
+class RunSession(_message.Message):
+    """A run's session: every cookie its pages' responses set, over the credentials it started from (as a
+    browser session keeps what each response sets).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_JOB_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    COOKIES_FIELD_NUMBER: _builtins.int
+    parent_job_id: _builtins.str
+    """The run (parent job)."""
+    version: _builtins.int
+    """Moves on every change; LeaseJobsRequest.known_sessions sends it back."""
+    @_builtins.property
+    def cookies(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionCookie]:
+        """The whole session (not a change list)."""
+
+    def __init__(
+        self,
+        *,
+        parent_job_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        cookies: _abc.Iterable[Global___SessionCookie] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cookies", b"cookies", "parent_job_id", b"parent_job_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunSession: _TypeAlias = RunSession  # noqa: Y015
 
 @_typing.final
 class RenewLeaseRequest(_message.Message):
@@ -1066,6 +1177,7 @@ class CompleteLeasedJobRequest(_message.Message):
     CHILDREN_FIELD_NUMBER: _builtins.int
     MAX_CHILDREN_FIELD_NUMBER: _builtins.int
     RETRY_AFTER_FIELD_NUMBER: _builtins.int
+    SESSION_COOKIES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
     lease_token: _builtins.str
@@ -1096,6 +1208,12 @@ class CompleteLeasedJobRequest(_message.Message):
     def retry_after(self) -> _duration_pb2.Duration:
         """With status PENDING: lease the job again no sooner than this (at most 1 hour; default 1 s)."""
 
+    @_builtins.property
+    def session_cookies(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionCookie]:
+        """Cookies the page's responses set or expired, in the order they arrived: they join the run's
+        session, and a new value or expiry of a stored credential cookie refreshes the credentials.
+        """
+
     def __init__(
         self,
         *,
@@ -1109,10 +1227,11 @@ class CompleteLeasedJobRequest(_message.Message):
         children: _abc.Iterable[Global___ChildJobSpec] | None = ...,
         max_children: _builtins.int = ...,
         retry_after: _duration_pb2.Duration | None = ...,
+        session_cookies: _abc.Iterable[Global___SessionCookie] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "result", b"result", "retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "document", b"document", "error", b"error", "error_reason", b"error_reason", "job_id", b"job_id", "lease_token", b"lease_token", "max_children", b"max_children", "result", b"result", "retry_after", b"retry_after", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "document", b"document", "error", b"error", "error_reason", b"error_reason", "job_id", b"job_id", "lease_token", b"lease_token", "max_children", b"max_children", "result", b"result", "retry_after", b"retry_after", "session_cookies", b"session_cookies", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
