@@ -52,6 +52,7 @@ CHILD_TYPE = "crawl_page"
 CREDENTIALS_TTL_SECONDS = 2.0
 MAX_PAGE_ATTEMPTS = 4  # a page retried (ROBOTS_UNAVAILABLE, RATE_LIMITED...) fails after this many tries
 MAX_SUPERSEDED_FETCHES = 2  # a page sent a session value replaced meanwhile is fetched again this often
+SUPERSEDED_RETRY_SECONDS = 0.5  # a page that may have been superseded on another executor is leased again after
 SETTLE_SECONDS = 10.0  # at most this long for the fetches in flight beside a logged-out page to end
 PARSE_THREADS = 1  # see PageRunner._read
 T = TypeVar("T")
@@ -278,6 +279,15 @@ class PageRunner:
                 FETCH_SECONDS.labels(verdict.reason).observe(time.perf_counter() - started)
                 if self._superseded(verdict, session, generation, url, fetches, policy.timeout):
                     continue
+                if (verdict.reason in (Reason.AUTH_EXPIRED, Reason.AUTH_REJECTED) and session.sets_cookies_for(url)
+                        and job.attempts < MAX_PAGE_ATTEMPTS):
+                    # The site changes its session during this run, and another executor's page may have
+                    # just replaced the value this one was sent (this executor cannot see that yet): the page
+                    # goes back, and its next lease brings the run's newest session.
+                    return Completion(jobs_pb2.JOB_STATUS_PENDING, Reason.SESSION_SUPERSEDED,
+                                      f"{verdict} while the run's session was changing; fetched again with its newest "
+                                      f"session (attempt {job.attempts} of {MAX_PAGE_ATTEMPTS})",
+                                      retry_after=SUPERSEDED_RETRY_SECONDS, session_cookies=set_by_page)
                 ended = self._verdict(job, url, verdict)
                 ended.session_cookies = set_by_page
                 if fetches > 1:

@@ -70,6 +70,15 @@ class RunSession:
             return any(entry.generation > generation and domain_matches(host, entry.item.cookie)
                        and path_matches(path, entry.item.cookie.path) for entry in self._entries.values())
 
+    def sets_cookies_for(self, url: str) -> bool:
+        """Whether the site set this run's session a cookie this URL would be sent (it changes its session
+        as the run goes)."""
+        parts = urlsplit(url)
+        host, path = (parts.hostname or "").lower(), parts.path or "/"
+        with self._lock:
+            return any(domain_matches(host, entry.item.cookie) and path_matches(path, entry.item.cookie.path)
+                       for entry in self._entries.values())
+
     # ---- what pages and the manager teach it -----------------------------------------------------
     def absorb(self, items: list[SessionCookie]) -> None:
         """Cookies this executor's page was just set (in arrival order). Past MAX_RUN_SESSION_COOKIES a new

@@ -78,6 +78,7 @@ class Reason(StrEnum):
     START_FAILED = "START_FAILED"
     # How a page ends (a child job's error_reason; see README, "Verdicts")
     AUTH_EXPIRED = "AUTH_EXPIRED"
+    SESSION_SUPERSEDED = "SESSION_SUPERSEDED"  # (a page given back: its session value was replaced meanwhile)
     AUTH_REJECTED = "AUTH_REJECTED"
     AUTH_NOT_FOUND = "AUTH_NOT_FOUND"
     CREDENTIALS_UNAVAILABLE = "CREDENTIALS_UNAVAILABLE"

@@ -96,6 +96,26 @@ def test_pages_in_flight_at_once_on_a_rotating_session_all_complete_within_twice
     assert requests <= 2 * 40, (site.signed_in, site.refused)
 
 
+@pytest.mark.parametrize("mode", ["rotate", "slide"])
+def test_two_executors_on_one_run_at_concurrency_8_keep_it_signed_in(manager: RunningManager, sites: Any,
+                                                                     mode: str) -> None:
+    """Each executor sees the other's rotations with its next lease; a page sent a value the other one's
+    page had just replaced goes back and is fetched again with the run's newest session."""
+    executors = [CrawlHarness(manager, workers=8), CrawlHarness(manager, workers=8)]
+    try:
+        site = sites(mode, pages=40, fanout=2, lifetime=3)
+        auth_id = signed_in_credentials(executors[0], site, f"two-{mode}")
+        result = crawl(executors[0], site, auth_id, concurrency=8)
+        assert result.parent.status == jobs_pb2.JOB_STATUS_COMPLETED, result.parent.error
+        assert len(result.children) == 40
+        assert all(child.status == jobs_pb2.JOB_STATUS_COMPLETED for child in result.children)
+        assert {child.result["authenticated_with"] for child in result.children} == {"parent metadata"}
+        assert site.signed_in + site.refused <= 2 * 40, (site.signed_in, site.refused)
+    finally:
+        for executor in executors:
+            executor.close()
+
+
 def test_a_run_whose_credentials_have_all_expired_fails_at_once_saying_how_to_fix_it(db_harness: CrawlHarness,
                                                                                     sites: Any) -> None:
     site = sites("fixed")
