@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from quaero.cookies.session import SessionCookie
 from quaero.errors import InvalidArgument, JobNotFound, LeaseLost, QuaeroError, Reason
 from quaero.ids import check_job_id
 from quaero.job_status import JobStatus
@@ -53,6 +54,8 @@ class _Parents:
     """The parents of one call's completions: rows locked so far, and what their counters owe."""
     locked: dict[str, Job] = field(default_factory=dict)
     tallies: dict[str, _Tally] = field(default_factory=dict)
+    # What the call's pages set, by run: the newest of each cookie, written once per run at the end.
+    sessions: dict[str, dict[tuple[str, str, str], SessionCookie]] = field(default_factory=dict)
 
     def tally(self, parent_id: str, created: int, failed: bool) -> None:
         tally = self.tallies.setdefault(parent_id, _Tally())
@@ -238,7 +241,11 @@ class LeaseQueue:
                                                        parents, changed)
                     except (JobNotFound, LeaseLost) as refused:
                         outcomes[index] = refused
-            # Each parent's counters move once for all of its children in this call.
+            # Each run's session takes what this call's pages set in one write, and each parent's counters
+            # move once for all of its children in this call.
+            for parent_id, cookies in parents.sessions.items():
+                parent = parents.locked.get(parent_id) or self.rows.lock_parent(conn, parent_id)
+                self.sessions.record(conn, parent, list(cookies.values()), stamp)
             for parent_id, tally in parents.tallies.items():
                 self.lifecycle.children_finished(conn, parent_id, finished=tally.finished, failed=tally.failed,
                                                  created=tally.created, changed=changed)
@@ -305,14 +312,18 @@ class LeaseQueue:
             parents.tally(job.parent_id, created, failed=completion.status == JobStatus.FAILED)
         return finished
 
-    def _join_session(self, conn: Connection, job: Job, completion: Completion, stamp: datetime,
+    @staticmethod
+    def _join_session(conn: Connection, job: Job, completion: Completion, stamp: datetime,
                       parents: _Parents) -> None:
-        """The cookies the page's responses set join its run's session (the parent's row locked first)."""
+        """The cookies the page's responses set join its run's session (written for the whole call at its
+        end: a sliding session re-sets one cookie on every page of a batch)."""
         if not completion.session_cookies or not job.parent_id:
             return
-        parent = parents.locked.get(job.parent_id) or self.rows.lock_parent(conn, job.parent_id)
-        parents.locked[job.parent_id] = parent
-        self.sessions.record(conn, parent, completion.session_cookies, stamp)
+        newest = parents.sessions.setdefault(job.parent_id, {})
+        for item in completion.session_cookies:
+            current = newest.get(item.key)
+            if current is None or current.set_at <= item.set_at:
+                newest[item.key] = item
 
     def _give_back(self, conn: Connection, completion: Completion, stamp: datetime, changed: set[str]) -> Job:
         """A leased child goes back to pending, not to be leased before retry_after (the page failed in a

@@ -66,27 +66,26 @@ class SessionStore:
         """The cookies join the run's session (a later `set_at` wins a key), and the run's credentials take
         a new value or expiry of a cookie they hold. Inside the caller's transaction, with the parent's
         row locked (one writer per run)."""
-        existing: dict[tuple[str, str, str], datetime] = {}
+        existing: dict[tuple[str, str, str], Any] = {}
         size = 0
-        for row in conn.execute(sa.select(run_cookies.c.domain, run_cookies.c.path, run_cookies.c.name,
-                                          run_cookies.c.set_at, sa.func.length(run_cookies.c.value_encrypted))
-                                .where(run_cookies.c.parent_job_id == parent.id)):
-            existing[(row[0], row[1], row[2])] = row[3]
-            size += len(row[2]) + int(row[4] or 0)
+        for row in conn.execute(sa.select(run_cookies).where(run_cookies.c.parent_job_id == parent.id)):
+            existing[(row.domain, row.path, row.name)] = row
+            size += len(row.name) + len(row.value_encrypted)
         newest: dict[tuple[str, str, str], SessionCookie] = {}
         for item in cookies:
             newest[item.key] = item  # (in arrival order: the last of a page wins)
         changed = False
         for key, item in newest.items():
-            before = existing.get(key)
-            if before is not None and _aware(before) > _aware(item.set_at):
-                continue  # a newer response (another page's) set it already
+            stored = existing.get(key)
+            before = self._cookie(stored._mapping) if stored is not None else None
+            if before is not None and (before.set_at > _aware(item.set_at) or _same(before, item, stamp)):
+                continue  # a newer response (another page's) set it already, or this one changes nothing
             values = self._row(parent.id, item)
             if before is None:
                 size += len(item.cookie.name) + len(values["value_encrypted"])
                 if len(existing) >= MAX_RUN_SESSION_COOKIES or size > MAX_RUN_SESSION_BYTES:
                     continue
-                existing[key] = item.set_at
+                existing[key] = None
                 conn.execute(sa.insert(run_cookies).values(values))
             else:
                 conn.execute(sa.update(run_cookies).where(
@@ -134,7 +133,7 @@ class SessionStore:
             if old.host_only != new.host_only:
                 continue
             expires = clamp_expiry(new.expires, stamp)
-            if (old.value, old.expires) != (new.value, expires):
+            if old.value != new.value or not _close(old.expires, expires, stamp):
                 stored[index] = StoredCookie(**{**old.__dict__, "value": new.value, "expires": expires,
                                                 "secure": new.secure, "http_only": new.http_only,
                                                 "same_site": new.same_site or old.same_site})
@@ -170,6 +169,22 @@ class SessionStore:
         if item.removed:
             cookie.expires = EPOCH
         return item
+
+
+def _same(before: SessionCookie, item: SessionCookie, now: datetime) -> bool:
+    """Whether `item` changes nothing that matters: the same value and flags, and an expiry that moved by
+    under 5% of its remaining lifetime (a sliding session re-sets its cookie on every answer: writing each
+    one, and refreshing the credentials with it, doubled the manager's CPU per page for nothing)."""
+    old, new = before.cookie, item.cookie
+    return (before.removed == item.removed and old.value == new.value and old.host_only == new.host_only
+            and old.secure == new.secure and old.http_only == new.http_only and old.same_site == new.same_site
+            and (item.removed or _close(old.expires, new.expires, now)))
+
+
+def _close(old: datetime | None, new: datetime | None, now: datetime) -> bool:
+    if old is None or new is None:
+        return old is new
+    return abs((_aware(new) - _aware(old)).total_seconds()) <= 0.05 * max((_aware(new) - _aware(now)).total_seconds(), 0)
 
 
 def _context(parent_id: str, item: SessionCookie) -> str:

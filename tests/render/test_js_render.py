@@ -351,13 +351,15 @@ def test_pages_keep_the_runs_per_host_delay_and_a_429_is_retried_later(harness: 
 
 @pytest.mark.parametrize("mode", ["slide", "rotate"])
 def test_a_rendered_run_follows_a_session_the_site_slides_or_rotates(harness: CrawlHarness, mode: str) -> None:
-    site = SessionSite(mode, pages=5, lifetime=2).start()
+    # Sliding: 6 pages at least 1 s apart outlive the imported cookie (4 s); a 4 s gap (a slow machine)
+    # would end the session on the site's side too.
+    site = SessionSite(mode, pages=6, lifetime=4).start()
     try:
         auth = harness.credentials([cookie("sid", site.sign_in(), "127.0.0.1",
-                                           expires=datetime.now(UTC) + timedelta(seconds=2))], site="127.0.0.1")
+                                           expires=datetime.now(UTC) + timedelta(seconds=4))], site="127.0.0.1")
         result = harness.crawl([f"http://127.0.0.1:{site.port}/p/0"], auth, render=JS, max_depth=10, concurrency=1,
-                               per_host_delay_seconds=0.7 if mode == "slide" else 0)
-        assert sorted(d.title for d in result.documents) == [f"Page {n}" for n in range(5)]
+                               per_host_delay_seconds=1.0 if mode == "slide" else 0)
+        assert sorted(d.title for d in result.documents) == [f"Page {n}" for n in range(6)]
         assert site.refused == 0
     finally:
         site.stop()

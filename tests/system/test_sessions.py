@@ -53,11 +53,11 @@ def credentials_info(harness: CrawlHarness, auth_id: str) -> auth_pb2.Credential
 
 def test_a_sliding_session_stays_signed_in_past_the_lifetime_it_was_imported_with(db_harness: CrawlHarness,
                                                                                    sites: Any) -> None:
-    site = sites("slide", pages=6, lifetime=2)
-    auth_id = signed_in_credentials(db_harness, site, "sliding", lifetime=2)
+    site = sites("slide", pages=6, lifetime=3)
+    auth_id = signed_in_credentials(db_harness, site, "sliding", lifetime=3)
     imported = credentials_info(db_harness, auth_id)
     result = crawl(db_harness, site, auth_id, concurrency=1, per_host_delay_seconds=0.8)
-    # 6 pages 0.8 s apart outlive the imported cookie (2 s): each page is sent the lifetime the last one set.
+    # 6 pages 0.8 s apart outlive the imported cookie (3 s): each page is sent the lifetime the last one set.
     assert result.parent.status == jobs_pb2.JOB_STATUS_COMPLETED, result.parent.error
     assert len(stored_pages(result)) == 6 and site.refused == 0
     refreshed = credentials_info(db_harness, auth_id)
