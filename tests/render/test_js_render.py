@@ -350,7 +350,8 @@ def test_pages_keep_the_runs_per_host_delay_and_a_429_is_retried_later(harness: 
 
 
 @pytest.mark.parametrize("mode", ["slide", "rotate"])
-def test_a_rendered_run_follows_a_session_the_site_slides_or_rotates(harness: CrawlHarness, mode: str) -> None:
+def test_a_rendered_run_follows_a_session_the_site_slides_or_rotates(db_harness: CrawlHarness, mode: str) -> None:
+    harness = db_harness
     # Sliding: 6 pages at least 1 s apart outlive the imported cookie (4 s); a 4 s gap (a slow machine)
     # would end the session on the site's side too.
     site = SessionSite(mode, pages=6, lifetime=4).start()
@@ -361,5 +362,20 @@ def test_a_rendered_run_follows_a_session_the_site_slides_or_rotates(harness: Cr
                                per_host_delay_seconds=1.0 if mode == "slide" else 0)
         assert sorted(d.title for d in result.documents) == [f"Page {n}" for n in range(6)]
         assert site.refused == 0
+    finally:
+        site.stop()
+
+
+def test_rendered_pages_in_flight_at_once_on_a_rotating_session_all_complete(db_harness: CrawlHarness) -> None:
+    harness = db_harness
+    site = SessionSite("rotate", pages=12, fanout=2).start()
+    try:
+        auth = harness.credentials([cookie("sid", site.sign_in(), "127.0.0.1",
+                                           expires=datetime.now(UTC) + timedelta(hours=1))], site="127.0.0.1")
+        result = harness.crawl([f"http://127.0.0.1:{site.port}/p/0"], auth, render=JS, max_depth=20, concurrency=4)
+        assert result.parent.status == jobs_pb2.JOB_STATUS_COMPLETED, result.parent.error
+        assert len(result.children) == 12
+        assert all(child.status == jobs_pb2.JOB_STATUS_COMPLETED for child in result.children)
+        assert site.signed_in + site.refused <= 2 * 12, (site.signed_in, site.refused)
     finally:
         site.stop()
