@@ -171,3 +171,26 @@ def test_the_cli_says_where_a_file_is_broken_and_stores_secure_false_as_not_secu
     assert result.returncode == 0, result.stderr
     [cookie] = harness.as_executor.auth.GetCredentials(auth_pb2.GetCredentialsRequest(id="flags")).cookies
     assert not cookie.secure
+
+
+def test_auth_ls_shows_the_earliest_expiry_and_the_run_that_refreshed_the_credentials(harness: CrawlHarness,
+                                                                                     cli: Cli) -> None:
+    from quaero.testing.harness import cookie
+    from quaero.testing.session_site import COOKIE, SessionSite
+
+    site = SessionSite("rotate", pages=3).start()
+    try:
+        expires = datetime.now(UTC) + timedelta(days=2)
+        auth_id = harness.credentials([cookie(COOKIE, site.sign_in(), "127.0.0.1", expires=expires)], "rotating",
+                                      site="127.0.0.1")
+        before = next(line for line in cli("auth", "ls").stdout.splitlines() if line.strip().startswith("│ rotating")
+                      or " rotating " in line)
+        assert expires.strftime("%Y-%m-%d") in before and before.rstrip(" │").endswith("-")  # never refreshed
+        run = harness.crawl([f"http://127.0.0.1:{site.port}/p/0"], auth_id, max_depth=5, concurrency=1)
+        assert len(run.documents) == 3 and site.refused == 0
+        listed = cli("auth", "ls").stdout
+        assert f"(run {run.parent.id[:8]})" in listed
+        values = {r.cookie for r in site.server.requests if r.cookie}  # type: ignore[union-attr]
+        assert values and not any(value.split("=", 1)[1] in listed for value in values)
+    finally:
+        site.stop()
