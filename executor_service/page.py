@@ -39,7 +39,7 @@ from .completions import Completions
 from .crawl.content import decode_text, is_text
 from .crawl.control import Control
 from .crawl.cookie_jar import CookieJar
-from .crawl.fetcher import DEFAULT_USER_AGENT, LOGGED_OUT, Fetcher, FetchPolicy, FetchResult
+from .crawl.fetcher import DEFAULT_USER_AGENT, Fetcher, FetchPolicy, FetchResult
 from .crawl.links import LinkScope, ParsedPage, parse_html
 from .crawl.verdicts import Verdict
 from .metrics import FETCH_SECONDS, PAGES
@@ -54,6 +54,8 @@ MAX_PAGE_ATTEMPTS = 4  # a page retried (ROBOTS_UNAVAILABLE, RATE_LIMITED...) fa
 MAX_SUPERSEDED_FETCHES = 2  # a page sent a session value replaced meanwhile is fetched again this often
 SUPERSEDED_RETRY_SECONDS = 0.5  # a page that may have been superseded on another executor is leased again after
 SETTLE_SECONDS = 10.0  # at most this long for the fetches in flight beside a logged-out page to end
+# Verdicts that say the session a page was sent did not sign it in (it may have been superseded).
+SESSION_REFUSED = frozenset({Reason.AUTH_EXPIRED, Reason.AUTH_REJECTED})
 PARSE_THREADS = 1  # see PageRunner._read
 T = TypeVar("T")
 
@@ -279,7 +281,7 @@ class PageRunner:
                 FETCH_SECONDS.labels(verdict.reason).observe(time.perf_counter() - started)
                 if self._superseded(verdict, session, generation, url, fetches, policy.timeout):
                     continue
-                if (verdict.reason in (Reason.AUTH_EXPIRED, Reason.AUTH_REJECTED) and session.sets_cookies_for(url)
+                if (verdict.reason in SESSION_REFUSED and session.sets_cookies_for(url)
                         and job.attempts < MAX_PAGE_ATTEMPTS):
                     # The site changes its session during this run, and another executor's page may have
                     # just replaced the value this one was sent (this executor cannot see that yet): the page
@@ -311,7 +313,7 @@ class PageRunner:
         response replaced the value it was sent with): it is fetched again with the newest session. The
         pages of the host that were in flight with it end first: the answer that replaced the value may
         be one of theirs, still on its way."""
-        if verdict.reason not in LOGGED_OUT or verdict.reason == Reason.LOGOUT_REDIRECT:
+        if verdict.reason not in SESSION_REFUSED:
             return False
         session.settle(url, min(timeout, SETTLE_SECONDS))
         if not session.changed_since(generation, url):

@@ -64,20 +64,19 @@ class RunSession:
 
     def changed_since(self, generation: int, url: str) -> bool:
         """Whether a cookie this URL would be sent changed after `generation`."""
-        parts = urlsplit(url)
-        host, path = (parts.hostname or "").lower(), parts.path or "/"
-        with self._lock:
-            return any(entry.generation > generation and domain_matches(host, entry.item.cookie)
-                       and path_matches(path, entry.item.cookie.path) for entry in self._entries.values())
+        return self._changed_for(url, after=generation)
 
     def sets_cookies_for(self, url: str) -> bool:
         """Whether the site set this run's session a cookie this URL would be sent (it changes its session
         as the run goes)."""
+        return self._changed_for(url, after=-1)
+
+    def _changed_for(self, url: str, after: int) -> bool:
         parts = urlsplit(url)
         host, path = (parts.hostname or "").lower(), parts.path or "/"
         with self._lock:
-            return any(domain_matches(host, entry.item.cookie) and path_matches(path, entry.item.cookie.path)
-                       for entry in self._entries.values())
+            return any(entry.generation > after and domain_matches(host, entry.item.cookie)
+                       and path_matches(path, entry.item.cookie.path) for entry in self._entries.values())
 
     # ---- what pages and the manager teach it -----------------------------------------------------
     def absorb(self, items: list[SessionCookie]) -> None:
@@ -117,21 +116,17 @@ class RunSession:
     # ---- pages in flight at once -------------------------------------------------------------------
     def superseded(self, url: str) -> None:
         """A page of `url` was sent a value another page's response replaced meanwhile."""
-        host = (urlsplit(url).hostname or "").lower()
+        host = _host(url)
         with self._lock:
             self._superseded[host] = self._superseded.get(host, 0) + 1
             if self._superseded[host] >= SERIAL_AFTER:
                 self._serial.setdefault(host, threading.Lock())
 
-    def serial_hosts(self) -> list[str]:
-        with self._lock:
-            return sorted(self._serial)
-
     @contextlib.contextmanager
     def fetching(self, url: str) -> Iterator[None]:
         """Around a page's fetch: takes the host's turn when its pages go one at a time, and counts the
         fetch as in flight (for `settle`)."""
-        host = (urlsplit(url).hostname or "").lower()
+        host = _host(url)
         with self._lock:
             turn = self._serial.get(host)
         with turn or contextlib.nullcontext():
@@ -148,10 +143,14 @@ class RunSession:
     def settle(self, url: str, timeout: float) -> None:
         """Waits (at most `timeout`) until the fetches of the URL's host in flight now have ended, and so
         have given this session what their responses set."""
-        host = (urlsplit(url).hostname or "").lower()
+        host = _host(url)
         with self._ended:
             waiting = set(self._in_flight.get(host, ()))
             self._ended.wait_for(lambda: not waiting & self._in_flight.get(host, set()), timeout)
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
 
 
 class RunSessions:

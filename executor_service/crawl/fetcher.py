@@ -119,11 +119,10 @@ class Fetcher:
                     decision = next_hop(current, response.status_code, response.headers.get("location"),
                                         response.headers.get("retry-after"), policy.logged_out)
                     # (The page's own answer is committed by its reader, once it knows it is no login form.)
-                    if isinstance(decision, Redirect) or isinstance(decision, Stop) and (
-                            decision.verdict.reason not in LOGGED_OUT):
-                        jar.commit_hop()
-                    elif isinstance(decision, Stop):
+                    if isinstance(decision, Stop) and decision.verdict.reason in LOGGED_OUT:
                         jar.discard_hop()
+                    elif not isinstance(decision, Done):
+                        jar.commit_hop()
                     if isinstance(decision, Done):
                         return FetchResult(url, current, response.status_code,
                                            response.headers.get("content-type", "")[:255],

@@ -57,6 +57,17 @@ class Credentials:
                    row["created_at"], row["updated_at"], row["refreshed_at"], row["refreshed_by"])
 
 
+def sealed_cookies(box: SecretBox, credentials_id: str, cookies: list[StoredCookie]) -> dict[str, Any]:
+    """A credentials row's cookie columns: the values sealed (bound to the id), the index without them."""
+    return {"cookies_encrypted": box.seal(json.dumps([c.to_json() for c in cookies]).encode(), credentials_id),
+            "cookie_index": [c.index_entry() for c in cookies]}
+
+
+def opened_cookies(box: SecretBox, credentials_id: str, row: Any) -> list[StoredCookie]:
+    """The cookies of a credentials row, values included: the only place they are decrypted."""
+    return [StoredCookie.from_json(item) for item in json.loads(box.open(row["cookies_encrypted"], credentials_id))]
+
+
 class CredentialStore:
     def __init__(self, db: Database, box: SecretBox, clock: Clock, tokens: PageTokens | None = None) -> None:
         self.db = db
@@ -85,12 +96,8 @@ class CredentialStore:
             detail = "; ".join(reason for _, reason in rejected[:5]) or "no cookies were given"
             raise InvalidArgument(Reason.NO_VALID_COOKIES, f"no cookie can be stored: {detail}", "cookies")
         credentials_id = credentials_id or str(uuid.uuid4())
-        plaintext = json.dumps([c.to_json() for c in accepted]).encode()
-        values = {
-            "site_domain": site, "base_url": base_url, "user_agent": user_agent,
-            "cookies_encrypted": self.box.seal(plaintext, credentials_id),
-            "cookie_index": [c.index_entry() for c in accepted], "updated_at": stamp,
-        }
+        values = {"site_domain": site, "base_url": base_url, "user_agent": user_agent,
+                  **sealed_cookies(self.box, credentials_id, accepted), "updated_at": stamp}
         with self.db.write_engine.begin() as conn:
             updated = conn.execute(sa.update(credentials).where(credentials.c.id == credentials_id).values(values))
             if not updated.rowcount:
@@ -150,8 +157,7 @@ class CredentialStore:
         if row is None:
             raise NotFound(Reason.CREDENTIALS_NOT_FOUND, f"no stored credentials have id {credentials_id!r} "
                            "(see `quaero auth ls`)", "id", {"auth_id": credentials_id})
-        plaintext = self.box.open(row["cookies_encrypted"], credentials_id)
-        cookies = [StoredCookie.from_json(item) for item in json.loads(plaintext)]
+        cookies = opened_cookies(self.box, credentials_id, row)
         stored = Credentials.from_row(row)
         return Credentials(**{**stored.__dict__, "cookies": cookies})
 

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from quaero.cookies.session import SessionCookie
+from quaero.cookies.session import SessionCookie, newest_per_key
 from quaero.errors import InvalidArgument, JobNotFound, LeaseLost, QuaeroError, Reason
 from quaero.ids import check_job_id
 from quaero.job_status import JobStatus
@@ -317,13 +317,9 @@ class LeaseQueue:
                       parents: _Parents) -> None:
         """The cookies the page's responses set join its run's session (written for the whole call at its
         end: a sliding session re-sets one cookie on every page of a batch)."""
-        if not completion.session_cookies or not job.parent_id:
-            return
-        newest = parents.sessions.setdefault(job.parent_id, {})
-        for item in completion.session_cookies:
-            current = newest.get(item.key)
-            if current is None or current.set_at <= item.set_at:
-                newest[item.key] = item
+        if completion.session_cookies and job.parent_id:
+            parents.sessions[job.parent_id] = newest_per_key(
+                [*parents.sessions.get(job.parent_id, {}).values(), *completion.session_cookies])
 
     def _give_back(self, conn: Connection, completion: Completion, stamp: datetime, changed: set[str]) -> Job:
         """A leased child goes back to pending, not to be leased before retry_after (the page failed in a

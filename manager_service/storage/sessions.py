@@ -24,10 +24,12 @@ from quaero.cookies.session import (
     MAX_SESSION_COOKIES_PER_PAGE,
     SessionCookie,
     key_of,
+    newest_per_key,
     session_cookie_problem,
 )
 from quaero.errors import InvalidArgument, Reason
 
+from .credentials import opened_cookies, sealed_cookies
 from .db import Database
 from .models import credentials, run_cookies, run_sessions
 from .records import Job
@@ -71,9 +73,7 @@ class SessionStore:
         for row in conn.execute(sa.select(run_cookies).where(run_cookies.c.parent_job_id == parent.id)):
             existing[(row.domain, row.path, row.name)] = row
             size += len(row.name) + len(row.value_encrypted)
-        newest: dict[tuple[str, str, str], SessionCookie] = {}
-        for item in cookies:
-            newest[item.key] = item  # (in arrival order: the last of a page wins)
+        newest = newest_per_key(cookies)
         changed = False
         for key, item in newest.items():
             stored = existing.get(key)
@@ -122,7 +122,7 @@ class SessionStore:
         row = conn.execute(query).mappings().first()
         if row is None:
             return
-        stored = [StoredCookie.from_json(item) for item in json.loads(self.box.open(row["cookies_encrypted"], auth_id))]
+        stored = opened_cookies(self.box, auth_id, row)
         by_key = {key_of(cookie): index for index, cookie in enumerate(stored)}
         refreshed = False
         for item in cookies:
@@ -140,8 +140,7 @@ class SessionStore:
                 refreshed = True
         if refreshed:
             conn.execute(sa.update(credentials).where(credentials.c.id == auth_id).values(
-                cookies_encrypted=self.box.seal(json.dumps([c.to_json() for c in stored]).encode(), auth_id),
-                cookie_index=[c.index_entry() for c in stored], refreshed_at=stamp, refreshed_by=parent_id))
+                **sealed_cookies(self.box, auth_id, stored), refreshed_at=stamp, refreshed_by=parent_id))
 
     # ---- a lease --------------------------------------------------------------------------------
     def newer_than(self, parent_ids: Sequence[str], known: Mapping[str, int]) -> list[RunSession]:

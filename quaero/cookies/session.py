@@ -2,6 +2,7 @@
 record, and what the manager hands executors with their leases), and the rules both sides apply to it."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -29,6 +30,16 @@ class SessionCookie:
     @property
     def key(self) -> Key:
         return key_of(self.cookie)
+
+
+def newest_per_key(items: Iterable[SessionCookie]) -> dict[Key, SessionCookie]:
+    """The newest of each cookie (a later `set_at` wins; at a tie, the later in `items`)."""
+    newest: dict[Key, SessionCookie] = {}
+    for item in items:
+        current = newest.get(item.key)
+        if current is None or current.set_at <= item.set_at:
+            newest[item.key] = item
+    return newest
 
 
 def key_of(cookie: StoredCookie) -> Key:

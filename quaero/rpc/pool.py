@@ -37,6 +37,7 @@ class WorkerPool(futures.Executor):
             threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
 
     def _work(self) -> None:
+        me = threading.get_ident()
         while True:
             try:
                 item = self._queue.get(timeout=5.0)
@@ -53,13 +54,13 @@ class WorkerPool(futures.Executor):
             future, fn, args, kwargs = item
             if not future.set_running_or_notify_cancel():
                 continue
-            self._running[threading.get_ident()] = (args, time.monotonic())
+            self._running[me] = (args, time.monotonic())
             try:
                 future.set_result(fn(*args, **kwargs))
             except BaseException as error:
                 future.set_exception(error)
             finally:
-                self._running[threading.get_ident()] = None
+                self._running[me] = None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
         future: futures.Future[Any] = futures.Future()

@@ -62,10 +62,11 @@ def test_the_lease_reads_the_pending_index_whatever_the_statistics(empty_url: st
 
 
 def test_postgresql_without_autovacuum_is_vacuumed_by_the_manager(empty_url: str) -> None:
-    if not empty_url.startswith("postgresql"):
-        return  # (SQLite has no vacuum to do: nothing here applies)
     db = fill(empty_url)
     try:
+        if db.dialect == "sqlite":
+            assert db.vacuum_if_needed() == []  # (SQLite gets its space back its own way)
+            return
         with db.read_engine.connect() as conn:
             autovacuum = conn.exec_driver_sql("SELECT current_setting('autovacuum')").scalar()
         with db.write_engine.begin() as conn:  # every pending child leased: a dead row version each

@@ -237,6 +237,7 @@ def test_session_values_are_sealed_at_rest_and_never_reach_logs_or_operator_answ
         harness.client.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=result.parent.id)),
         *result.children, *result.logs, *result.documents))
     database = b"".join(path.read_bytes() for path in (harness.manager.data_dir).glob("*.db*"))
+    assert database  # (the SQLite file and its WAL were read)
     for value in values:
         assert value not in caplog.text and value not in operator_answers
         assert value.encode() not in database
