@@ -39,7 +39,7 @@ from .completions import Completions
 from .crawl.content import decode_text, is_text
 from .crawl.control import Control
 from .crawl.cookie_jar import CookieJar
-from .crawl.fetcher import DEFAULT_USER_AGENT, Fetcher, FetchPolicy, FetchResult
+from .crawl.fetcher import DEFAULT_USER_AGENT, Fetcher, FetchPolicy, FetchResult, Validators
 from .crawl.links import LinkScope, ParsedPage, parse_html
 from .crawl.verdicts import Verdict
 from .metrics import FETCH_SECONDS, PAGES
@@ -68,6 +68,7 @@ class InFlight:
     token: str
     lease_until: float  # monotonic; past it the manager may give the page to someone else
     control: Control = field(default_factory=Control)
+    previous: documents_pb2.PreviousVersion | None = None  # the latest stored version of its URL, if any
 
 
 @dataclass
@@ -187,7 +188,7 @@ class PageRunner:
                 parent = self._parent_of(job, control)
                 if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
                     return None
-            return self._crawl(job, parent, settings, control)
+            return self._crawl(job, parent, settings, control, entry.previous)
 
     def _parent_of(self, job: jobs_pb2.Job, control: Control) -> jobs_pb2.Job:
         return self._parents.get(job.parent_id, control)  # type: ignore[no-any-return]
@@ -228,7 +229,18 @@ class PageRunner:
                            per_host_delay=spec.per_host_delay_seconds, obey_robots=not spec.ignore_robots_txt,
                            logged_out=settings.logged_out, network=settings.network, run_id=run_id, auth_id=auth_id)
 
-    def _crawl(self, job: jobs_pb2.Job, parent: jobs_pb2.Job, settings: RunSettings, control: Control) -> Completion:
+    @staticmethod
+    def _validators(previous: documents_pb2.PreviousVersion | None, auth_id: str, spec: CrawlSpec) -> Validators | None:
+        """The previous version's validators, when they may be sent: fetched with the same credentials (a
+        304 says the page is what it was for the session that fetched it), and not rendered."""
+        if previous is None or previous.auth_id != auth_id or spec.render == Render.JS:
+            return None
+        if not previous.etag and not previous.last_modified:
+            return None
+        return Validators(previous.final_url, previous.etag, previous.last_modified)
+
+    def _crawl(self, job: jobs_pb2.Job, parent: jobs_pb2.Job, settings: RunSettings, control: Control,
+               previous: documents_pb2.PreviousVersion | None = None) -> Completion:
         spec = settings.spec
         config = struct_to_dict(job.config)  # an auth_id in here is deliberately ignored
         url = str(config.get("url", ""))
@@ -253,6 +265,7 @@ class PageRunner:
             cookies = [cookie_from_proto(c) for c in credentials.cookies]
             user_agent = user_agent or credentials.user_agent
         policy = self._policy(parent.id, settings, user_agent, choice.auth_id)
+        validators = self._validators(previous, choice.auth_id, spec)
         session = self.sessions.get(parent.id)
         set_by_page: list[SessionCookie] = []
         for fetches in range(1, MAX_SUPERSEDED_FETCHES + 2):
@@ -268,7 +281,7 @@ class PageRunner:
                     if spec.render == Render.JS:
                         page = self.renderer.render(url, jar, start_cookies, policy, control)
                     else:
-                        page = self.fetcher.fetch(url, jar, policy, control)
+                        page = self.fetcher.fetch(url, jar, policy, control, validators)
                     read = self._read(page, settings.markers)
                     if read.marker:
                         jar.discard_hop()  # (a login form's cookies are not the run's session)
@@ -300,7 +313,8 @@ class PageRunner:
         FETCH_SECONDS.labels("fetched").observe(time.perf_counter() - started)
         log.debug("event=page_fetched job_id=%s status=%d hops=%d body_bytes=%d", job.id, page.status_code,
                   len(page.hops), len(page.body))
-        stored = self._stored(job, url, depth, page, read, settings, policy, choice, bool(start_cookies))
+        stored = self._stored(job, url, depth, page, read, settings, policy, choice, bool(start_cookies),
+                              previous if page.not_modified else None)
         stored.session_cookies = set_by_page
         if fetches > 1:
             stored.result["fetches"] = fetches  # (superseded: fetched again with the newest session)
@@ -336,19 +350,32 @@ class PageRunner:
         return Completion(jobs_pb2.JOB_STATUS_FAILED, verdict.reason, str(verdict))
 
     def _stored(self, job: jobs_pb2.Job, url: str, depth: int, page: FetchResult, read: Read, settings: RunSettings,
-                policy: FetchPolicy, choice: AuthChoice, cookies_sent: bool) -> Completion:
+                policy: FetchPolicy, choice: AuthChoice, cookies_sent: bool,
+                unchanged: documents_pb2.PreviousVersion | None = None) -> Completion:
+        """The page's record. `unchanged`: the site answered 304 to that stored version's validators; the
+        document refers to its content, and its stored links are followed."""
         content_hash, parsed, text, truncated = read.content_hash, read.parsed, read.text, read.truncated
-        document = documents_pb2.Document(
-            url=url, final_url=page.final_url, title=parsed.title if parsed else "", text=text,
-            text_truncated=truncated, content_hash=content_hash, status_code=page.status_code,
-            content_type=page.content_type)
-        children: list[jobs_pb2.ChildJobSpec] = []
+        scope = settings.scope_for(url)
         dropped = parsed.links_dropped if parsed else 0
+        links: list[str] = []
+        if unchanged is not None:
+            links, _over = scope.follow(unchanged.links, page.final_url)
+            document = documents_pb2.Document(
+                url=url, final_url=page.final_url, status_code=page.status_code, content_type=page.content_type,
+                content_hash=unchanged.content_hash, not_modified=True, previous_document_id=unchanged.document_id,
+                etag=page.etag or unchanged.etag, last_modified=page.last_modified or unchanged.last_modified)
+        else:
+            if parsed:
+                links, over = scope.follow(parsed.links, page.final_url)
+                dropped += over
+            document = documents_pb2.Document(
+                url=url, final_url=page.final_url, title=parsed.title if parsed else "", text=text,
+                text_truncated=truncated, content_hash=content_hash, status_code=page.status_code,
+                content_type=page.content_type, etag=page.etag, last_modified=page.last_modified, links=links)
+        document.auth_id = choice.auth_id
+        children: list[jobs_pb2.ChildJobSpec] = []
         spec = settings.spec
-        if parsed and depth < spec.max_depth:
-            scope = settings.scope_for(url)
-            links, over = scope.follow(parsed.links, page.final_url)
-            dropped += over
+        if depth < spec.max_depth:
             for link in links:
                 # robots.txt as already known (no request here): a host not asked yet gets a child,
                 # which asks it itself; a slow robots.txt elsewhere must not hold up this page.
@@ -357,6 +384,8 @@ class PageRunner:
         result: dict[str, Any] = {
             "url": url, "final_url": page.final_url, "status_code": page.status_code, "links_found": len(children),
             "authenticated_with": choice.source, "cookies_sent": cookies_sent}
+        if unchanged is not None:
+            result["not_modified"] = True
         if truncated:
             result["text_truncated"] = True
         if dropped:

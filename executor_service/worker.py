@@ -159,7 +159,8 @@ class Worker:
                                            [session_cookie_from_proto(item) for item in session.cookies])
             # The lease runs from when the manager granted it, a moment before now: keep a margin.
             until = time.monotonic() + self.lease_seconds * 0.9
-            entries = [InFlight(leased.job.id, leased.job.parent_id, leased.lease.lease_token, until)
+            entries = [InFlight(leased.job.id, leased.job.parent_id, leased.lease.lease_token, until,
+                                previous=leased.previous if leased.HasField("previous") else None)
                        for leased in response.leased_jobs]
             with self._active_lock:
                 for entry in entries:

@@ -12,11 +12,12 @@ DEFINITIONS = "/quaero.manager.v1.JobDefinitions/"
 DOCUMENTS = "/quaero.manager.v1.Documents/"
 
 MANAGER_ACCESS = AccessPolicy({
+    JOBS + "DeleteJob": OPERATOR,
     **{JOBS + name: EXECUTOR for name in ("LeaseJobs", "RenewLease", "CompleteLeasedJob",
                                                 "CompleteLeasedJobs", "ReleaseLeases")},
     AUTH + "GetCredentials": EXECUTOR,
     **{AUTH + name: OPERATOR for name in ("PutCredentials", "ListCredentials", "DeleteCredentials")},
     **{DEFINITIONS + name: OPERATOR for name in ("CreateJobDefinition", "UpdateJobDefinition", "DeleteJobDefinition",
                                                  "ListJobDefinitions")},
-    **{DOCUMENTS + name: OPERATOR for name in ("GetDocument", "ListDocuments")},
+    **{DOCUMENTS + name: OPERATOR for name in ("GetDocument", "ListDocuments", "SearchDocuments")},
 })

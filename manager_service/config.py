@@ -17,6 +17,7 @@ class ManagerSettings:
     tls: ServerTls | None = None
     rpc_workers: int = 0  # 0: chosen by database (see server.py)
     faults: str = ""
+    keep_runs: int = 30  # QUAERO_KEEP_RUNS: runs kept per definition whose own keep_runs is 0
 
     @classmethod
     def from_env(cls) -> ManagerSettings:
@@ -24,4 +25,5 @@ class ManagerSettings:
         url = os.environ.get("QUAERO_DATABASE_URL", "").strip() or f"sqlite:///{directory / 'quaero.db'}"
         return cls(data_dir=directory, database_url=url, tokens=ensure_tokens(directory),
                    secret_key=os.environ.get("QUAERO_SECRET_KEY", "").strip(), tls=ServerTls.from_env(),
-                   rpc_workers=int(os.environ.get("QUAERO_RPC_WORKERS", "0") or 0), faults=fault_spec())
+                   rpc_workers=int(os.environ.get("QUAERO_RPC_WORKERS", "0") or 0), faults=fault_spec(),
+                   keep_runs=max(1, int(os.environ.get("QUAERO_KEEP_RUNS", "30") or 30)))

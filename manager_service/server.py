@@ -34,6 +34,7 @@ SERVICE_NAMES = ("quaero.manager.v1.JobManager", "quaero.manager.v1.AuthStore",
                  "quaero.manager.v1.JobDefinitions", "quaero.manager.v1.Documents")
 HOUSEKEEPING_SECONDS = 1.0
 VACUUM_CHECK_SECONDS = 15.0  # how often housekeeping looks whether PostgreSQL needs a vacuum from us
+PRUNE_SECONDS = 60.0  # how often housekeeping deletes runs past their definitions' retention
 # A call that met a dropped or locked database runs again after each pause (SQLAlchemy replaces the
 # pool's dead connections); UNAVAILABLE only when these are spent.
 DATABASE_RETRY_PAUSES = (0.05, 0.25, 1.0)
@@ -45,6 +46,7 @@ class ManagerServer:
         self.db = connect(settings.database_url)
         migrate(self.db)
         self.stores = stores = Stores.open(self.db, SecretBox(load_key(settings.data_dir, settings.secret_key)), clock)
+        stores.retention.default_keep_runs = settings.keep_runs
         self.hub = WatchHub(stores.jobs.read_many)
         stores.notifier.subscribe(self.hub.changed)
         self.streams = WatchStreams(self.hub, job_to_proto)
@@ -64,7 +66,8 @@ class ManagerServer:
 
         def register(server: grpc.Server) -> tuple[str, ...]:
             jobs_pb2_grpc.add_JobManagerServicer_to_server(
-                JobManagerServicer(stores.jobs, stores.leases, self.streams, caller=self._caller_role), server)
+                JobManagerServicer(stores.jobs, stores.leases, self.streams, caller=self._caller_role,
+                                   retention=stores.retention), server)
             auth_pb2_grpc.add_AuthStoreServicer_to_server(AuthStoreServicer(stores.credentials), server)
             definitions_pb2_grpc.add_JobDefinitionsServicer_to_server(JobDefinitionsServicer(stores.definitions),
                                                                       server)
@@ -100,11 +103,24 @@ class ManagerServer:
         # Returns the pages of executors that died to pending within about a second of their lease's
         # expiry, checkpoints SQLite's WAL off the request path, and vacuums PostgreSQL if nothing else does.
         vacuum_due = time.monotonic() + VACUUM_CHECK_SECONDS
+        prune_due = time.monotonic() + PRUNE_SECONDS
         while not self._stopping.wait(HOUSEKEEPING_SECONDS):
             self.keep_house()
             if time.monotonic() >= vacuum_due:
                 vacuum_due = time.monotonic() + VACUUM_CHECK_SECONDS
                 self.vacuum()
+            if time.monotonic() >= prune_due:
+                prune_due = time.monotonic() + PRUNE_SECONDS
+                self.prune()
+
+    def prune(self) -> None:
+        try:
+            deleted = self.stores.retention.prune(self.stores.clock.now())
+            if deleted.runs:
+                log.info("event=pruned runs=%d jobs=%d documents=%d contents=%d", len(deleted.runs), deleted.jobs,
+                         deleted.documents, deleted.contents)
+        except Exception as error:  # a database hiccup must not kill the housekeeping
+            log.warning("event=prune_failed error=%s", type(error).__name__)
 
     def vacuum(self) -> None:
         try:

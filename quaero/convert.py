@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -16,6 +16,7 @@ from .cookies.session import SessionCookie
 from .crawl_spec import LIST_FIELDS, CrawlSpec, Definition, FailureAction, Render
 from .errors import InvalidArgument, Reason
 from .job_status import JobStatus
+from .schedules import Overlap, Schedule
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -220,11 +221,34 @@ def crawl_spec_to_proto(spec: CrawlSpec, target: definitions_pb2.CrawlConfig | N
     return message
 
 
+_OVERLAP_TO_PROTO = {Overlap.SKIP: definitions_pb2.OVERLAP_SKIP, Overlap.BUFFER_ONE: definitions_pb2.OVERLAP_BUFFER_ONE,
+                     Overlap.CANCEL_PREVIOUS: definitions_pb2.OVERLAP_CANCEL_PREVIOUS}
+_OVERLAP_FROM_PROTO = {**{value: overlap for overlap, value in _OVERLAP_TO_PROTO.items()},
+                       definitions_pb2.OVERLAP_UNSPECIFIED: Overlap.SKIP}
+
+
+def schedule_mapping_from_proto(message: definitions_pb2.Schedule) -> dict[str, Any]:
+    overlap = _OVERLAP_FROM_PROTO.get(message.overlap)
+    return {"cron": message.cron, "timezone": message.timezone, "jitter": message.jitter.ToTimedelta().total_seconds(),
+            "overlap": str(overlap) if overlap else f"unknown value {message.overlap}",
+            "catchup_window": message.catchup_window.ToTimedelta().total_seconds()
+            if message.HasField("catchup_window") else None, "paused": message.paused}
+
+
+def schedule_to_proto(schedule: Schedule, target: definitions_pb2.Schedule) -> None:
+    target.cron, target.timezone, target.paused = schedule.cron, schedule.timezone, schedule.paused
+    target.overlap = _OVERLAP_TO_PROTO[schedule.overlap]
+    target.jitter.FromTimedelta(timedelta(seconds=schedule.jitter_seconds))
+    target.catchup_window.FromTimedelta(timedelta(seconds=schedule.catchup_seconds))
+
+
 def definition_mapping_from_proto(message: definitions_pb2.JobDefinition) -> dict[str, Any]:
     action = _ACTION_FROM_PROTO.get(message.failure_action)
-    return {"id": message.id, "name": message.name, "type": message.type, "auth_id": message.auth_id,
+    schedule = {"schedule": schedule_mapping_from_proto(message.schedule)} if message.HasField("schedule") else {}
+    return {**schedule, "id": message.id, "name": message.name, "type": message.type, "auth_id": message.auth_id,
             "crawl": crawl_mapping_from_proto(message.crawl), "max_child_failures": message.max_child_failures,
-            "failure_action": str(action) if action else f"unknown value {message.failure_action}"}
+            "failure_action": str(action) if action else f"unknown value {message.failure_action}",
+            "keep_runs": message.keep_runs, "keep_days": message.keep_days}
 
 
 def definition_to_proto(definition: Definition, created: datetime | None = None,
@@ -232,8 +256,11 @@ def definition_to_proto(definition: Definition, created: datetime | None = None,
     message = definitions_pb2.JobDefinition(
         id=definition.id, name=definition.name, type=definition.type, auth_id=definition.auth_id,
         max_child_failures=definition.policy.max_child_failures,
-        failure_action=_ACTION_TO_PROTO[definition.policy.failure_action])
+        failure_action=_ACTION_TO_PROTO[definition.policy.failure_action], keep_runs=definition.policy.keep_runs,
+        keep_days=definition.policy.keep_days)
     crawl_spec_to_proto(definition.spec, message.crawl)
+    if definition.schedule is not None:
+        schedule_to_proto(definition.schedule, message.schedule)
     to_timestamp(created, message.create_time)
     to_timestamp(updated, message.update_time)
     return message

@@ -18,6 +18,7 @@ from .ids import check_credentials_id, check_definition_id
 from .markers import MAX_MARKERS, check_marker
 from .network_policy import MAX_ALLOWED_NETWORKS, NetworkPolicy, parse_networks
 from .patterns import MAX_PATTERNS, compile_pattern
+from .schedules import Schedule
 from .urls import MAX_URL_LENGTH, has_credentials, normalise_url
 
 DEFAULT_LOGGED_OUT_PATTERNS = (r"(?i)log[-_]?in", r"(?i)sign[-_]?in")
@@ -151,6 +152,8 @@ class FailureAction(StrEnum):
 class RunPolicy:
     max_child_failures: int = 0
     failure_action: FailureAction = FailureAction.CONTINUE
+    keep_runs: int = 0  # runs of the definition kept (the newest); 0: the manager's default
+    keep_days: int = 0  # runs finished longer ago than this are deleted; 0: kept whatever their age
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> RunPolicy:
@@ -159,10 +162,22 @@ class RunPolicy:
                  "max_child_failures", "max_child_failures must be a whole number, 0 or more")
         action = data.get("failure_action") or FailureAction.CONTINUE
         _require(action in tuple(FailureAction), "failure_action", "failure_action must be stop_all or continue")
-        return cls(int(failures), FailureAction(action))
+        keep = {}
+        for name, most in (("keep_runs", 100_000), ("keep_days", 36_500)):
+            value = data.get(name) or 0
+            _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most, name,
+                     f"{name} must be a whole number from 0 (the manager's default) to {most}")
+            keep[name] = int(value)
+        return cls(int(failures), FailureAction(action), **keep)
 
     def to_mapping(self) -> dict[str, Any]:
-        return {"max_child_failures": self.max_child_failures, "failure_action": str(self.failure_action)}
+        mapping: dict[str, Any] = {"max_child_failures": self.max_child_failures,
+                                   "failure_action": str(self.failure_action)}
+        if self.keep_runs:
+            mapping["keep_runs"] = self.keep_runs
+        if self.keep_days:
+            mapping["keep_days"] = self.keep_days
+        return mapping
 
 
 _INTEGERS = frozenset({"max_depth", "max_pages", "concurrency"})
@@ -246,6 +261,7 @@ class Definition:
     type: str = "crawler"
     auth_id: str = ""
     policy: RunPolicy = field(default_factory=RunPolicy)
+    schedule: Schedule | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Definition:
@@ -266,8 +282,16 @@ class Definition:
         except InvalidArgument as error:
             raise InvalidArgument(error.reason, error.message, f"job_definition.{error.field}") from None
         spec = CrawlSpec.from_mapping(data.get("crawl") or {}, prefix="job_definition.crawl")
-        return cls(id=definition_id, spec=spec, name=name, type=kind, auth_id=auth_id, policy=policy)
+        scheduled = data.get("schedule")
+        schedule = None
+        if scheduled:
+            _require(isinstance(scheduled, Mapping), "job_definition.schedule", "schedule must be a table of cron, "
+                     "timezone, jitter, overlap, catchup_window and paused")
+            schedule = Schedule.from_mapping(scheduled, "job_definition.schedule")
+        return cls(id=definition_id, spec=spec, name=name, type=kind, auth_id=auth_id, policy=policy,
+                   schedule=schedule)
 
     def to_mapping(self) -> dict[str, Any]:
+        schedule = {"schedule": self.schedule.to_mapping()} if self.schedule is not None else {}
         return {"id": self.id, "name": self.name, "type": self.type, "auth_id": self.auth_id,
-                "crawl": self.spec.to_mapping(), **self.policy.to_mapping()}
+                "crawl": self.spec.to_mapping(), **self.policy.to_mapping(), **schedule}

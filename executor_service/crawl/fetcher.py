@@ -46,6 +46,28 @@ class FetchResult:
     hops: list[str] = field(default_factory=list)
     refused_cookies: list[tuple[str, str]] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)  # for the page's result (a rendered page's requests...)
+    etag: str = ""  # the final response's validators, for the next run's conditional request
+    last_modified: str = ""
+    not_modified: bool = False  # the site answered 304 to the conditional request's validators
+
+
+@dataclass(frozen=True)
+class Validators:
+    """The latest stored version's validators: sent (If-None-Match, If-Modified-Since) only on a hop to the
+    URL whose response they came from."""
+    url: str
+    etag: str = ""
+    last_modified: str = ""
+
+    def headers_for(self, url: str) -> list[tuple[bytes, bytes]]:
+        if url != self.url:
+            return []
+        headers = []
+        if self.etag:
+            headers.append((b"If-None-Match", self.etag.encode("latin-1", "replace")))
+        if self.last_modified:
+            headers.append((b"If-Modified-Since", self.last_modified.encode("latin-1", "replace")))
+        return headers
 
 
 @dataclass
@@ -108,11 +130,15 @@ class Fetcher:
         self.transport.close()
 
     # ---- the pipeline of one hop -------------------------------------------------------------------
-    def fetch(self, url: str, jar: CookieJar, policy: FetchPolicy, control: Control | None = None) -> FetchResult:
+    def fetch(self, url: str, jar: CookieJar, policy: FetchPolicy, control: Control | None = None,
+              validators: Validators | None = None) -> FetchResult:
         control = control or Control()
         current, hops, refused = url, list[str](), list[tuple[str, str]]()
         while True:
             request = self._prepare(current, jar, policy, control)
+            conditional = validators.headers_for(current) if validators is not None else []
+            for name, value in conditional:
+                request.headers[name.decode()] = value.decode("latin-1")
             try:
                 with control.request(policy.timeout), self._send(request) as response:
                     self._absorb(current, response, jar, refused)
@@ -124,9 +150,13 @@ class Fetcher:
                     elif not isinstance(decision, Done):
                         jar.commit_hop()
                     if isinstance(decision, Done):
+                        not_modified = response.status_code == 304 and bool(conditional)
                         return FetchResult(url, current, response.status_code,
                                            response.headers.get("content-type", "")[:255],
-                                           self._body(response, MAX_BODY_BYTES), hops, refused)
+                                           b"" if not_modified else self._body(response, MAX_BODY_BYTES), hops,
+                                           refused, etag=response.headers.get("etag", "")[:512],
+                                           last_modified=response.headers.get("last-modified", "")[:64],
+                                           not_modified=not_modified)
             except BodyTooLarge as error:
                 raise FetchFailed(Reason.BODY_TOO_LARGE, f"{current}: {error} (the limit for a page)") from None
             except BadContentEncoding as error:

@@ -27,7 +27,8 @@ from quaero.rpc.status import code_number
 from ..storage.jobs import JobStore
 from ..storage.leases import MAX_COMPLETIONS_AT_ONCE, LeaseQueue
 from ..storage.paging import MAX_PAGE_BYTES
-from ..storage.records import ChildSpec, Completion, DocumentInput, Job, JobLog
+from ..storage.records import ChildSpec, Completion, DocumentCounts, DocumentInput, Job, JobLog
+from ..storage.retention import Retention
 from ..watch_streams import WatchStreams
 
 
@@ -48,7 +49,15 @@ def job_to_proto(job: Job, basic: bool = False) -> jobs_pb2.Job:
     to_timestamp(job.updated_at, message.update_time)
     if job.status == JobStatus.PENDING:
         to_timestamp(job.not_before, message.schedule_time)
+    if job.parent_id is None:
+        message.definition_id = job.definition_id
+        counts_to_proto(job.documents, message.documents)
     return message
+
+
+def counts_to_proto(counts: DocumentCounts, message: jobs_pb2.DocumentCounts) -> None:
+    message.new, message.changed, message.unchanged, message.gone = (counts.new, counts.changed, counts.unchanged,
+                                                                     counts.gone)
 
 
 def log_to_proto(log: JobLog) -> jobs_pb2.JobLog:
@@ -76,12 +85,16 @@ def document_input(document: documents_pb2.Document) -> DocumentInput | None:
     return DocumentInput(url=document.url, final_url=document.final_url or document.url, title=document.title,
                          text=document.text, content_hash=document.content_hash,
                          content_type=document.content_type, status_code=document.status_code,
-                         text_truncated=document.text_truncated)
+                         text_truncated=document.text_truncated, etag=document.etag,
+                         last_modified=document.last_modified, auth_id=document.auth_id, links=list(document.links),
+                         not_modified=document.not_modified, previous_document_id=document.previous_document_id)
 
 
 class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
     def __init__(self, jobs: JobStore, leases: LeaseQueue, streams: WatchStreams,
-                 caller: Callable[[grpc.ServicerContext], str] = lambda _context: "") -> None:
+                 caller: Callable[[grpc.ServicerContext], str] = lambda _context: "",
+                 retention: Retention | None = None) -> None:
+        self.retention = retention
         self.jobs = jobs
         self.leases = leases
         self.streams = streams
@@ -148,9 +161,12 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
         return jobs_pb2.ListJobLogsResponse(logs=logs, next_page_token=token)
 
     def GetJobStats(self, request: jobs_pb2.GetJobStatsRequest, context: grpc.ServicerContext) -> jobs_pb2.JobStats:
-        counts = self.jobs.stats(request.job_id)
-        return jobs_pb2.JobStats(job_id=check_job_id(request.job_id), total=sum(counts.values()),
-                                 **{status.value: count for status, count in counts.items()})
+        job, counts = self.jobs.stats(request.job_id)
+        stats = jobs_pb2.JobStats(job_id=job.id, total=sum(counts.values()))
+        for status, count in counts.items():
+            setattr(stats, status.value, count)
+        counts_to_proto(job.documents, stats.documents)
+        return stats
 
     @pushed_stream
     def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.ServicerContext,  # type: ignore[override]
@@ -159,14 +175,26 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
         self.streams.open(check_job_id(request.job_id), self.jobs.get, context, send)
         return PUSHED
 
+    def DeleteJob(self, request: jobs_pb2.DeleteJobRequest, context: grpc.ServicerContext) -> jobs_pb2.DeleteJobResponse:
+        assert self.retention is not None
+        deleted = self.retention.delete_run(request.job_id, request.cancel)
+        return jobs_pb2.DeleteJobResponse(jobs_deleted=deleted.jobs, logs_deleted=deleted.logs,
+                                          documents_deleted=deleted.documents, contents_deleted=deleted.contents)
+
     def LeaseJobs(self, request: jobs_pb2.LeaseJobsRequest, context: grpc.ServicerContext) -> jobs_pb2.LeaseJobsResponse:
         jobs, token = self.leases.lease(request.worker_id, request.max_jobs, request.lease_duration.ToTimedelta(),
                                         request.type)
         response = jobs_pb2.LeaseJobsResponse()
+        previous = self.leases.previous_versions(jobs)
         used = 0
         for index, job in enumerate(jobs):
             message = job_to_proto(job)
-            used += message_size(message)
+            version = previous.get(job.id)
+            before = None if version is None else documents_pb2.PreviousVersion(
+                document_id=version.document_id, final_url=version.final_url, etag=version.etag,
+                last_modified=version.last_modified, content_hash=version.content_hash, auth_id=version.auth_id,
+                links=version.links)
+            used += message_size(message) + (message_size(before) if before is not None else 0)
             if index and used > MAX_PAGE_BYTES:
                 # Jobs whose objects fill the answer: the rest go straight back, for the next call.
                 self.leases.unlease([other.id for other in jobs[index:]], token)
@@ -176,6 +204,8 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
             leased.lease.job_id = job.id
             leased.lease.lease_token = token
             to_timestamp(job.lease_expires_at, leased.lease.expire_time)
+            if before is not None:
+                leased.previous.CopyFrom(before)
         parents = [leased.job.parent_id for leased in response.leased_jobs if leased.job.parent_id]
         for run in self.leases.sessions.newer_than(parents, request.known_sessions):
             session = response.sessions.add(parent_job_id=run.parent_id, version=run.version)

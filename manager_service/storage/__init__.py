@@ -16,6 +16,7 @@ from .jobs_sql import JobsSql
 from .leases import LeaseQueue
 from .lifecycle import Lifecycle
 from .paging import PageTokens
+from .retention import Retention
 from .secretbox import SecretBox
 from .sessions import SessionStore
 
@@ -30,6 +31,7 @@ class Stores:
     documents: DocumentStore
     notifier: ChangeNotifier
     clock: Clock
+    retention: Retention
 
     @classmethod
     def open(cls, db: Database, box: SecretBox, clock: Clock = SYSTEM) -> Stores:
@@ -40,6 +42,7 @@ class Stores:
         documents = DocumentStore(db, tokens)
         credentials = CredentialStore(db, box, clock, tokens)
         return cls(db=db, jobs=JobStore(db, rows, lifecycle, notifier, tokens),
+                   retention=Retention(db, rows, lifecycle, documents.index, notifier),
                    leases=LeaseQueue(db, rows, lifecycle, documents, notifier, SessionStore(db, box)),
                    credentials=credentials,
                    definitions=DefinitionStore(db, credentials, clock, tokens), documents=documents, notifier=notifier,

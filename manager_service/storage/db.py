@@ -31,7 +31,8 @@ from .jsonvalues import dumps, loads
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x717561657230  # an advisory lock key of this project's own ("quaer0")
 VACUUM_LOCK = MIGRATION_LOCK + 1
-VACUUMED_TABLES = ("jobs", "documents", "run_cookies", "run_sessions")
+PRUNE_LOCK = MIGRATION_LOCK + 2
+VACUUMED_TABLES = ("jobs", "documents", "contents", "job_logs", "run_cookies", "run_sessions")
 VACUUM_DEAD_ROWS, VACUUM_DEAD_SHARE = 5000, 0.1  # a table is vacuumed past 5,000 + 10% of its rows dead
 
 
@@ -74,7 +75,7 @@ class Database:
             with self.read_engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def vacuum_if_needed(self) -> list[str]:
+    def vacuum_if_needed(self, force: bool = False) -> list[str]:
         """PostgreSQL whose autovacuum is off (this workplace's cluster runs so): the busy tables are
         vacuumed here once their dead rows pile up, one manager at a time. Every leased or finished child
         leaves a dead row version behind, and its index entries stay until a vacuum: a 100,000-page crawl
@@ -88,7 +89,7 @@ class Database:
                 return []
             due = [name for name, dead, live in connection.exec_driver_sql(
                 "SELECT relname, n_dead_tup, n_live_tup FROM pg_stat_user_tables WHERE relname = ANY(%(names)s)",
-                {"names": list(VACUUMED_TABLES)}) if dead > VACUUM_DEAD_ROWS + VACUUM_DEAD_SHARE * live]
+                {"names": list(VACUUMED_TABLES)}) if force or dead > VACUUM_DEAD_ROWS + VACUUM_DEAD_SHARE * live]
             if not due or not connection.exec_driver_sql("SELECT pg_try_advisory_lock(%(key)s)",
                                                          {"key": VACUUM_LOCK}).scalar():
                 return []
@@ -98,6 +99,16 @@ class Database:
             finally:
                 connection.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": VACUUM_LOCK})
         return due
+
+    def reclaim(self, pages: int = 2000) -> None:
+        """After a prune, SQLite hands up to `pages` free pages back to the file system (auto_vacuum =
+        INCREMENTAL); PostgreSQL's freed row space is vacuumed for reuse (vacuum_if_needed)."""
+        if self.dialect == "sqlite":
+            with self.write_engine.connect() as connection:
+                connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                    f"PRAGMA incremental_vacuum({int(pages)})")
+        else:
+            self.vacuum_if_needed(force=True)  # (a prune leaves its rows dead at once: reused only once vacuumed)
 
     def dispose(self) -> None:
         for hot in self._hot:
@@ -169,12 +180,27 @@ def migrate(db: Database, revision: str = "head") -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with _sqlite_migration_lock(db):
+        _incremental_auto_vacuum(db)
         with db.write_engine.begin() as connection:
             if db.dialect == "postgresql":
                 # (the lock ends with this transaction)
                 connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+
+
+def _incremental_auto_vacuum(db: Database) -> None:
+    """SQLite gives the pages a prune frees back to the file (Database.reclaim) only in auto_vacuum mode
+    INCREMENTAL, which a database takes when it is created or by one VACUUM (a copy of the whole file:
+    done once, when an older database is first opened by this release)."""
+    if db.dialect != "sqlite":
+        return
+    with db.write_engine.connect() as connection:
+        connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        if connection.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 2:
+            return
+        connection.exec_driver_sql("PRAGMA auto_vacuum = INCREMENTAL")
+        connection.exec_driver_sql("VACUUM")
 
 
 @contextlib.contextmanager

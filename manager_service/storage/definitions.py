@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from quaero.crawl_spec import CrawlSpec, Definition, RunPolicy
 from quaero.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Reason
 from quaero.ids import check_definition_id
+from quaero.schedules import Schedule
 
 from .clock import Clock
 from .credentials import CredentialStore
@@ -39,8 +40,13 @@ class StoredDefinition:
             policy = RunPolicy.from_mapping(stored)
         except InvalidArgument:
             policy = RunPolicy()
+        try:
+            schedule = Schedule.from_mapping(stored["schedule"]) if stored.get("schedule") else None
+        except InvalidArgument:  # (checked when stored: only a hand-edited row gets here)
+            schedule = None
         definition = Definition(id=row["id"], name=row["name"], type=row["type"], auth_id=row["auth_id"],
-                                spec=CrawlSpec.from_config(stored.get("crawl") or {}), policy=policy)
+                                spec=CrawlSpec.from_config(stored.get("crawl") or {}), policy=policy,
+                                schedule=schedule)
         return cls(definition, row["created_at"], row["updated_at"], row["version"])
 
 
@@ -146,4 +152,5 @@ def _stale(definition_id: str, etag: str, current: int, field: str) -> Aborted:
 
 def _row(definition: Definition) -> dict[str, Any]:
     return {"id": definition.id, "name": definition.name, "type": definition.type, "auth_id": definition.auth_id,
-            "spec": {"crawl": definition.spec.to_mapping(), **definition.policy.to_mapping()}}
+            "spec": {"crawl": definition.spec.to_mapping(), **definition.policy.to_mapping(),
+                     **({"schedule": definition.schedule.to_mapping()} if definition.schedule is not None else {})}}

@@ -17,7 +17,7 @@ from quaero.job_status import JobStatus
 from .clock import Clock
 from .jobs_sql import JobsSql
 from .models import jobs
-from .records import MAX_NAME_CHARS, MAX_TYPE_CHARS, ChildSpec, CreatedChildren, Job, dedup_key_of, version_of
+from .records import MAX_NAME_CHARS, MAX_TYPE_CHARS, ChildSpec, CreatedChildren, DocumentCounts, Job, dedup_key_of, version_of
 
 # Built once and executed with parameters: building a Core statement per call cost more than running
 # it (measured at store level: a read 117 -> 57 us, an update 383 -> 99 us).
@@ -31,6 +31,9 @@ BUMP_PARENT = (sa.update(jobs).where(jobs.c.id == sa.bindparam("b_parent_id"))
                .values(progress_total=jobs.c.progress_total + sa.bindparam("created"),
                        progress_current=jobs.c.progress_current + sa.bindparam("finished"),
                        children_failed=jobs.c.children_failed + sa.bindparam("failed"),
+                       docs_new=jobs.c.docs_new + sa.bindparam("docs_new"),
+                       docs_changed=jobs.c.docs_changed + sa.bindparam("docs_changed"),
+                       docs_unchanged=jobs.c.docs_unchanged + sa.bindparam("docs_unchanged"),
                        version=jobs.c.version + 1, updated_at=sa.bindparam("stamp", type_=jobs.c.updated_at.type))
                .returning(jobs.c.id, jobs.c.status, jobs.c.progress_current, jobs.c.progress_total,
                           jobs.c.children_failed))
@@ -38,8 +41,10 @@ BUMP_PARENT = (sa.update(jobs).where(jobs.c.id == sa.bindparam("b_parent_id"))
 KNOWN_DEDUP_KEYS = sa.select(jobs.c.dedup_key).where(
     jobs.c.parent_id == sa.bindparam("k_parent_id"), jobs.c.dedup_key.in_(sa.bindparam("keys", expanding=True)))
 INSERT_JOBS = sa.insert(jobs)
+NO_DOCUMENTS = DocumentCounts()
 _DEFAULTS: dict[str, Any] = {column.name: None for column in jobs.c} | {
-    "progress_current": 0, "progress_total": 0, "children_failed": 0, "error": "", "error_reason": "", "attempts": 0}
+    "progress_current": 0, "progress_total": 0, "children_failed": 0, "error": "", "error_reason": "", "attempts": 0,
+    "docs_new": 0, "docs_changed": 0, "docs_unchanged": 0, "docs_gone": 0}
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,14 @@ class JobRows:
         raise_missing_or_stale(conn, job_id, etag)
 
     def bump_parent(self, conn: Connection, parent_id: str, *, created: int = 0, finished: int = 0,
-                    failed: int = 0) -> ParentCounters:
+                    failed: int = 0, documents: DocumentCounts = NO_DOCUMENTS) -> ParentCounters:
         """Moves the parent's counters (in the same transaction as the child's own change: no recount, no
         drift). Returns the counters and status only: the parent's objects are read when a decision
         needs them (Lifecycle), not on every page."""
         row = conn.execute(BUMP_PARENT, {"b_parent_id": parent_id, "created": created, "finished": finished,
-                                         "failed": failed, "stamp": self.clock.now()}).one()
+                                         "failed": failed, "stamp": self.clock.now(), "docs_new": documents.new,
+                                         "docs_changed": documents.changed,
+                                         "docs_unchanged": documents.unchanged}).one()
         return ParentCounters(row[0], JobStatus(row[1]), row[2], row[3], row[4])
 
     def insert_children(self, conn: Connection, parent: Job, specs: Iterable[ChildSpec], max_children: int,

@@ -98,14 +98,15 @@ class JobStore:
             rows = [Job.from_row(row) for row in conn.execute(query).mappings()]
         return Listing(rows, page.size, lambda job: self.tokens.make(scope, [stamp(job.created_at), job.id]))
 
-    def stats(self, job_id: str) -> dict[JobStatus, int]:
+    def stats(self, job_id: str) -> tuple[Job, dict[JobStatus, int]]:
+        """The job, and its children by status."""
         job = self.get(job_id)
         counts = {status: 0 for status in JobStatus}
         with self.db.read_engine.connect() as conn:
             for status, count in conn.execute(sa.select(jobs.c.status, sa.func.count())
                                               .where(jobs.c.parent_id == job.id).group_by(jobs.c.status)):
                 counts[JobStatus(status)] = count
-        return counts
+        return job, counts
 
     def list_logs(self, job_id: str, page_size: int, page_token: str,
                   include_children: bool = False) -> Listing[JobLog]:
@@ -148,10 +149,18 @@ class JobStore:
                 return existing
         row = self.rows.new_row(parent_id or None, type, name, config, metadata, depth, self.rows.clock.now())
         row["request_id"], row["request_hash"] = key, fingerprint
+        definition_id = config.get("job_definition_id")
         try:
             with self.db.write_engine.begin() as conn:
                 if parent_id:
                     self.rows.lock_parent(conn, parent_id)
+                elif isinstance(definition_id, str) and definition_id:
+                    # A run of a definition: the run before it is what its pages are counted gone against.
+                    row["definition_id"] = definition_id[:128]
+                    row["previous_run_id"] = conn.execute(
+                        sa.select(jobs.c.id).where(jobs.c.definition_id == row["definition_id"],
+                                                   jobs.c.parent_id.is_(None), jobs.c.status == "completed")
+                        .order_by(jobs.c.created_at.desc()).limit(1)).scalar()
                 conn.execute(sa.insert(jobs).values(row))
                 if parent_id:
                     self.rows.bump_parent(conn, parent_id, created=1)

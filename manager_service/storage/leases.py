@@ -5,7 +5,8 @@ that died return to pending. Knows nothing of gRPC."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -22,11 +23,21 @@ from quaero.limits import MAX_DOCUMENT_URL_CHARS, without_nul
 from ..notifier import ChangeNotifier
 from . import jsonvalues
 from .db import Database
-from .documents import DocumentStore
+from .documents import Basis, DocumentStore
 from .job_rows import JobRows
 from .lifecycle import MAX_ERROR_CHARS, Lifecycle
 from .models import PENDING_CHILD, jobs
-from .records import MAX_TYPE_CHARS, ChildSpec, Completion, DocumentInput, Job, check_children, check_text
+from .records import (
+    MAX_TYPE_CHARS,
+    ChildSpec,
+    Completion,
+    DocumentCounts,
+    DocumentInput,
+    Job,
+    PreviousVersion,
+    check_children,
+    check_text,
+)
 from .sessions import SessionStore, check_session_cookies
 
 MAX_LEASE_ATTEMPTS = 5
@@ -47,6 +58,7 @@ class _Tally:
     finished: int = 0
     failed: int = 0
     created: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -57,11 +69,13 @@ class _Parents:
     # What the call's pages set, by run: the newest of each cookie, written once per run at the end.
     sessions: dict[str, dict[tuple[str, str, str], SessionCookie]] = field(default_factory=dict)
 
-    def tally(self, parent_id: str, created: int, failed: bool) -> None:
+    def tally(self, parent_id: str, created: int, failed: bool, kind: str) -> None:
         tally = self.tallies.setdefault(parent_id, _Tally())
         tally.finished += 1
         tally.failed += int(failed)
         tally.created += created
+        if kind:
+            tally.kinds[kind] += 1
 
 
 def _lease_statement(of_type: bool) -> Any:
@@ -98,6 +112,38 @@ class LeaseQueue:
         self.documents = documents
         self.notifier = notifier
         self._expired_at: datetime | None = None  # when lease() last returned expired leases to pending
+        self._definitions: OrderedDict[str, str] = OrderedDict()  # run -> its definition (never changes)
+
+    def run_definitions(self, conn: Connection, run_ids: Iterable[str]) -> dict[str, str]:
+        """The job definition of each run ('' for none), remembered: a run's definition never changes."""
+        wanted = set(run_ids)
+        missing = [run_id for run_id in wanted if run_id not in self._definitions]
+        if missing:
+            for run_id, definition_id in conn.execute(
+                    sa.select(jobs.c.id, jobs.c.definition_id).where(jobs.c.id.in_(missing))):
+                self._definitions[run_id] = definition_id or ""
+            while len(self._definitions) > 4096:
+                self._definitions.popitem(last=False)
+        return {run_id: self._definitions.get(run_id, "") for run_id in wanted}
+
+    def previous_versions(self, leased: Sequence[Job]) -> dict[str, PreviousVersion]:
+        """The latest stored version of each leased page's URL in its run's definition, by job id."""
+        by_run: dict[str, list[Job]] = {}
+        for job in leased:
+            if job.parent_id and isinstance(job.config.get("url"), str):
+                by_run.setdefault(job.parent_id, []).append(job)
+        found: dict[str, PreviousVersion] = {}
+        if not by_run:
+            return found
+        with self.db.read_engine.connect() as conn:
+            definitions = self.run_definitions(conn, by_run)
+            for run_id, children in by_run.items():
+                versions = self.documents.previous_versions(conn, definitions[run_id],
+                                                            [job.config["url"] for job in children])
+                for job in children:
+                    if job.config["url"] in versions:
+                        found[job.id] = versions[job.config["url"]]
+        return found
 
     def lease(self, worker_id: str, max_jobs: int, duration: timedelta, type: str) -> tuple[list[Job], str]:
         check_text(worker_id, "worker_id", MAX_WORKER_ID_CHARS)
@@ -234,12 +280,14 @@ class LeaseQueue:
                 c.job_id for c, outcome in zip(completions, outcomes, strict=True)
                 if outcome is None and c.status != PENDING])
             parents = _Parents()
+            definitions = self.run_definitions(conn, {
+                job.parent_id for job in held.values() if job.parent_id})
             for index, completion in enumerate(completions):
                 if outcomes[index] is None:
                     try:
                         outcomes[index] = self._record(conn, completion, held.get(completion.job_id), stamp,
-                                                       parents, changed)
-                    except (JobNotFound, LeaseLost) as refused:
+                                                       parents, changed, definitions)
+                    except (JobNotFound, LeaseLost, InvalidArgument) as refused:
                         outcomes[index] = refused
             # Each run's session takes what this call's pages set in one write, and each parent's counters
             # move once for all of its children in this call.
@@ -247,8 +295,10 @@ class LeaseQueue:
                 parent = parents.locked.get(parent_id) or self.rows.lock_parent(conn, parent_id)
                 self.sessions.record(conn, parent, list(cookies.values()), stamp)
             for parent_id, tally in parents.tallies.items():
+                kinds = tally.kinds
                 self.lifecycle.children_finished(conn, parent_id, finished=tally.finished, failed=tally.failed,
-                                                 created=tally.created, changed=changed)
+                                                 created=tally.created, changed=changed, documents=DocumentCounts(
+                                                     kinds["new"], kinds["changed"], kinds["unchanged"]))
         self.notifier.notify(*changed)
         return [outcome for outcome in outcomes if outcome is not None]  # (all are set by now)
 
@@ -279,9 +329,10 @@ class LeaseQueue:
             jsonvalues.check_object(spec.config, f"children[{index}].config")
 
     def _record(self, conn: Connection, completion: Completion, job: Job | None, stamp: datetime,
-                parents: _Parents, changed: set[str]) -> Job:
-        """One completion inside the caller's transaction (`job`: its row, locked). Raises JobNotFound or
-        LeaseLost before writing anything; the parent's counters are left to the caller (`parents`)."""
+                parents: _Parents, changed: set[str], definitions: dict[str, str]) -> Job:
+        """One completion inside the caller's transaction (`job`: its row, locked). Raises JobNotFound,
+        LeaseLost or InvalidArgument (a 304 against no stored version) before writing anything; the parent's
+        counters are left to the caller (`parents`)."""
         if completion.status == PENDING:
             given_back = self._give_back(conn, completion, stamp, changed)
             self._join_session(conn, given_back, completion, stamp, parents)
@@ -294,9 +345,14 @@ class LeaseQueue:
             return job  # a retried completion whose first try committed: the job keeps its last token
         if job.status != JobStatus.RUNNING:
             raise LeaseLost(job.id, f"the job is {job.status}")
-        self._join_session(conn, job, completion, stamp, parents)
+        run_id = job.parent_id or ""
+        definition_id = definitions.get(run_id, "")
+        basis: Basis | None = None
         if completion.document is not None:
-            self.documents.upsert(conn, completion.document, job.id, job.parent_id or "", stamp)
+            basis = self.documents.basis(conn, completion.document, run_id, definition_id)
+        self._join_session(conn, job, completion, stamp, parents)
+        if completion.document is not None and basis is not None:
+            self.documents.write(conn, completion.document, basis, job.id, run_id, definition_id, stamp)
         created = 0
         if completion.children and completion.status == JobStatus.COMPLETED and job.parent_id:
             parent = parents.locked.get(job.parent_id) or self.rows.lock_parent(conn, job.parent_id)
@@ -309,7 +365,8 @@ class LeaseQueue:
                                              error_reason=completion.error_reason, result=completion.result,
                                              changed=changed, settle_parent=False)
         if job.parent_id:
-            parents.tally(job.parent_id, created, failed=completion.status == JobStatus.FAILED)
+            parents.tally(job.parent_id, created, failed=completion.status == JobStatus.FAILED,
+                          kind=basis.kind if basis is not None else "")
         return finished
 
     @staticmethod

@@ -13,9 +13,10 @@ from quaero.errors import FailedPrecondition, InvalidArgument, Reason
 from quaero.job_status import TRANSITIONS, JobStatus
 from quaero.limits import without_nul
 
-from .job_rows import JobRows
+from .documents import count_gone
+from .job_rows import NO_DOCUMENTS, JobRows
 from .models import jobs
-from .records import Job
+from .records import DocumentCounts, Job
 
 MAX_ERROR_CHARS = 8192
 
@@ -59,6 +60,8 @@ class Lifecycle:
             values["error_reason"] = error_reason[:64]
         if result is not None:
             values["result"] = result
+        if status == JobStatus.COMPLETED and job.parent_id is None and job.previous_run_id:
+            values["docs_gone"] = count_gone(conn, job.id, job.previous_run_id)
         updated = self.rows.conditional_update(conn, job.id, etag, values)
         if status.terminal:
             if job.parent_id and settle_parent:
@@ -69,10 +72,11 @@ class Lifecycle:
         return updated
 
     def children_finished(self, conn: Connection, parent_id: str, *, finished: int, failed: int, created: int,
-                          changed: set[str]) -> None:
+                          changed: set[str], documents: DocumentCounts = NO_DOCUMENTS) -> None:
         """`finished` children of the parent ended (`failed` of them failed) and discovered `created` new
         ones: its counters move in one UPDATE, and it ends when that was the last or too many failed."""
-        counters = self.rows.bump_parent(conn, parent_id, created=created, finished=finished, failed=failed)
+        counters = self.rows.bump_parent(conn, parent_id, created=created, finished=finished, failed=failed,
+                                         documents=documents)
         changed.add(parent_id)
         if counters.status != JobStatus.RUNNING:
             return

@@ -45,6 +45,15 @@ jobs = sa.Table(
     # The metadata etag: moves only when metadata does (migration 0003).
     sa.Column("metadata_version", sa.BigInteger, nullable=False, server_default="1"),
     sa.Column("request_hash", sa.String(64), nullable=True),
+    # A run (top-level job) of a job definition: its id, the run before it (the newest completed one of the
+    # definition when it was created), and what its pages were against their latest stored versions
+    # (migration 0009).
+    sa.Column("definition_id", sa.String(128), nullable=True),
+    sa.Column("previous_run_id", sa.String(36), nullable=True),
+    sa.Column("docs_new", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("docs_changed", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("docs_unchanged", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("docs_gone", sa.BigInteger, nullable=False, server_default="0"),
     sa.UniqueConstraint("parent_id", "dedup_key", name="uq_jobs_parent_dedup"),
     sa.Index("ix_jobs_parent_status", "parent_id", "status"),
     sa.Index("ix_jobs_lease_expiry", "status", "lease_expires_at"),
@@ -58,6 +67,8 @@ jobs = sa.Table(
     sa.Index("ix_jobs_top_created", "created_at", "id", sqlite_where=sa.text("parent_id IS NULL"),
              postgresql_where=sa.text("parent_id IS NULL")),
     sa.Index("ix_jobs_parent_created", "parent_id", "created_at", "id"),
+    sa.Index("ix_jobs_definition_runs", "definition_id", "created_at", sqlite_where=sa.text("parent_id IS NULL"),
+             postgresql_where=sa.text("parent_id IS NULL")),
 )
 
 job_logs = sa.Table(
@@ -124,24 +135,50 @@ job_definitions = sa.Table(
     sa.Column("version", sa.BigInteger, nullable=False, server_default="1"),  # the etag (migration 0003)
 )
 
-# A document belongs to the run (parent job) that fetched it: unique by run and the SHA-256 of the URL
-# (URLs of any length: a btree entry on PostgreSQL is limited to about 2.7 kB; migrations 0002, 0003).
+# What a page held, stored once however many runs' documents refer to it (migration 0009): a page that
+# did not change since its latest stored version gets a document of its own that refers to the same
+# content. `links` (JSON) are the page's links as found, so a run that is told 304 Not Modified still
+# follows them. The search index holds each content's words: contents_fts (FTS5) on SQLite, the
+# `search` tsvector column on PostgreSQL (both written by documents.DocumentStore, not declared here).
+contents = sa.Table(
+    "contents", metadata_obj,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("content_hash", sa.String(64), nullable=False, server_default=""),
+    sa.Column("title", sa.Text, nullable=False, server_default=""),
+    sa.Column("text", sa.Text, nullable=False, server_default=""),
+    sa.Column("text_truncated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("links", sa.Text, nullable=False, server_default=""),
+    sa.Column("stored_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+# A document is one run's record of one URL (unique by run and the SHA-256 of the URL: URLs of any
+# length). Its text is its content's. `kind` says what it was against the latest stored version of the
+# URL in the same definition (new, changed, unchanged); `latest` marks that version per definition and
+# URL (search's latest_only, and the validators the next run sends).
 documents = sa.Table(
     "documents", metadata_obj,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("url", sa.Text, nullable=False),
     sa.Column("url_hash", sa.String(64), nullable=False),
     sa.Column("final_url", sa.Text, nullable=False),
-    sa.Column("title", sa.Text, nullable=False, server_default=""),
-    sa.Column("text", sa.Text, nullable=False, server_default=""),
+    sa.Column("content_id", sa.BigInteger, nullable=False),
     sa.Column("content_hash", sa.String(64), nullable=False, server_default=""),
     sa.Column("content_type", sa.String(255), nullable=False, server_default=""),
     sa.Column("status_code", sa.Integer, nullable=False),
     sa.Column("job_id", sa.String(36), nullable=False),
     sa.Column("parent_job_id", sa.String(36), nullable=False, server_default=""),
+    sa.Column("definition_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("auth_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="new"),
+    sa.Column("etag", sa.String(512), nullable=False, server_default=""),
+    sa.Column("last_modified", sa.String(64), nullable=False, server_default=""),
+    sa.Column("latest", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("fetched_at", Timestamp, nullable=False),
-    sa.Column("text_truncated", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("parent_job_id", "url_hash", name="uq_documents_run_url"),
     sa.Index("ix_documents_parent", "parent_job_id", "fetched_at"),
     sa.Index("ix_documents_url_latest", "url_hash", "fetched_at"),
+    sa.Index("ix_documents_content", "content_id"),
+    sa.Index("ix_documents_lineage", "definition_id", "url_hash", sqlite_where=sa.text("latest"),
+             postgresql_where=sa.text("latest")),
 )

@@ -47,6 +47,9 @@ class Job:
     finished_at: datetime | None
     updated_at: datetime
     metadata_version: int
+    definition_id: str = ""
+    previous_run_id: str = ""
+    documents: DocumentCounts = field(default_factory=lambda: DocumentCounts())
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Job:
@@ -59,7 +62,10 @@ class Job:
             request_id=row["request_id"], dedup_key=row["dedup_key"], lease_token=row["lease_token"],
             lease_owner=row["lease_owner"], lease_expires_at=row["lease_expires_at"], attempts=row["attempts"] or 0,
             not_before=row["not_before"], created_at=row["created_at"], started_at=row["started_at"],
-            finished_at=row["finished_at"], updated_at=row["updated_at"], metadata_version=row["metadata_version"])
+            finished_at=row["finished_at"], updated_at=row["updated_at"], metadata_version=row["metadata_version"],
+            definition_id=row.get("definition_id") or "", previous_run_id=row.get("previous_run_id") or "",
+            documents=DocumentCounts(row.get("docs_new") or 0, row.get("docs_changed") or 0,
+                                     row.get("docs_unchanged") or 0, row.get("docs_gone") or 0))
 
     @property
     def etag(self) -> str:
@@ -70,6 +76,19 @@ class Job:
     def metadata_etag(self) -> str:
         """Changes only when the metadata is written (progress and status leave it alone)."""
         return str(self.metadata_version)
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentCounts:
+    """A run's documents against the latest stored versions of their URLs."""
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    gone: int = 0
+
+
+NEW, CHANGED, UNCHANGED, GONE = "new", "changed", "unchanged", "gone"
+KINDS = (NEW, CHANGED, UNCHANGED, GONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +118,31 @@ class Document:
     job_id: str
     parent_job_id: str
     fetched_at: datetime
+    kind: str = NEW
+    etag: str = ""
+    last_modified: str = ""
+    definition_id: str = ""
+    auth_id: str = ""
+    links: tuple[str, ...] = ()
 
     @classmethod
-    def from_row(cls, row: Mapping[Any, Any]) -> Document:
+    def from_row(cls, row: Mapping[Any, Any], kind: str = "") -> Document:
         return cls(row["id"], row["url"], row["final_url"], row["title"], row.get("text") or "",
                    bool(row["text_truncated"]), row["content_hash"], row["content_type"], row["status_code"],
-                   row["job_id"], row["parent_job_id"], row["fetched_at"])
+                   row["job_id"], row["parent_job_id"], row["fetched_at"], kind or row["kind"], row["etag"],
+                   row["last_modified"], row["definition_id"], row["auth_id"])
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousVersion:
+    """The latest stored version of a URL in a definition: what a new fetch of it is compared with."""
+    document_id: str
+    final_url: str
+    etag: str
+    last_modified: str
+    content_hash: str
+    auth_id: str
+    links: tuple[str, ...] = ()
 
 
 @dataclass
@@ -149,6 +187,12 @@ class DocumentInput:
     content_type: str
     status_code: int
     text_truncated: bool = False
+    etag: str = ""
+    last_modified: str = ""
+    auth_id: str = ""
+    links: Sequence[str] = ()
+    not_modified: bool = False  # 304 to previous_document_id's validators: its content is this page's
+    previous_document_id: str = ""
 
 
 def check_text(value: str, field: str, max_chars: int, too_long: Reason = Reason.VALUE_TOO_LONG) -> str:

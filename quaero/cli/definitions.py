@@ -25,7 +25,7 @@ def definition_from_toml(path: Path) -> definitions_pb2.JobDefinition:
         fail(f"{path}: no such file")
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         fail(f"{path}: not valid TOML ({error})")
-    known = {"id", "name", "type", "auth_id", "max_child_failures", "failure_action", "crawl"}
+    known = {"id", "name", "type", "auth_id", "max_child_failures", "failure_action", "keep_runs", "keep_days", "crawl"}
     unknown = set(data) - known
     if unknown:
         fail(f"{path}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")

@@ -85,6 +85,10 @@ def jobs_show(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Th
               f"parent   {job.parent_id or '-'}\nprogress {job.progress_current}/{job.progress_total} "
               f"({job.children_failed} failed)\ncreated  {when(job.create_time)}  started {when(job.start_time)}  "
               f"finished {when(job.finish_time)}\netag     {job.etag}")
+    if not job.parent_id and job.definition_id:
+        counts = job.documents
+        out.print(f"pages    {counts.new} new, {counts.changed} changed, {counts.unchanged} unchanged, {counts.gone} "
+                  f"gone (definition {job.definition_id})", markup=False)
     if job.parent_id:
         retry = f"  next attempt not before {when(job.schedule_time)}" if job.HasField("schedule_time") else ""
         out.print(f"attempts {job.attempts}{retry}")
@@ -92,6 +96,19 @@ def jobs_show(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Th
         out.print(f"{name:8} {struct_to_dict(getattr(job, name))}", markup=False)
     if job.error:
         out.print(f"error    {job.error}", markup=False)
+
+
+@app.command("rm")
+def jobs_rm(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="The run (top-level job) to delete.")],
+    cancel: Annotated[bool, typer.Option("--cancel", help="Cancel it first if it is still going.")] = False,
+) -> None:
+    """Delete a run: its pages, logs and the documents no other run refers to."""
+    deleted = rpc(lambda: manager(ctx).jobs.DeleteJob(jobs_pb2.DeleteJobRequest(job_id=job_id, cancel=cancel)),
+                  f"cannot delete {job_id}")
+    out.print(f"deleted run {job_id}: {deleted.jobs_deleted} jobs, {deleted.logs_deleted} log lines, "
+              f"{deleted.documents_deleted} documents, {deleted.contents_deleted} stored contents", markup=False)
 
 
 @app.command("logs")

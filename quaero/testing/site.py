@@ -77,7 +77,8 @@ class SiteServer:
                     return
                 body = response.body.encode() if isinstance(response.body, str) else response.body
                 self.send_response(response.status)
-                self.send_header("Content-Type", response.content_type)
+                if response.content_type:
+                    self.send_header("Content-Type", response.content_type)
                 self.send_header("Content-Length", str(len(body)))
                 for name, value in response.headers:
                     self.send_header(name, value)

@@ -22,37 +22,42 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#quaero/manager/v1/definitions.proto\x12\x11quaero.manager.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x04\n\x0b\x43rawlConfig\x12\x12\n\nstart_urls\x18\x01 \x03(\t\x12\x16\n\tmax_depth\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tmax_pages\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x18\n\x10include_patterns\x18\x04 \x03(\t\x12\x18\n\x10\x65xclude_patterns\x18\x05 \x03(\t\x12\x1b\n\x0esame_site_only\x18\x06 \x01(\x08H\x02\x88\x01\x01\x12\x18\n\x0b\x63oncurrency\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12#\n\x16per_host_delay_seconds\x18\x08 \x01(\x01H\x04\x88\x01\x01\x12$\n\x17request_timeout_seconds\x18\t \x01(\x01H\x05\x88\x01\x01\x12\x12\n\nuser_agent\x18\n \x01(\t\x12\x19\n\x11ignore_robots_txt\x18\x0b \x01(\x08\x12\x1b\n\x13logged_out_patterns\x18\x0c \x03(\t\x12\x1e\n\x16\x61llow_private_networks\x18\r \x01(\x08\x12\x18\n\x10\x61llowed_networks\x18\x0e \x03(\t\x12-\n\x06render\x18\x0f \x01(\x0e\x32\x1d.quaero.manager.v1.RenderMode\x12\x1a\n\x12logged_out_markers\x18\x10 \x03(\tB\x0c\n\n_max_depthB\x0c\n\n_max_pagesB\x11\n\x0f_same_site_onlyB\x0e\n\x0c_concurrencyB\x19\n\x17_per_host_delay_secondsB\x1a\n\x18_request_timeout_seconds\"\xbd\x02\n\rJobDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0f\n\x07\x61uth_id\x18\x04 \x01(\t\x12-\n\x05\x63rawl\x18\x05 \x01(\x0b\x32\x1e.quaero.manager.v1.CrawlConfig\x12\x1a\n\x12max_child_failures\x18\x06 \x01(\x05\x12\x38\n\x0e\x66\x61ilure_action\x18\x07 \x01(\x0e\x32 .quaero.manager.v1.FailureAction\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\"V\n\x1a\x43reateJobDefinitionRequest\x12\x38\n\x0ejob_definition\x18\x01 \x01(\x0b\x32 .quaero.manager.v1.JobDefinition\"%\n\x17GetJobDefinitionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"B\n\x19ListJobDefinitionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"p\n\x1aListJobDefinitionsResponse\x12\x39\n\x0fjob_definitions\x18\x01 \x03(\x0b\x32 .quaero.manager.v1.JobDefinition\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"m\n\x1aUpdateJobDefinitionRequest\x12\x38\n\x0ejob_definition\x18\x01 \x01(\x0b\x32 .quaero.manager.v1.JobDefinition\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\"6\n\x1a\x44\x65leteJobDefinitionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t*S\n\nRenderMode\x12\x1b\n\x17RENDER_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10RENDER_MODE_HTTP\x10\x01\x12\x12\n\x0eRENDER_MODE_JS\x10\x02*i\n\rFailureAction\x12\x1e\n\x1a\x46\x41ILURE_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46\x41ILURE_ACTION_STOP_ALL\x10\x01\x12\x1b\n\x17\x46\x41ILURE_ACTION_CONTINUE\x10\x02\x32\x93\x04\n\x0eJobDefinitions\x12\x66\n\x13\x43reateJobDefinition\x12-.quaero.manager.v1.CreateJobDefinitionRequest\x1a .quaero.manager.v1.JobDefinition\x12`\n\x10GetJobDefinition\x12*.quaero.manager.v1.GetJobDefinitionRequest\x1a .quaero.manager.v1.JobDefinition\x12q\n\x12ListJobDefinitions\x12,.quaero.manager.v1.ListJobDefinitionsRequest\x1a-.quaero.manager.v1.ListJobDefinitionsResponse\x12\x66\n\x13UpdateJobDefinition\x12-.quaero.manager.v1.UpdateJobDefinitionRequest\x1a .quaero.manager.v1.JobDefinition\x12\\\n\x13\x44\x65leteJobDefinition\x12-.quaero.manager.v1.DeleteJobDefinitionRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#quaero/manager/v1/definitions.proto\x12\x11quaero.manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x04\n\x0b\x43rawlConfig\x12\x12\n\nstart_urls\x18\x01 \x03(\t\x12\x16\n\tmax_depth\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tmax_pages\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x18\n\x10include_patterns\x18\x04 \x03(\t\x12\x18\n\x10\x65xclude_patterns\x18\x05 \x03(\t\x12\x1b\n\x0esame_site_only\x18\x06 \x01(\x08H\x02\x88\x01\x01\x12\x18\n\x0b\x63oncurrency\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12#\n\x16per_host_delay_seconds\x18\x08 \x01(\x01H\x04\x88\x01\x01\x12$\n\x17request_timeout_seconds\x18\t \x01(\x01H\x05\x88\x01\x01\x12\x12\n\nuser_agent\x18\n \x01(\t\x12\x19\n\x11ignore_robots_txt\x18\x0b \x01(\x08\x12\x1b\n\x13logged_out_patterns\x18\x0c \x03(\t\x12\x1e\n\x16\x61llow_private_networks\x18\r \x01(\x08\x12\x18\n\x10\x61llowed_networks\x18\x0e \x03(\t\x12-\n\x06render\x18\x0f \x01(\x0e\x32\x1d.quaero.manager.v1.RenderMode\x12\x1a\n\x12logged_out_markers\x18\x10 \x03(\tB\x0c\n\n_max_depthB\x0c\n\n_max_pagesB\x11\n\x0f_same_site_onlyB\x0e\n\x0c_concurrencyB\x19\n\x17_per_host_delay_secondsB\x1a\n\x18_request_timeout_seconds\"\xc7\x03\n\rJobDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0f\n\x07\x61uth_id\x18\x04 \x01(\t\x12-\n\x05\x63rawl\x18\x05 \x01(\x0b\x32\x1e.quaero.manager.v1.CrawlConfig\x12\x1a\n\x12max_child_failures\x18\x06 \x01(\x05\x12\x38\n\x0e\x66\x61ilure_action\x18\x07 \x01(\x0e\x32 .quaero.manager.v1.FailureAction\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x12\x11\n\tkeep_runs\x18\x0b \x01(\x05\x12\x11\n\tkeep_days\x18\x0c \x01(\x05\x12-\n\x08schedule\x18\r \x01(\x0b\x32\x1b.quaero.manager.v1.Schedule\x12\x33\n\x0fnext_fire_times\x18\x0e \x03(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc5\x01\n\x08Schedule\x12\x0c\n\x04\x63ron\x18\x01 \x01(\t\x12\x10\n\x08timezone\x18\x02 \x01(\t\x12)\n\x06jitter\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x07overlap\x18\x04 \x01(\x0e\x32\x1a.quaero.manager.v1.Overlap\x12\x31\n\x0e\x63\x61tchup_window\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06paused\x18\x06 \x01(\x08\"V\n\x1a\x43reateJobDefinitionRequest\x12\x38\n\x0ejob_definition\x18\x01 \x01(\x0b\x32 .quaero.manager.v1.JobDefinition\"%\n\x17GetJobDefinitionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"B\n\x19ListJobDefinitionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"p\n\x1aListJobDefinitionsResponse\x12\x39\n\x0fjob_definitions\x18\x01 \x03(\x0b\x32 .quaero.manager.v1.JobDefinition\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"m\n\x1aUpdateJobDefinitionRequest\x12\x38\n\x0ejob_definition\x18\x01 \x01(\x0b\x32 .quaero.manager.v1.JobDefinition\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\"6\n\x1a\x44\x65leteJobDefinitionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t*S\n\nRenderMode\x12\x1b\n\x17RENDER_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10RENDER_MODE_HTTP\x10\x01\x12\x12\n\x0eRENDER_MODE_JS\x10\x02*i\n\rFailureAction\x12\x1e\n\x1a\x46\x41ILURE_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46\x41ILURE_ACTION_STOP_ALL\x10\x01\x12\x1b\n\x17\x46\x41ILURE_ACTION_CONTINUE\x10\x02*i\n\x07Overlap\x12\x17\n\x13OVERLAP_UNSPECIFIED\x10\x00\x12\x10\n\x0cOVERLAP_SKIP\x10\x01\x12\x16\n\x12OVERLAP_BUFFER_ONE\x10\x02\x12\x1b\n\x17OVERLAP_CANCEL_PREVIOUS\x10\x03\x32\x93\x04\n\x0eJobDefinitions\x12\x66\n\x13\x43reateJobDefinition\x12-.quaero.manager.v1.CreateJobDefinitionRequest\x1a .quaero.manager.v1.JobDefinition\x12`\n\x10GetJobDefinition\x12*.quaero.manager.v1.GetJobDefinitionRequest\x1a .quaero.manager.v1.JobDefinition\x12q\n\x12ListJobDefinitions\x12,.quaero.manager.v1.ListJobDefinitionsRequest\x1a-.quaero.manager.v1.ListJobDefinitionsResponse\x12\x66\n\x13UpdateJobDefinition\x12-.quaero.manager.v1.UpdateJobDefinitionRequest\x1a .quaero.manager.v1.JobDefinition\x12\\\n\x13\x44\x65leteJobDefinition\x12-.quaero.manager.v1.DeleteJobDefinitionRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quaero.api.manager.v1.definitions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RENDERMODE']._serialized_start=1509
-  _globals['_RENDERMODE']._serialized_end=1592
-  _globals['_FAILUREACTION']._serialized_start=1594
-  _globals['_FAILUREACTION']._serialized_end=1699
-  _globals['_CRAWLCONFIG']._serialized_start=121
-  _globals['_CRAWLCONFIG']._serialized_end=711
-  _globals['_JOBDEFINITION']._serialized_start=714
-  _globals['_JOBDEFINITION']._serialized_end=1031
-  _globals['_CREATEJOBDEFINITIONREQUEST']._serialized_start=1033
-  _globals['_CREATEJOBDEFINITIONREQUEST']._serialized_end=1119
-  _globals['_GETJOBDEFINITIONREQUEST']._serialized_start=1121
-  _globals['_GETJOBDEFINITIONREQUEST']._serialized_end=1158
-  _globals['_LISTJOBDEFINITIONSREQUEST']._serialized_start=1160
-  _globals['_LISTJOBDEFINITIONSREQUEST']._serialized_end=1226
-  _globals['_LISTJOBDEFINITIONSRESPONSE']._serialized_start=1228
-  _globals['_LISTJOBDEFINITIONSRESPONSE']._serialized_end=1340
-  _globals['_UPDATEJOBDEFINITIONREQUEST']._serialized_start=1342
-  _globals['_UPDATEJOBDEFINITIONREQUEST']._serialized_end=1451
-  _globals['_DELETEJOBDEFINITIONREQUEST']._serialized_start=1453
-  _globals['_DELETEJOBDEFINITIONREQUEST']._serialized_end=1507
-  _globals['_JOBDEFINITIONS']._serialized_start=1702
-  _globals['_JOBDEFINITIONS']._serialized_end=2233
+  _globals['_RENDERMODE']._serialized_start=1879
+  _globals['_RENDERMODE']._serialized_end=1962
+  _globals['_FAILUREACTION']._serialized_start=1964
+  _globals['_FAILUREACTION']._serialized_end=2069
+  _globals['_OVERLAP']._serialized_start=2071
+  _globals['_OVERLAP']._serialized_end=2176
+  _globals['_CRAWLCONFIG']._serialized_start=153
+  _globals['_CRAWLCONFIG']._serialized_end=743
+  _globals['_JOBDEFINITION']._serialized_start=746
+  _globals['_JOBDEFINITION']._serialized_end=1201
+  _globals['_SCHEDULE']._serialized_start=1204
+  _globals['_SCHEDULE']._serialized_end=1401
+  _globals['_CREATEJOBDEFINITIONREQUEST']._serialized_start=1403
+  _globals['_CREATEJOBDEFINITIONREQUEST']._serialized_end=1489
+  _globals['_GETJOBDEFINITIONREQUEST']._serialized_start=1491
+  _globals['_GETJOBDEFINITIONREQUEST']._serialized_end=1528
+  _globals['_LISTJOBDEFINITIONSREQUEST']._serialized_start=1530
+  _globals['_LISTJOBDEFINITIONSREQUEST']._serialized_end=1596
+  _globals['_LISTJOBDEFINITIONSRESPONSE']._serialized_start=1598
+  _globals['_LISTJOBDEFINITIONSRESPONSE']._serialized_end=1710
+  _globals['_UPDATEJOBDEFINITIONREQUEST']._serialized_start=1712
+  _globals['_UPDATEJOBDEFINITIONREQUEST']._serialized_end=1821
+  _globals['_DELETEJOBDEFINITIONREQUEST']._serialized_start=1823
+  _globals['_DELETEJOBDEFINITIONREQUEST']._serialized_end=1877
+  _globals['_JOBDEFINITIONS']._serialized_start=2179
+  _globals['_JOBDEFINITIONS']._serialized_end=2710
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -71,6 +72,34 @@ FAILURE_ACTION_STOP_ALL: FailureAction.ValueType  # 1
 FAILURE_ACTION_CONTINUE: FailureAction.ValueType  # 2
 """Keep crawling; the parent fails at the end if failures went past the tolerance."""
 Global___FailureAction: _TypeAlias = FailureAction  # noqa: Y015
+
+class _Overlap:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OverlapEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Overlap.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OVERLAP_UNSPECIFIED: _Overlap.ValueType  # 0
+    """SKIP."""
+    OVERLAP_SKIP: _Overlap.ValueType  # 1
+    """No run for this tick."""
+    OVERLAP_BUFFER_ONE: _Overlap.ValueType  # 2
+    """One run waits and starts when the running one ends; later ticks meanwhile are skipped."""
+    OVERLAP_CANCEL_PREVIOUS: _Overlap.ValueType  # 3
+    """The running run is cancelled and a new one starts."""
+
+class Overlap(_Overlap, metaclass=_OverlapEnumTypeWrapper):
+    """What a tick does while a run of the definition is still going (Temporal's overlap policies)."""
+
+OVERLAP_UNSPECIFIED: Overlap.ValueType  # 0
+"""SKIP."""
+OVERLAP_SKIP: Overlap.ValueType  # 1
+"""No run for this tick."""
+OVERLAP_BUFFER_ONE: Overlap.ValueType  # 2
+"""One run waits and starts when the running one ends; later ticks meanwhile are skipped."""
+OVERLAP_CANCEL_PREVIOUS: Overlap.ValueType  # 3
+"""The running run is cancelled and a new one starts."""
+Global___Overlap: _TypeAlias = Overlap  # noqa: Y015
 
 @_typing.final
 class CrawlConfig(_message.Message):
@@ -214,6 +243,10 @@ class JobDefinition(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    KEEP_RUNS_FIELD_NUMBER: _builtins.int
+    KEEP_DAYS_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id: letters, digits, '-' and '_' (given at creation, or a generated UUID)."""
     name: _builtins.str
@@ -230,6 +263,12 @@ class JobDefinition(_message.Message):
     """Changes on every update. Set on an UpdateJobDefinition (or DeleteJobDefinition) request, it makes
     the write conditional: ABORTED (ETAG_MISMATCH) when the definition changed since it was read.
     """
+    keep_runs: _builtins.int
+    """Retention: keep this many of its newest runs (0: the manager's default, 30). Runs still going and
+    the newest completed run are always kept.
+    """
+    keep_days: _builtins.int
+    """Retention: delete its runs that finished more than this many days ago (0: no age limit)."""
     @_builtins.property
     def crawl(self) -> Global___CrawlConfig:
         """What to fetch."""
@@ -241,6 +280,14 @@ class JobDefinition(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When it was last changed."""
+
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """When its runs start by themselves; unset: only by request."""
+
+    @_builtins.property
+    def next_fire_times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """Output: the schedule's next fire times (up to three; none while paused). Jitter is not included."""
 
     def __init__(
         self,
@@ -255,14 +302,72 @@ class JobDefinition(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        keep_runs: _builtins.int = ...,
+        keep_days: _builtins.int = ...,
+        schedule: Global___Schedule | None = ...,
+        next_fire_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["crawl", b"crawl", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["crawl", b"crawl", "create_time", b"create_time", "schedule", b"schedule", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_id", b"auth_id", "crawl", b"crawl", "create_time", b"create_time", "etag", b"etag", "failure_action", b"failure_action", "id", b"id", "max_child_failures", b"max_child_failures", "name", b"name", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_id", b"auth_id", "crawl", b"crawl", "create_time", b"create_time", "etag", b"etag", "failure_action", b"failure_action", "id", b"id", "keep_days", b"keep_days", "keep_runs", b"keep_runs", "max_child_failures", b"max_child_failures", "name", b"name", "next_fire_times", b"next_fire_times", "schedule", b"schedule", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobDefinition: _TypeAlias = JobDefinition  # noqa: Y015
+
+@_typing.final
+class Schedule(_message.Message):
+    """When a definition's runs start by themselves. Every manager on the database looks once a second;
+    the database lets exactly one of them start each tick's run.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CRON_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    JITTER_FIELD_NUMBER: _builtins.int
+    OVERLAP_FIELD_NUMBER: _builtins.int
+    CATCHUP_WINDOW_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    cron: _builtins.str
+    """5-field cron ("0 2 * * *": minute hour day-of-month month day-of-week), 6 fields with seconds
+    first, or @hourly, @daily, @weekly, @monthly, @yearly.
+    """
+    timezone: _builtins.str
+    """IANA time zone the cron is read in (default UTC). A wall-clock time skipped by daylight saving
+    fires at the first time after it; one repeated fires once (twice for an hour field of '*').
+    """
+    overlap: Global___Overlap.ValueType
+    """A tick while a run of the definition is still going."""
+    paused: _builtins.bool
+    """Ticks pass without a run (and are not caught up on resume)."""
+    @_builtins.property
+    def jitter(self) -> _duration_pb2.Duration:
+        """Each tick fires up to this much later (the same delay for a given tick on every manager)."""
+
+    @_builtins.property
+    def catchup_window(self) -> _duration_pb2.Duration:
+        """Ticks missed while no manager ran fire when one is back if no older than this (unset: 1 hour);
+        older ones are skipped and logged.
+        """
+
+    def __init__(
+        self,
+        *,
+        cron: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        jitter: _duration_pb2.Duration | None = ...,
+        overlap: Global___Overlap.ValueType = ...,
+        catchup_window: _duration_pb2.Duration | None = ...,
+        paused: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "jitter", b"jitter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "cron", b"cron", "jitter", b"jitter", "overlap", b"overlap", "paused", b"paused", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
 
 @_typing.final
 class CreateJobDefinitionRequest(_message.Message):

@@ -25,21 +25,33 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!quaero/manager/v1/documents.proto\x12\x11quaero.manager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x02\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x11\n\tfinal_url\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x06 \x01(\t\x12\x13\n\x0bstatus_code\x18\x07 \x01(\x05\x12\x0e\n\x06job_id\x18\x08 \x01(\t\x12\x15\n\rparent_job_id\x18\t \x01(\t\x12.\n\nfetch_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x0b \x01(\t\x12\x16\n\x0etext_truncated\x18\x0c \x01(\x08\"M\n\x12GetDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x15\n\rparent_job_id\x18\x03 \x01(\t\"g\n\x14ListDocumentsRequest\x12\x15\n\rparent_job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x11\n\tomit_text\x18\x04 \x01(\x08\"`\n\x15ListDocumentsResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.quaero.manager.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc2\x01\n\tDocuments\x12Q\n\x0bGetDocument\x12%.quaero.manager.v1.GetDocumentRequest\x1a\x1b.quaero.manager.v1.Document\x12\x62\n\rListDocuments\x12\'.quaero.manager.v1.ListDocumentsRequest\x1a(.quaero.manager.v1.ListDocumentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!quaero/manager/v1/documents.proto\x12\x11quaero.manager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x03\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x11\n\tfinal_url\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x06 \x01(\t\x12\x13\n\x0bstatus_code\x18\x07 \x01(\x05\x12\x0e\n\x06job_id\x18\x08 \x01(\t\x12\x15\n\rparent_job_id\x18\t \x01(\t\x12.\n\nfetch_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x0b \x01(\t\x12\x16\n\x0etext_truncated\x18\x0c \x01(\x08\x12-\n\x04kind\x18\r \x01(\x0e\x32\x1f.quaero.manager.v1.DocumentKind\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\x12\x15\n\rlast_modified\x18\x0f \x01(\t\x12\x15\n\rdefinition_id\x18\x10 \x01(\t\x12\x0f\n\x07\x61uth_id\x18\x11 \x01(\t\x12\r\n\x05links\x18\x12 \x03(\t\x12\x14\n\x0cnot_modified\x18\x13 \x01(\x08\x12\x1c\n\x14previous_document_id\x18\x14 \x01(\t\"\x94\x01\n\x0fPreviousVersion\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x11\n\tfinal_url\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x15\n\rlast_modified\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x05 \x01(\t\x12\x0f\n\x07\x61uth_id\x18\x06 \x01(\t\x12\r\n\x05links\x18\x07 \x03(\t\"w\n\x12GetDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x15\n\rparent_job_id\x18\x03 \x01(\t\x12\x15\n\rinclude_links\x18\x04 \x01(\x08\x12\x11\n\tomit_text\x18\x05 \x01(\x08\"\x97\x01\n\x14ListDocumentsRequest\x12\x15\n\rparent_job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x11\n\tomit_text\x18\x04 \x01(\x08\x12.\n\x05kinds\x18\x05 \x03(\x0e\x32\x1f.quaero.manager.v1.DocumentKind\"`\n\x15ListDocumentsResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.quaero.manager.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x92\x01\n\x16SearchDocumentsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x15\n\rdefinition_id\x18\x02 \x01(\t\x12\x15\n\rparent_job_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61ll_versions\x18\x04 \x01(\x08\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"\x8c\x01\n\tSearchHit\x12-\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1b.quaero.manager.v1.Document\x12\x0f\n\x07snippet\x18\x02 \x01(\t\x12\x30\n\nhighlights\x18\x03 \x03(\x0b\x32\x1c.quaero.manager.v1.TextRange\x12\r\n\x05score\x18\x04 \x01(\x01\"\'\n\tTextRange\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\"^\n\x17SearchDocumentsResponse\x12*\n\x04hits\x18\x01 \x03(\x0b\x32\x1c.quaero.manager.v1.SearchHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x94\x01\n\x0c\x44ocumentKind\x12\x1d\n\x19\x44OCUMENT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44OCUMENT_KIND_NEW\x10\x01\x12\x19\n\x15\x44OCUMENT_KIND_CHANGED\x10\x02\x12\x1b\n\x17\x44OCUMENT_KIND_UNCHANGED\x10\x03\x12\x16\n\x12\x44OCUMENT_KIND_GONE\x10\x04\x32\xac\x02\n\tDocuments\x12Q\n\x0bGetDocument\x12%.quaero.manager.v1.GetDocumentRequest\x1a\x1b.quaero.manager.v1.Document\x12\x62\n\rListDocuments\x12\'.quaero.manager.v1.ListDocumentsRequest\x1a(.quaero.manager.v1.ListDocumentsResponse\x12h\n\x0fSearchDocuments\x12).quaero.manager.v1.SearchDocumentsRequest\x1a*.quaero.manager.v1.SearchDocumentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quaero.api.manager.v1.documents_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DOCUMENTKIND']._serialized_start=1496
+  _globals['_DOCUMENTKIND']._serialized_end=1644
   _globals['_DOCUMENT']._serialized_start=90
-  _globals['_DOCUMENT']._serialized_end=349
-  _globals['_GETDOCUMENTREQUEST']._serialized_start=351
-  _globals['_GETDOCUMENTREQUEST']._serialized_end=428
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=430
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=533
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=535
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=631
-  _globals['_DOCUMENTS']._serialized_start=634
-  _globals['_DOCUMENTS']._serialized_end=828
+  _globals['_DOCUMENT']._serialized_end=540
+  _globals['_PREVIOUSVERSION']._serialized_start=543
+  _globals['_PREVIOUSVERSION']._serialized_end=691
+  _globals['_GETDOCUMENTREQUEST']._serialized_start=693
+  _globals['_GETDOCUMENTREQUEST']._serialized_end=812
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=815
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=966
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=968
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=1064
+  _globals['_SEARCHDOCUMENTSREQUEST']._serialized_start=1067
+  _globals['_SEARCHDOCUMENTSREQUEST']._serialized_end=1213
+  _globals['_SEARCHHIT']._serialized_start=1216
+  _globals['_SEARCHHIT']._serialized_end=1356
+  _globals['_TEXTRANGE']._serialized_start=1358
+  _globals['_TEXTRANGE']._serialized_end=1397
+  _globals['_SEARCHDOCUMENTSRESPONSE']._serialized_start=1399
+  _globals['_SEARCHDOCUMENTSRESPONSE']._serialized_end=1493
+  _globals['_DOCUMENTS']._serialized_start=1647
+  _globals['_DOCUMENTS']._serialized_end=1947
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,46 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _DocumentKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DocumentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DocumentKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DOCUMENT_KIND_UNSPECIFIED: _DocumentKind.ValueType  # 0
+    """Not set (a filter of none means every kind but GONE)."""
+    DOCUMENT_KIND_NEW: _DocumentKind.ValueType  # 1
+    """No version of the URL was stored before."""
+    DOCUMENT_KIND_CHANGED: _DocumentKind.ValueType  # 2
+    """The body differs from the latest stored version."""
+    DOCUMENT_KIND_UNCHANGED: _DocumentKind.ValueType  # 3
+    """The site answered 304 Not Modified to that version's validators, or sent the same body: the
+    document refers to the same stored content.
+    """
+    DOCUMENT_KIND_GONE: _DocumentKind.ValueType  # 4
+    """In the run before, not in this one (ListDocuments with kinds = [GONE] only: the earlier run's
+    documents).
+    """
+
+class DocumentKind(_DocumentKind, metaclass=_DocumentKindEnumTypeWrapper):
+    """What a run's document was against the latest stored version of its URL in the same definition."""
+
+DOCUMENT_KIND_UNSPECIFIED: DocumentKind.ValueType  # 0
+"""Not set (a filter of none means every kind but GONE)."""
+DOCUMENT_KIND_NEW: DocumentKind.ValueType  # 1
+"""No version of the URL was stored before."""
+DOCUMENT_KIND_CHANGED: DocumentKind.ValueType  # 2
+"""The body differs from the latest stored version."""
+DOCUMENT_KIND_UNCHANGED: DocumentKind.ValueType  # 3
+"""The site answered 304 Not Modified to that version's validators, or sent the same body: the
+document refers to the same stored content.
+"""
+DOCUMENT_KIND_GONE: DocumentKind.ValueType  # 4
+"""In the run before, not in this one (ListDocuments with kinds = [GONE] only: the earlier run's
+documents).
+"""
+Global___DocumentKind: _TypeAlias = DocumentKind  # noqa: Y015
 
 @_typing.final
 class Document(_message.Message):
@@ -37,6 +78,14 @@ class Document(_message.Message):
     FETCH_TIME_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     TEXT_TRUNCATED_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    LAST_MODIFIED_FIELD_NUMBER: _builtins.int
+    DEFINITION_ID_FIELD_NUMBER: _builtins.int
+    AUTH_ID_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
+    NOT_MODIFIED_FIELD_NUMBER: _builtins.int
+    PREVIOUS_DOCUMENT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Assigned by the manager."""
     url: _builtins.str
@@ -59,9 +108,32 @@ class Document(_message.Message):
     """The response's Content-Type."""
     text_truncated: _builtins.bool
     """The page had more text than the stored limit (1 MiB); text holds its beginning."""
+    kind: Global___DocumentKind.ValueType
+    """Output: what it was against the latest stored version of its URL (set by the manager)."""
+    etag: _builtins.str
+    """The response's validators (ETag, Last-Modified), sent by the next run of the same definition."""
+    last_modified: _builtins.str
+    definition_id: _builtins.str
+    """Output: the job definition of its run ('' for a run of none)."""
+    auth_id: _builtins.str
+    """The credentials the page was fetched with ('' for none); validators are only ever sent with the
+    same ones.
+    """
+    not_modified: _builtins.bool
+    """Input: the site answered 304 Not Modified to the validators of previous_document_id; title, text
+    and links are that document's (send them empty).
+    """
+    previous_document_id: _builtins.str
+    """Input: the latest stored version the page was fetched against (LeasedJob.previous)."""
     @_builtins.property
     def fetch_time(self) -> _timestamp_pb2.Timestamp:
         """When it was fetched."""
+
+    @_builtins.property
+    def links(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The page's links as found (absolute URLs); stored with its content, returned by GetDocument with
+        include_links.
+        """
 
     def __init__(
         self,
@@ -78,14 +150,67 @@ class Document(_message.Message):
         fetch_time: _timestamp_pb2.Timestamp | None = ...,
         content_type: _builtins.str = ...,
         text_truncated: _builtins.bool = ...,
+        kind: Global___DocumentKind.ValueType = ...,
+        etag: _builtins.str = ...,
+        last_modified: _builtins.str = ...,
+        definition_id: _builtins.str = ...,
+        auth_id: _builtins.str = ...,
+        links: _abc.Iterable[_builtins.str] | None = ...,
+        not_modified: _builtins.bool = ...,
+        previous_document_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fetch_time", b"fetch_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "content_type", b"content_type", "fetch_time", b"fetch_time", "final_url", b"final_url", "id", b"id", "job_id", b"job_id", "parent_job_id", b"parent_job_id", "status_code", b"status_code", "text", b"text", "text_truncated", b"text_truncated", "title", b"title", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_id", b"auth_id", "content_hash", b"content_hash", "content_type", b"content_type", "definition_id", b"definition_id", "etag", b"etag", "fetch_time", b"fetch_time", "final_url", b"final_url", "id", b"id", "job_id", b"job_id", "kind", b"kind", "last_modified", b"last_modified", "links", b"links", "not_modified", b"not_modified", "parent_job_id", b"parent_job_id", "previous_document_id", b"previous_document_id", "status_code", b"status_code", "text", b"text", "text_truncated", b"text_truncated", "title", b"title", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Document: _TypeAlias = Document  # noqa: Y015
+
+@_typing.final
+class PreviousVersion(_message.Message):
+    """The latest stored version of a leased page's URL in the same job definition: the validators to send
+    (If-None-Match, If-Modified-Since) when the same credentials are used.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    FINAL_URL_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    LAST_MODIFIED_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    AUTH_ID_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
+    document_id: _builtins.str
+    final_url: _builtins.str
+    """The URL that answered it (the validators belong to that response)."""
+    etag: _builtins.str
+    last_modified: _builtins.str
+    content_hash: _builtins.str
+    auth_id: _builtins.str
+    @_builtins.property
+    def links(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its page's links as stored: a page answered 304 Not Modified follows these."""
+
+    def __init__(
+        self,
+        *,
+        document_id: _builtins.str = ...,
+        final_url: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        last_modified: _builtins.str = ...,
+        content_hash: _builtins.str = ...,
+        auth_id: _builtins.str = ...,
+        links: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_id", b"auth_id", "content_hash", b"content_hash", "document_id", b"document_id", "etag", b"etag", "final_url", b"final_url", "last_modified", b"last_modified", "links", b"links"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviousVersion: _TypeAlias = PreviousVersion  # noqa: Y015
 
 @_typing.final
 class GetDocumentRequest(_message.Message):
@@ -96,22 +221,30 @@ class GetDocumentRequest(_message.Message):
     DOCUMENT_ID_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     PARENT_JOB_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_LINKS_FIELD_NUMBER: _builtins.int
+    OMIT_TEXT_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
     """The document's id; or leave empty and give url."""
     url: _builtins.str
     """The document's URL: the latest version across runs, or the one of parent_job_id's run."""
     parent_job_id: _builtins.str
     """With url: only this run's version."""
+    include_links: _builtins.bool
+    """Also return the page's links."""
+    omit_text: _builtins.bool
+    """Leave the text out."""
     def __init__(
         self,
         *,
         document_id: _builtins.str = ...,
         url: _builtins.str = ...,
         parent_job_id: _builtins.str = ...,
+        include_links: _builtins.bool = ...,
+        omit_text: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "parent_job_id", b"parent_job_id", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "include_links", b"include_links", "omit_text", b"omit_text", "parent_job_id", b"parent_job_id", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -127,6 +260,7 @@ class ListDocumentsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     OMIT_TEXT_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
     parent_job_id: _builtins.str
     """Only documents of this crawl (parent job); empty means all."""
     page_size: _builtins.int
@@ -137,6 +271,10 @@ class ListDocumentsRequest(_message.Message):
     """From a previous response's next_page_token, with the same filters (opaque)."""
     omit_text: _builtins.bool
     """Leave out the text, for listings."""
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___DocumentKind.ValueType]:
+        """Only documents of these kinds (needs parent_job_id); GONE only on its own."""
+
     def __init__(
         self,
         *,
@@ -144,10 +282,11 @@ class ListDocumentsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         omit_text: _builtins.bool = ...,
+        kinds: _abc.Iterable[Global___DocumentKind.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["omit_text", b"omit_text", "page_size", b"page_size", "page_token", b"page_token", "parent_job_id", b"parent_job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "omit_text", b"omit_text", "page_size", b"page_size", "page_token", b"page_token", "parent_job_id", b"parent_job_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -180,3 +319,132 @@ class ListDocumentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDocumentsResponse: _TypeAlias = ListDocumentsResponse  # noqa: Y015
+
+@_typing.final
+class SearchDocumentsRequest(_message.Message):
+    """Request for SearchDocuments. Give definition_id or parent_job_id, or neither for every document."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    DEFINITION_ID_FIELD_NUMBER: _builtins.int
+    PARENT_JOB_ID_FIELD_NUMBER: _builtins.int
+    ALL_VERSIONS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """Words, "phrases", -excluded words, OR between alternatives; at most 500 characters."""
+    definition_id: _builtins.str
+    """Only documents of this job definition's runs."""
+    parent_job_id: _builtins.str
+    """Only documents of this run."""
+    all_versions: _builtins.bool
+    """Only the latest version of each URL (per definition). Default true: see all_versions."""
+    page_size: _builtins.int
+    """At most this many (default 20, at most 100)."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token, with the same query and filters."""
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        definition_id: _builtins.str = ...,
+        parent_job_id: _builtins.str = ...,
+        all_versions: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_versions", b"all_versions", "definition_id", b"definition_id", "page_size", b"page_size", "page_token", b"page_token", "parent_job_id", b"parent_job_id", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchDocumentsRequest: _TypeAlias = SearchDocumentsRequest  # noqa: Y015
+
+@_typing.final
+class SearchHit(_message.Message):
+    """One search hit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    SNIPPET_FIELD_NUMBER: _builtins.int
+    HIGHLIGHTS_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    snippet: _builtins.str
+    """A passage of the text around the query's words (plain text)."""
+    score: _builtins.float
+    """Higher is better; comparable within one response only (each database ranks its own way)."""
+    @_builtins.property
+    def document(self) -> Global___Document:
+        """The document, without its text."""
+
+    @_builtins.property
+    def highlights(self) -> _containers.RepeatedCompositeFieldContainer[Global___TextRange]:
+        """Where the query's words are in the snippet (character offsets)."""
+
+    def __init__(
+        self,
+        *,
+        document: Global___Document | None = ...,
+        snippet: _builtins.str = ...,
+        highlights: _abc.Iterable[Global___TextRange] | None = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "highlights", b"highlights", "score", b"score", "snippet", b"snippet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchHit: _TypeAlias = SearchHit  # noqa: Y015
+
+@_typing.final
+class TextRange(_message.Message):
+    """[start, end) in characters (Unicode code points)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    start: _builtins.int
+    end: _builtins.int
+    def __init__(
+        self,
+        *,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TextRange: _TypeAlias = TextRange  # noqa: Y015
+
+@_typing.final
+class SearchDocumentsResponse(_message.Message):
+    """Response of SearchDocuments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HITS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchHit]: ...
+    def __init__(
+        self,
+        *,
+        hits: _abc.Iterable[Global___SearchHit] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchDocumentsResponse: _TypeAlias = SearchDocumentsResponse  # noqa: Y015

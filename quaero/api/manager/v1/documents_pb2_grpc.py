@@ -28,7 +28,9 @@ if _version_not_supported:
 class DocumentsStub:
     """Documents holds the pages crawls fetched. A document belongs to the run (parent job) that fetched
     it: one per run and URL, kept for as long as the run is; a later run over the same site adds its
-    own documents and never takes an earlier run's.
+    own documents and never takes an earlier run's. A page that did not change since the latest stored
+    version of its URL (same definition) gets a document that refers to the same stored content: no
+    copy is made.
     """
 
     def __init__(self, channel):
@@ -47,12 +49,19 @@ class DocumentsStub:
                 request_serializer=quaero_dot_manager_dot_v1_dot_documents__pb2.ListDocumentsRequest.SerializeToString,
                 response_deserializer=quaero_dot_manager_dot_v1_dot_documents__pb2.ListDocumentsResponse.FromString,
                 _registered_method=True)
+        self.SearchDocuments = channel.unary_unary(
+                '/quaero.manager.v1.Documents/SearchDocuments',
+                request_serializer=quaero_dot_manager_dot_v1_dot_documents__pb2.SearchDocumentsRequest.SerializeToString,
+                response_deserializer=quaero_dot_manager_dot_v1_dot_documents__pb2.SearchDocumentsResponse.FromString,
+                _registered_method=True)
 
 
 class DocumentsServicer:
     """Documents holds the pages crawls fetched. A document belongs to the run (parent job) that fetched
     it: one per run and URL, kept for as long as the run is; a later run over the same site adds its
-    own documents and never takes an earlier run's.
+    own documents and never takes an earlier run's. A page that did not change since the latest stored
+    version of its URL (same definition) gets a document that refers to the same stored content: no
+    copy is made.
     """
 
     def GetDocument(self, request, context):
@@ -65,6 +74,14 @@ class DocumentsServicer:
 
     def ListDocuments(self, request, context):
         """Lists documents, newest first, optionally only those of one crawl.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchDocuments(self, request, context):
+        """Full-text search over documents' titles and text, best match first, with a highlighted snippet
+        per hit. Query syntax: words (all must occur), "a phrase", -excluded, alpha OR beta.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,6 +100,11 @@ def add_DocumentsServicer_to_server(servicer, server):
                     request_deserializer=quaero_dot_manager_dot_v1_dot_documents__pb2.ListDocumentsRequest.FromString,
                     response_serializer=quaero_dot_manager_dot_v1_dot_documents__pb2.ListDocumentsResponse.SerializeToString,
             ),
+            'SearchDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchDocuments,
+                    request_deserializer=quaero_dot_manager_dot_v1_dot_documents__pb2.SearchDocumentsRequest.FromString,
+                    response_serializer=quaero_dot_manager_dot_v1_dot_documents__pb2.SearchDocumentsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'quaero.manager.v1.Documents', rpc_method_handlers)
@@ -94,7 +116,9 @@ def add_DocumentsServicer_to_server(servicer, server):
 class Documents:
     """Documents holds the pages crawls fetched. A document belongs to the run (parent job) that fetched
     it: one per run and URL, kept for as long as the run is; a later run over the same site adds its
-    own documents and never takes an earlier run's.
+    own documents and never takes an earlier run's. A page that did not change since the latest stored
+    version of its URL (same definition) gets a document that refers to the same stored content: no
+    copy is made.
     """
 
     @staticmethod
@@ -141,6 +165,33 @@ class Documents:
             '/quaero.manager.v1.Documents/ListDocuments',
             quaero_dot_manager_dot_v1_dot_documents__pb2.ListDocumentsRequest.SerializeToString,
             quaero_dot_manager_dot_v1_dot_documents__pb2.ListDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quaero.manager.v1.Documents/SearchDocuments',
+            quaero_dot_manager_dot_v1_dot_documents__pb2.SearchDocumentsRequest.SerializeToString,
+            quaero_dot_manager_dot_v1_dot_documents__pb2.SearchDocumentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,7 +29,9 @@ GRPC_VERSION: str
 class DocumentsStub:
     """Documents holds the pages crawls fetched. A document belongs to the run (parent job) that fetched
     it: one per run and URL, kept for as long as the run is; a later run over the same site adds its
-    own documents and never takes an earlier run's.
+    own documents and never takes an earlier run's. A page that did not change since the latest stored
+    version of its URL (same definition) gets a document that refers to the same stored content: no
+    copy is made.
     """
 
     @_typing.overload
@@ -42,12 +44,18 @@ class DocumentsStub:
     """
     ListDocuments: _grpc.UnaryUnaryMultiCallable[_documents_pb2.ListDocumentsRequest, _documents_pb2.ListDocumentsResponse]
     """Lists documents, newest first, optionally only those of one crawl."""
+    SearchDocuments: _grpc.UnaryUnaryMultiCallable[_documents_pb2.SearchDocumentsRequest, _documents_pb2.SearchDocumentsResponse]
+    """Full-text search over documents' titles and text, best match first, with a highlighted snippet
+    per hit. Query syntax: words (all must occur), "a phrase", -excluded, alpha OR beta.
+    """
 
 @_typing.type_check_only
 class DocumentsAsyncStub(DocumentsStub):
     """Documents holds the pages crawls fetched. A document belongs to the run (parent job) that fetched
     it: one per run and URL, kept for as long as the run is; a later run over the same site adds its
-    own documents and never takes an earlier run's.
+    own documents and never takes an earlier run's. A page that did not change since the latest stored
+    version of its URL (same definition) gets a document that refers to the same stored content: no
+    copy is made.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -57,11 +65,17 @@ class DocumentsAsyncStub(DocumentsStub):
     """
     ListDocuments: _aio.UnaryUnaryMultiCallable[_documents_pb2.ListDocumentsRequest, _documents_pb2.ListDocumentsResponse]  # type: ignore[assignment]
     """Lists documents, newest first, optionally only those of one crawl."""
+    SearchDocuments: _aio.UnaryUnaryMultiCallable[_documents_pb2.SearchDocumentsRequest, _documents_pb2.SearchDocumentsResponse]  # type: ignore[assignment]
+    """Full-text search over documents' titles and text, best match first, with a highlighted snippet
+    per hit. Query syntax: words (all must occur), "a phrase", -excluded, alpha OR beta.
+    """
 
 class DocumentsServicer(metaclass=_abc_1.ABCMeta):
     """Documents holds the pages crawls fetched. A document belongs to the run (parent job) that fetched
     it: one per run and URL, kept for as long as the run is; a later run over the same site adds its
-    own documents and never takes an earlier run's.
+    own documents and never takes an earlier run's. A page that did not change since the latest stored
+    version of its URL (same definition) gets a document that refers to the same stored content: no
+    copy is made.
     """
 
     @_abc_1.abstractmethod
@@ -81,5 +95,15 @@ class DocumentsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_documents_pb2.ListDocumentsResponse, _abc.Awaitable[_documents_pb2.ListDocumentsResponse]]:
         """Lists documents, newest first, optionally only those of one crawl."""
+
+    @_abc_1.abstractmethod
+    def SearchDocuments(
+        self,
+        request: _documents_pb2.SearchDocumentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_documents_pb2.SearchDocumentsResponse, _abc.Awaitable[_documents_pb2.SearchDocumentsResponse]]:
+        """Full-text search over documents' titles and text, best match first, with a highlighted snippet
+        per hit. Query syntax: words (all must occur), "a phrase", -excluded, alpha OR beta.
+        """
 
 def add_DocumentsServicer_to_server(servicer: DocumentsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -168,6 +168,8 @@ class Job(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     SCHEDULE_TIME_FIELD_NUMBER: _builtins.int
     METADATA_ETAG_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    DEFINITION_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """UUID assigned by the manager."""
     parent_id: _builtins.str
@@ -200,6 +202,8 @@ class Job(_message.Message):
     """Changes only when metadata changes (not on progress or status updates); send it back to make
     UpdateJobMetadata conditional.
     """
+    definition_id: _builtins.str
+    """The job definition a run (top-level job) runs: its config's job_definition_id."""
     @_builtins.property
     def config(self) -> _struct_pb2.Struct:
         """What the job was asked to do (for a child: url and depth)."""
@@ -234,6 +238,10 @@ class Job(_message.Message):
         this time; unset otherwise.
         """
 
+    @_builtins.property
+    def documents(self) -> Global___DocumentCounts:
+        """A run's documents against the latest stored versions of their URLs (top-level jobs)."""
+
     def __init__(
         self,
         *,
@@ -259,14 +267,109 @@ class Job(_message.Message):
         attempts: _builtins.int = ...,
         schedule_time: _timestamp_pb2.Timestamp | None = ...,
         metadata_etag: _builtins.str = ...,
+        documents: Global___DocumentCounts | None = ...,
+        definition_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "finish_time", b"finish_time", "metadata", b"metadata", "result", b"result", "schedule_time", b"schedule_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "documents", b"documents", "finish_time", b"finish_time", "metadata", b"metadata", "result", b"result", "schedule_time", b"schedule_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "children_failed", b"children_failed", "config", b"config", "create_time", b"create_time", "depth", b"depth", "error", b"error", "error_reason", b"error_reason", "etag", b"etag", "finish_time", b"finish_time", "id", b"id", "metadata", b"metadata", "metadata_etag", b"metadata_etag", "name", b"name", "parent_id", b"parent_id", "progress_current", b"progress_current", "progress_total", b"progress_total", "result", b"result", "schedule_time", b"schedule_time", "start_time", b"start_time", "status", b"status", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "children_failed", b"children_failed", "config", b"config", "create_time", b"create_time", "definition_id", b"definition_id", "depth", b"depth", "documents", b"documents", "error", b"error", "error_reason", b"error_reason", "etag", b"etag", "finish_time", b"finish_time", "id", b"id", "metadata", b"metadata", "metadata_etag", b"metadata_etag", "name", b"name", "parent_id", b"parent_id", "progress_current", b"progress_current", "progress_total", b"progress_total", "result", b"result", "schedule_time", b"schedule_time", "start_time", b"start_time", "status", b"status", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class DocumentCounts(_message.Message):
+    """How a run's pages compared with the latest stored version of each URL in the same definition."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEW_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    GONE_FIELD_NUMBER: _builtins.int
+    new: _builtins.int
+    """Never stored before."""
+    changed: _builtins.int
+    """Stored before with another body."""
+    unchanged: _builtins.int
+    """304 Not Modified, or the same body: no copy stored."""
+    gone: _builtins.int
+    """In the run before (the newest completed run of the definition when this one was created), not in
+    this one; counted when the run completes.
+    """
+    def __init__(
+        self,
+        *,
+        new: _builtins.int = ...,
+        changed: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+        gone: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "gone", b"gone", "new", b"new", "unchanged", b"unchanged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentCounts: _TypeAlias = DocumentCounts  # noqa: Y015
+
+@_typing.final
+class DeleteJobRequest(_message.Message):
+    """Request for DeleteJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The run (top-level job) to delete."""
+    cancel: _builtins.bool
+    """Cancel it first if it is still pending or running (otherwise such a run is refused)."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        cancel: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteJobRequest: _TypeAlias = DeleteJobRequest  # noqa: Y015
+
+@_typing.final
+class DeleteJobResponse(_message.Message):
+    """Response of DeleteJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_DELETED_FIELD_NUMBER: _builtins.int
+    LOGS_DELETED_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_DELETED_FIELD_NUMBER: _builtins.int
+    CONTENTS_DELETED_FIELD_NUMBER: _builtins.int
+    jobs_deleted: _builtins.int
+    """Rows removed: the run and its children, their logs, documents and contents no other run refers to."""
+    logs_deleted: _builtins.int
+    documents_deleted: _builtins.int
+    contents_deleted: _builtins.int
+    def __init__(
+        self,
+        *,
+        jobs_deleted: _builtins.int = ...,
+        logs_deleted: _builtins.int = ...,
+        documents_deleted: _builtins.int = ...,
+        contents_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contents_deleted", b"contents_deleted", "documents_deleted", b"documents_deleted", "jobs_deleted", b"jobs_deleted", "logs_deleted", b"logs_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteJobResponse: _TypeAlias = DeleteJobResponse  # noqa: Y015
 
 @_typing.final
 class CreateJobRequest(_message.Message):
@@ -840,6 +943,7 @@ class JobStats(_message.Message):
     COMPLETED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     CANCELLED_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The parent's id."""
     total: _builtins.int
@@ -854,6 +958,10 @@ class JobStats(_message.Message):
     """Failed children."""
     cancelled: _builtins.int
     """Cancelled children."""
+    @_builtins.property
+    def documents(self) -> Global___DocumentCounts:
+        """The run's documents: new, changed, unchanged, gone."""
+
     def __init__(
         self,
         *,
@@ -864,10 +972,11 @@ class JobStats(_message.Message):
         completed: _builtins.int = ...,
         failed: _builtins.int = ...,
         cancelled: _builtins.int = ...,
+        documents: Global___DocumentCounts | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "completed", b"completed", "failed", b"failed", "job_id", b"job_id", "pending", b"pending", "running", b"running", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "completed", b"completed", "documents", b"documents", "failed", b"failed", "job_id", b"job_id", "pending", b"pending", "running", b"running", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1001,6 +1110,7 @@ class LeasedJob(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     LEASE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def job(self) -> Global___Job:
         """The job, now running."""
@@ -1009,15 +1119,20 @@ class LeasedJob(_message.Message):
     def lease(self) -> Global___Lease:
         """The lease."""
 
+    @_builtins.property
+    def previous(self) -> _documents_pb2.PreviousVersion:
+        """The latest stored version of the page's URL in its run's job definition, if any."""
+
     def __init__(
         self,
         *,
         job: Global___Job | None = ...,
         lease: Global___Lease | None = ...,
+        previous: _documents_pb2.PreviousVersion | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "lease", b"lease"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "lease", b"lease", "previous", b"previous"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "lease", b"lease"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "lease", b"lease", "previous", b"previous"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

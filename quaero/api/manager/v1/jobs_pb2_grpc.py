@@ -96,6 +96,11 @@ class JobManagerStub:
                 request_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.Job.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/quaero.manager.v1.JobManager/DeleteJob',
+                request_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
         self.LeaseJobs = channel.unary_unary(
                 '/quaero.manager.v1.JobManager/LeaseJobs',
                 request_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.LeaseJobsRequest.SerializeToString,
@@ -216,6 +221,14 @@ class JobManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJob(self, request, context):
+        """Deletes a run (a top-level job): its children, logs, session and the documents no other run refers
+        to. A run still going is refused (FAILED_PRECONDITION) unless cancel is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def LeaseJobs(self, request, context):
         """Leases up to max_jobs pending child jobs to a worker and marks them running. A lease that is not
         renewed before it expires returns its job to pending.
@@ -320,6 +333,11 @@ def add_JobManagerServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.WatchJobRequest.FromString,
                     response_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.DeleteJobRequest.FromString,
+                    response_serializer=quaero_dot_manager_dot_v1_dot_jobs__pb2.DeleteJobResponse.SerializeToString,
             ),
             'LeaseJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseJobs,
@@ -673,6 +691,33 @@ class JobManager:
             '/quaero.manager.v1.JobManager/WatchJob',
             quaero_dot_manager_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
             quaero_dot_manager_dot_v1_dot_jobs__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quaero.manager.v1.JobManager/DeleteJob',
+            quaero_dot_manager_dot_v1_dot_jobs__pb2.DeleteJobRequest.SerializeToString,
+            quaero_dot_manager_dot_v1_dot_jobs__pb2.DeleteJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

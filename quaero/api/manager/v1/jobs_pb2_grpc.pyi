@@ -67,6 +67,10 @@ class JobManagerStub:
     """Streams the job as it is now, then again on each change of status or progress, and ends once the
     job is terminal.
     """
+    DeleteJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.DeleteJobRequest, _jobs_pb2.DeleteJobResponse]
+    """Deletes a run (a top-level job): its children, logs, session and the documents no other run refers
+    to. A run still going is refused (FAILED_PRECONDITION) unless cancel is set.
+    """
     LeaseJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.LeaseJobsRequest, _jobs_pb2.LeaseJobsResponse]
     """Leases up to max_jobs pending child jobs to a worker and marks them running. A lease that is not
     renewed before it expires returns its job to pending.
@@ -127,6 +131,10 @@ class JobManagerAsyncStub(JobManagerStub):
     WatchJob: _aio.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
     """Streams the job as it is now, then again on each change of status or progress, and ends once the
     job is terminal.
+    """
+    DeleteJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.DeleteJobRequest, _jobs_pb2.DeleteJobResponse]  # type: ignore[assignment]
+    """Deletes a run (a top-level job): its children, logs, session and the documents no other run refers
+    to. A run still going is refused (FAILED_PRECONDITION) unless cancel is set.
     """
     LeaseJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.LeaseJobsRequest, _jobs_pb2.LeaseJobsResponse]  # type: ignore[assignment]
     """Leases up to max_jobs pending child jobs to a worker and marks them running. A lease that is not
@@ -257,6 +265,16 @@ class JobManagerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_jobs_pb2.Job], _abc.AsyncIterator[_jobs_pb2.Job]]:
         """Streams the job as it is now, then again on each change of status or progress, and ends once the
         job is terminal.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteJob(
+        self,
+        request: _jobs_pb2.DeleteJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.DeleteJobResponse, _abc.Awaitable[_jobs_pb2.DeleteJobResponse]]:
+        """Deletes a run (a top-level job): its children, logs, session and the documents no other run refers
+        to. A run still going is refused (FAILED_PRECONDITION) unless cancel is set.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,51 @@
+"""The `quaero` CLI for recurring crawls: what a run found (jobs show), search, export as JSON Lines (all,
+or only what changed), deleting a run, and one-line errors."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from quaero.testing.harness import CrawlHarness, cookie
+from quaero.testing.wiki_site import COOKIE, WikiSite
+from tests.support.cli import Cli, one_line_error
+
+
+def test_show_search_export_and_delete_runs_from_the_command_line(harness: CrawlHarness, cli: Cli) -> None:
+    site = WikiSite(5).start()
+    try:
+        harness.credentials([cookie(COOKIE, site.session, "127.0.0.1")], "cli-wiki", site="127.0.0.1")
+        definition = harness.definition([site.url(0)], "cli-wiki", max_depth=5)
+        first = harness.outcome(harness.start(definition).parent_job_id).parent.id
+        site.change(3)
+        site.remove(4)
+        second = harness.outcome(harness.start(definition).parent_job_id).parent.id
+    finally:
+        site.stop()
+
+    shown = cli("jobs", "show", second)
+    assert shown.returncode == 0, shown.stderr
+    # Page 3 changed and 4 went; page 1, which linked to 4, changed with it.
+    assert "0 new, 2 changed, 2 unchanged, 1 gone" in shown.stdout
+
+    found = cli("docs", "search", "wiki page 3", "--definition", definition)
+    assert found.returncode == 0, found.stderr
+    assert site.url(3) in found.stdout and "version 1" in found.stdout and first not in found.stdout
+
+    exported = cli("docs", "export", "--run", second)
+    assert exported.returncode == 0, exported.stderr
+    lines: list[dict[str, Any]] = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert sorted(line["url"] for line in lines) == sorted(site.url(n) for n in (0, 1, 2, 3))
+    assert all(line["text"].startswith("wiki page") for line in lines)
+
+    changes = [json.loads(line) for line in cli("docs", "export", "--run", second, "--changed").stdout.splitlines()]
+    assert sorted((line["kind"], line["url"]) for line in changes) == [
+        ("changed", site.url(1)), ("changed", site.url(3)), ("gone", site.url(4))]
+    assert "text" not in next(line for line in changes if line["kind"] == "gone")
+
+    removed = cli("jobs", "rm", first)
+    assert removed.returncode == 0, removed.stderr
+    assert "6 jobs" in removed.stdout and "5 documents" in removed.stdout
+    assert "NOT_FOUND" in one_line_error(cli("jobs", "show", first)) or "not" in one_line_error(cli("jobs", "show",
+                                                                                                   first))
+    assert "OR must" in one_line_error(cli("docs", "search", "OR"))
+    assert "unknown kind" in one_line_error(cli("docs", "ls", "--job", second, "--kind", "odd"))
