@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import struct_pb2
 
+from quaero import run_plan
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 from quaero.client import ManagerClient
 from quaero.convert import cookie_from_proto, dict_to_struct, session_cookie_to_proto, struct_to_dict
@@ -48,7 +49,7 @@ from .render.browser import Renderer
 from .sessions import RunSession, RunSessions
 
 log = logging.getLogger("quaero.executor.page")
-CHILD_TYPE = "crawl_page"
+CHILD_TYPE = run_plan.CHILD_TYPE
 CREDENTIALS_TTL_SECONDS = 2.0
 MAX_PAGE_ATTEMPTS = 4  # a page retried (ROBOTS_UNAVAILABLE, RATE_LIMITED...) fails after this many tries
 MAX_SUPERSEDED_FETCHES = 2  # a page sent a session value replaced meanwhile is fetched again this often
@@ -466,8 +467,7 @@ def _decode_and_parse(body: bytes | bytearray, content_type: str,
 
 
 def child_spec(url: str, depth: int) -> jobs_pb2.ChildJobSpec:
-    # The name is for people (cut when long); the manager stores a long dedup key as its hash.
-    name = url if len(url) <= 256 else url[:255] + "…"
-    spec = jobs_pb2.ChildJobSpec(type=CHILD_TYPE, name=name, dedup_key=url, depth=depth)
-    dict_to_struct({"url": url, "depth": depth}, spec.config)
+    child = run_plan.page(url, depth)
+    spec = jobs_pb2.ChildJobSpec(type=child["type"], name=child["name"], dedup_key=child["dedup_key"], depth=depth)
+    dict_to_struct(child["config"], spec.config)
     return spec

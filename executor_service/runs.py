@@ -15,17 +15,17 @@ from typing import Any
 
 import grpc
 
+from quaero import run_plan
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 from quaero.client import ManagerClient
 from quaero.convert import cookie_from_proto, crawl_mapping_from_proto, definition_mapping_from_proto, dict_to_struct
 from quaero.crawl_spec import CrawlSpec, RunPolicy
 from quaero.errors import FailedPrecondition, InvalidArgument, Reason
-from quaero.urls import normalise_url
 
 from .page import child_spec
 
 log = logging.getLogger("quaero.executor")
-PARENT_TYPE = "crawl"
+PARENT_TYPE = run_plan.PARENT_TYPE
 METADATA_DEADLINE_SECONDS = 5.0
 BACKGROUND_RETRY_SECONDS = (2, 4, 8, 16, 30)
 
@@ -56,8 +56,7 @@ class Runs:
         expired = self._check_credentials(definition.auth_id) if definition.auth_id else ""
         spec = CrawlSpec.from_config(crawl_mapping_from_proto(definition.crawl))
         policy = RunPolicy.from_mapping(definition_mapping_from_proto(definition))
-        # The run's config: what its pages read (the crawl spec) and what the manager settles it by.
-        config = {"job_definition_id": definition.id, "crawl": spec.to_mapping(), **policy.to_mapping()}
+        config = run_plan.run_config(definition.id, spec, policy)
         request = jobs_pb2.CreateJobRequest(type=PARENT_TYPE, name=definition.name or definition.id,
                                             request_id=request_id)
         dict_to_struct(config, request.config)
@@ -66,9 +65,7 @@ class Runs:
             # A retried request: the first call already started this run.
             return RunStarted(parent.id, "auth_id" in parent.metadata or not definition.auth_id,
                               int(parent.progress_total))
-        metadata: dict[str, Any] = {"job_definition_id": definition.id, "phase": "execution"}
-        if definition.auth_id:
-            metadata["auth_id"] = definition.auth_id
+        metadata = run_plan.run_metadata(definition.id, definition.auth_id, "request")
         persisted = "auth_id" in parent.metadata or self.persist_metadata(parent.id, metadata)
         if expired:
             # Crawling with a session that has ended would store login pages or nothing: the run ends now.
@@ -95,7 +92,7 @@ class Runs:
         if parent.status == jobs_pb2.JOB_STATUS_PENDING:
             self.manager.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(
                 job_id=parent.id, status=jobs_pb2.JOB_STATUS_RUNNING))
-        starts = [url for url in (normalise_url(u) for u in spec.start_urls) if url]
+        starts = run_plan.start_urls(spec)
         created = self.manager.jobs.BatchCreateChildJobs(jobs_pb2.BatchCreateChildJobsRequest(
             parent_id=parent.id, children=[child_spec(url, 0) for url in starts], max_children=spec.max_pages))
         count = len(created.jobs)

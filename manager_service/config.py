@@ -18,6 +18,9 @@ class ManagerSettings:
     rpc_workers: int = 0  # 0: chosen by database (see server.py)
     faults: str = ""
     keep_runs: int = 30  # QUAERO_KEEP_RUNS: runs kept per definition whose own keep_runs is 0
+    # QUAERO_CLOCK_OFFSET_SECONDS: this manager's clock runs this far ahead (negative: behind). For drills
+    # and tests of machines whose clocks differ: schedules still start exactly one run per tick.
+    clock_offset: float = 0.0
 
     @classmethod
     def from_env(cls) -> ManagerSettings:
@@ -26,4 +29,5 @@ class ManagerSettings:
         return cls(data_dir=directory, database_url=url, tokens=ensure_tokens(directory),
                    secret_key=os.environ.get("QUAERO_SECRET_KEY", "").strip(), tls=ServerTls.from_env(),
                    rpc_workers=int(os.environ.get("QUAERO_RPC_WORKERS", "0") or 0), faults=fault_spec(),
-                   keep_runs=max(1, int(os.environ.get("QUAERO_KEEP_RUNS", "30") or 30)))
+                   keep_runs=max(1, int(os.environ.get("QUAERO_KEEP_RUNS", "30") or 30)),
+                   clock_offset=float(os.environ.get("QUAERO_CLOCK_OFFSET_SECONDS", "0") or 0))

@@ -1,6 +1,7 @@
 """Assembles the manager: database, stores, servicers, the gRPC server, housekeeping."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -16,14 +17,14 @@ from quaero.rpc.server import banner, build_server, serve_until_signalled
 
 from .access import MANAGER_ACCESS
 from .config import ManagerSettings
-from .metrics import LEASES_EXPIRED, PENDING_CHILDREN, WATCHERS
+from .metrics import LEASES_EXPIRED, PENDING_CHILDREN, SCHEDULE_NEXT_FIRE, SCHEDULE_TICKS, WATCHERS
 from .pg_changes import ChangeListener, ChangePublisher
 from .servicers.credentials import AuthStoreServicer
 from .servicers.definitions import JobDefinitionsServicer
 from .servicers.documents import DocumentsServicer
 from .servicers.jobs import JobManagerServicer, job_to_proto
 from .storage import Stores
-from .storage.clock import SYSTEM, Clock
+from .storage.clock import SYSTEM, Clock, ManualClock
 from .storage.db import connect, migrate, unavailable_for
 from .storage.secretbox import SecretBox, load_key
 from .watch import WatchHub
@@ -106,6 +107,7 @@ class ManagerServer:
         prune_due = time.monotonic() + PRUNE_SECONDS
         while not self._stopping.wait(HOUSEKEEPING_SECONDS):
             self.keep_house()
+            self.fire_schedules()
             if time.monotonic() >= vacuum_due:
                 vacuum_due = time.monotonic() + VACUUM_CHECK_SECONDS
                 self.vacuum()
@@ -113,8 +115,26 @@ class ManagerServer:
                 prune_due = time.monotonic() + PRUNE_SECONDS
                 self.prune()
 
+    def fire_schedules(self) -> None:
+        """Starts the runs of due schedule ticks (every manager looks; the database lets one act on a tick)."""
+        try:
+            now, scheduler = self.stores.clock.now(), self.stores.scheduler
+            scheduled = scheduler.scheduled()
+            for outcome in scheduler.fire_due(now, scheduled):
+                SCHEDULE_TICKS.labels(outcome.definition_id, outcome.status).inc(outcome.count)
+            for stored in scheduled:
+                fires = scheduler.next_fires(stored.definition, now)
+                if fires:
+                    SCHEDULE_NEXT_FIRE.labels(stored.definition.id).set(fires[0].timestamp())
+                else:
+                    with contextlib.suppress(KeyError):
+                        SCHEDULE_NEXT_FIRE.remove(stored.definition.id)
+        except Exception as error:  # a database hiccup must not kill the housekeeping
+            log.warning("event=schedules_failed error=%s", type(error).__name__)
+
     def prune(self) -> None:
         try:
+            self.stores.scheduler.forget_old_ticks(self.stores.clock.now())
             deleted = self.stores.retention.prune(self.stores.clock.now())
             if deleted.runs:
                 log.info("event=pruned runs=%d jobs=%d documents=%d contents=%d", len(deleted.runs), deleted.jobs,
@@ -156,7 +176,12 @@ class ManagerServer:
 
 def serve(listen: str, metrics_listen: str = "") -> None:
     settings = ManagerSettings.from_env()
-    manager = ManagerServer(settings, listen)
+    clock: Clock = SYSTEM
+    if settings.clock_offset:
+        clock = ManualClock()
+        clock.advance(settings.clock_offset)
+        log.warning("event=clock_offset seconds=%g why=QUAERO_CLOCK_OFFSET_SECONDS", settings.clock_offset)
+    manager = ManagerServer(settings, listen, clock=clock)
     port = manager.start()
     database = settings.database_url.split("://", 1)[0]
     details = f"database: {database}, data: {settings.data_dir}"

@@ -80,6 +80,7 @@ class Reason(StrEnum):
     # How a run ends
     TOO_MANY_CHILD_FAILURES = "TOO_MANY_CHILD_FAILURES"
     CANCELLED_BY_USER = "CANCELLED_BY_USER"
+    CANCELLED_BY_SCHEDULE = "CANCELLED_BY_SCHEDULE"
     PARENT_CANCELLED = "PARENT_CANCELLED"
     START_FAILED = "START_FAILED"
     # How a page ends (a child job's error_reason; see README, "Verdicts")

@@ -124,19 +124,26 @@ class Schedule:
         hour = fields[2] if len(fields) == 6 else fields[1]
         return hour != "*" and "/" not in hour
 
-    def ticks(self, after: datetime, until: datetime) -> Iterator[datetime]:
-        """The ticks in (after, until], in UTC, oldest first (at most MAX_TICKS_PER_LOOK)."""
+    def ticks(self, after: datetime, until: datetime, limit: int = MAX_TICKS_PER_LOOK) -> Iterator[datetime]:
+        """The ticks in (after, until], in UTC, oldest first (at most `limit`)."""
         zone = ZoneInfo(self.timezone)
         expression = self._expression
         walker = croniter(expression, after.astimezone(zone), second_at_beginning=len(expression.split()) == 6)
         fixed_hour = self._fixed_hour()
-        for _ in range(MAX_TICKS_PER_LOOK):
+        for _ in range(limit):
             tick: datetime = walker.get_next(datetime)
             if tick.astimezone(UTC) > until:
                 return
             if fixed_hour and _second_of_repeated_hour(tick):
                 continue  # (autumn: the repeated wall-clock time already fired)
             yield tick.astimezone(UTC)
+
+    def last_tick_before(self, moment: datetime) -> datetime:
+        expression = self._expression
+        walker = croniter(expression, moment.astimezone(ZoneInfo(self.timezone)),
+                          second_at_beginning=len(expression.split()) == 6)
+        tick: datetime = walker.get_prev(datetime)
+        return tick.astimezone(UTC)
 
     def next_fires(self, after: datetime, count: int = 3) -> list[datetime]:
         """The next `count` fire times (jitter not included)."""

@@ -17,6 +17,7 @@ from .leases import LeaseQueue
 from .lifecycle import Lifecycle
 from .paging import PageTokens
 from .retention import Retention
+from .schedules import Scheduler
 from .secretbox import SecretBox
 from .sessions import SessionStore
 
@@ -32,6 +33,7 @@ class Stores:
     notifier: ChangeNotifier
     clock: Clock
     retention: Retention
+    scheduler: Scheduler
 
     @classmethod
     def open(cls, db: Database, box: SecretBox, clock: Clock = SYSTEM) -> Stores:
@@ -43,6 +45,7 @@ class Stores:
         credentials = CredentialStore(db, box, clock, tokens)
         return cls(db=db, jobs=JobStore(db, rows, lifecycle, notifier, tokens),
                    retention=Retention(db, rows, lifecycle, documents.index, notifier),
+                   scheduler=Scheduler(db, rows, lifecycle, credentials, notifier, db.instance),
                    leases=LeaseQueue(db, rows, lifecycle, documents, notifier, SessionStore(db, box)),
                    credentials=credentials,
                    definitions=DefinitionStore(db, credentials, clock, tokens), documents=documents, notifier=notifier,

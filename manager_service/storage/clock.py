@@ -26,5 +26,10 @@ class ManualClock(Clock):
         with self._lock:
             self._offset += timedelta(seconds=seconds)
 
+    def set(self, moment: datetime) -> None:
+        """From now on the clock reads `moment` (and runs on from it)."""
+        with self._lock:
+            self._offset = moment - datetime.now(UTC)
+
 
 SYSTEM = Clock()

@@ -17,7 +17,7 @@ from quaero.schedules import Schedule
 from .clock import Clock
 from .credentials import CredentialStore
 from .db import Database
-from .models import job_definitions
+from .models import job_definitions, schedule_ticks
 from .paging import Listing, PageTokens, page_request
 from .records import version_of
 
@@ -137,6 +137,8 @@ class DefinitionStore:
                 if current is not None:
                     raise _stale(definition_id, etag, current, "etag")
                 raise NotFound(Reason.DEFINITION_NOT_FOUND, f"no job definition has id {definition_id!r}", "id")
+            # Its schedule's ticks go with it (a definition made again with this id starts from its creation).
+            conn.execute(sa.delete(schedule_ticks).where(schedule_ticks.c.definition_id == definition_id))
 
 
 def _version(etag: str) -> int:

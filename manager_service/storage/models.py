@@ -182,3 +182,22 @@ documents = sa.Table(
     sa.Index("ix_documents_lineage", "definition_id", "url_hash", sqlite_where=sa.text("latest"),
              postgresql_where=sa.text("latest")),
 )
+
+# A schedule's ticks (migration 0010): one row per definition and tick, whoever wrote it first. The
+# primary key is what makes a tick start at most one run, however many managers look at once; the row
+# is written in the transaction that starts its run. status: started, skipped (overlap), buffered (waits
+# for the running run: buffer_one), missed (older than the catch-up window; `count` ticks up to this one),
+# paused (likewise).
+schedule_ticks = sa.Table(
+    "schedule_ticks", metadata_obj,
+    sa.Column("definition_id", sa.String(128), primary_key=True),
+    sa.Column("tick_at", Timestamp, primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(36), nullable=True),
+    sa.Column("count", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("recorded_at", Timestamp, nullable=False),
+    sa.Column("recorded_by", sa.String(128), nullable=False, server_default=""),
+    sa.Index("ix_schedule_ticks_buffered", "definition_id", sqlite_where=sa.text("status = 'buffered'"),
+             postgresql_where=sa.text("status = 'buffered'")),
+)
