@@ -298,6 +298,11 @@ def main() -> int:
                                         "bare,sqlite,postgres"], cwd=ROOT)
         code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "watch_load.py")], cwd=ROOT)
         code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "render_bench.py")], cwd=ROOT)
+        code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "recrawl_bench.py")], cwd=ROOT)
+        code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "recrawl_bench.py"), "--render-ms", "20"],
+                                       cwd=ROOT)
+        code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "search_bench.py")], cwd=ROOT)
+        code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "prune_bench.py")], cwd=ROOT)
         return code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "long_run.py")], cwd=ROOT)
     print(f"build: unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2

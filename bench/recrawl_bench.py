@@ -30,6 +30,9 @@ from quaero.rpc.channel import open_channel
 from quaero.testing.processes import start_executor, start_manager
 from quaero.testing.runs import run_to_end
 
+sys.path.insert(0, str(Path(__file__).parent))
+from crawl_bench import fresh_postgres  # noqa: E402
+
 TOKEN = "bench-" + secrets.token_hex(8)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -43,11 +46,11 @@ class Crawl:
     counts: tuple[int, int, int, int]
 
 
-def start_site(pages: int) -> tuple[subprocess.Popen[str], int, str]:
+def start_site(pages: int, render_ms: float) -> tuple[subprocess.Popen[str], int, str]:
     code = f"""
 import sys
 from quaero.testing.wiki_site import WikiSite
-site = WikiSite({pages}, "etag").start()
+site = WikiSite({pages}, "etag", render_seconds={render_ms / 1000}).start()
 print(site.port, site.session, flush=True)
 sys.stdin.read()
 """
@@ -62,12 +65,21 @@ def site_bytes(port: int) -> int:
         return int(json.load(answer)["body_bytes"])
 
 
+TABLES = ("jobs", "job_logs", "documents", "contents", "run_sessions", "run_cookies", "schedule_ticks")
+
+
 def database_bytes(url: str, work: str) -> int:
+    """What the database holds: SQLite's pages in use (not its free pages, nor the WAL's copies), PostgreSQL's
+    tables with their indexes and TOAST."""
     if url.startswith("sqlite"):
-        path = Path(work) / "quaero.db"
-        return sum(p.stat().st_size for p in (path, Path(str(path) + "-wal")) if p.exists())
+        import sqlite3
+        with sqlite3.connect(Path(work) / "quaero.db") as conn:
+            used = conn.execute("SELECT (SELECT page_count FROM pragma_page_count) - "
+                                "(SELECT freelist_count FROM pragma_freelist_count)").fetchone()[0]
+            return int(used) * int(conn.execute("PRAGMA page_size").fetchone()[0])
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
-        return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
+        return int(conn.execute("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.relname = "
+                                "ANY(%s)", (list(TABLES),)).fetchone()[0])  # type: ignore[index]
 
 
 def content_bytes(url: str, work: str) -> int:
@@ -97,12 +109,12 @@ def pair(port: int, session: str, pages: int, database_url: str) -> tuple[Crawl,
                     allowed_networks=["127.0.0.1/32"]))))
             crawls = []
             for _ in range(2):
+                time.sleep(1.5)  # (the manager's checkpoint copies SQLite's WAL into the file)
                 stored, contents, sent = database_bytes(url, work), content_bytes(url, work), site_bytes(port)
                 began = time.perf_counter()
                 parent = run_to_end(channel, client, "wiki")
                 seconds = time.perf_counter() - began
                 assert parent.status == jobs_pb2.JOB_STATUS_COMPLETED, parent.error
-                time.sleep(1.5)  # (the manager's checkpoint copies SQLite's WAL into the file)
                 d = parent.documents
                 crawls.append(Crawl(seconds, site_bytes(port) - sent, database_bytes(url, work) - stored,
                                     content_bytes(url, work) - contents, (d.new, d.changed, d.unchanged, d.gone)))
@@ -114,25 +126,15 @@ def pair(port: int, session: str, pages: int, database_url: str) -> tuple[Crawl,
             manager.stop()
 
 
-def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], None]]:
-    name = "quaero_recrawl_" + secrets.token_hex(4)
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + "/" + name, drop
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pages", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3, help="pairs of runs per database (medians)")
     parser.add_argument("--postgres", default=PG_ADMIN, help="admin URL of a PostgreSQL server; '' to skip it")
+    parser.add_argument("--render-ms", type=float, default=0.0, help="how long the site takes to make a whole page "
+                        "(a 304 takes none), as a wiki renders one")
     args = parser.parse_args()
-    site, port, session = start_site(args.pages)
+    site, port, session = start_site(args.pages, args.render_ms)
     results: dict[str, list[tuple[Crawl, Crawl]]] = {"SQLite": [], "PostgreSQL": []}
     try:
         for _ in range(args.runs):
@@ -146,8 +148,8 @@ def main() -> int:
     finally:
         site.stdin.close()  # type: ignore[union-attr]
         site.wait(10)
-    print(f"\nRecrawl: {args.pages} pages, second run with nothing changed (medians of {args.runs} pairs; "
-          f"{os.cpu_count()} cores)")
+    print(f"\nRecrawl: {args.pages} pages ({args.render_ms:g} ms to make a whole page), second run with nothing "
+          f"changed (medians of {args.runs} pairs; {os.cpu_count()} cores)")
     print(f"{'database':<11} {'run 1 s':>8} {'run 2 s':>8} {'time':>6} {'body 1':>10} {'body 2':>8} {'bytes':>7} "
           f"{'stored 1':>10} {'stored 2':>10} {'stored':>7} {'content 2':>9}  counts of run 2")
     for name, pairs in results.items():

@@ -15,6 +15,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from itertools import accumulate
+from pathlib import Path
 
 from manager_service.storage import Stores
 from manager_service.storage.db import connect, migrate
@@ -24,6 +25,9 @@ from manager_service.storage.secretbox import SecretBox
 from quaero.api.manager.v1 import documents_pb2
 from quaero.client import ManagerClient
 from quaero.testing.processes import start_manager
+
+sys.path.insert(0, str(Path(__file__).parent))
+from crawl_bench import fresh_postgres  # noqa: E402
 
 TOKEN = "bench-" + secrets.token_hex(8)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -119,29 +123,21 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--postgres", default=PG_ADMIN, help="admin URL of a PostgreSQL server; '' to skip it")
     args = parser.parse_args()
-    import psycopg
     results = {}
     for name in ("SQLite", "PostgreSQL"):
         if name == "PostgreSQL" and not args.postgres:
             continue
         rng = random.Random(7)
         with tempfile.TemporaryDirectory() as work:
-            database = f"quaero_search_{secrets.token_hex(4)}"
-            if name == "SQLite":
-                url = f"sqlite:///{work}/quaero.db"
-            else:
-                with psycopg.connect(args.postgres, autocommit=True) as admin:
-                    admin.execute(f'CREATE DATABASE "{database}"')
-                url = args.postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + "/" + database
+            url, drop = (f"sqlite:///{work}/quaero.db", lambda: None) if name == "SQLite" else fresh_postgres(
+                args.postgres)
             try:
                 began = time.perf_counter()
                 words, samples = build(url, args.documents, rng)
                 built = time.perf_counter() - began
                 results[name] = (built, measure(url, work, queries(words, samples, rng, args.queries)))
             finally:
-                if name == "PostgreSQL":
-                    with psycopg.connect(args.postgres, autocommit=True) as admin:
-                        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+                drop()
     print(f"\nSearch: {args.documents:,} documents, {args.queries} queries through SearchDocuments (ms)")
     for name, (built, timings) in results.items():
         every = [t for values in timings.values() for t in values]

@@ -82,8 +82,12 @@ class Retention:
                                           error_reason=Reason.CANCELLED_BY_USER, changed=changed)
         self.notifier.notify(*changed)
         deleted = self._purge(run_id)
-        self.db.reclaim()
+        self._give_space_back()
         return deleted
+
+    def _give_space_back(self) -> None:
+        self.index.compact()
+        self.db.reclaim()
 
     def _purge(self, run_id: str) -> Deleted:
         deleted = Deleted(runs=[run_id])
@@ -180,7 +184,7 @@ class Retention:
             for run_id in self.due(now)[:most]:
                 total.add(self._purge(run_id))
         if total.runs:
-            self.db.reclaim()
+            self._give_space_back()
         return total
 
     @contextlib.contextmanager

@@ -20,6 +20,8 @@ from .records import Document
 
 MAX_HITS_PER_PAGE = 100
 MAX_OFFSET = 10_000  # deeper than anyone reads; a deeper page is refused rather than ranked at length
+# FTS5 'merge' after a prune: up to 2,000 pages of segments (negative: even when few segments wait).
+FTS_MERGE_PAGES = -2000
 # Title words weigh more than text words: FTS5's bm25 column weights; PostgreSQL's ts_rank weights
 # {D, C, B, A} with the title as A and the text as D.
 TITLE_WEIGHT = 4.0
@@ -63,6 +65,15 @@ class SearchIndex:
         conn.exec_driver_sql(
             "INSERT INTO contents_fts (contents_fts, rowid, title, body) VALUES ('delete', ?, ?, ?)",
             [(content_id, *search_text.indexed(title, text)) for content_id, title, text in rows])
+
+    def compact(self) -> None:
+        """After deletes: FTS5 keeps a deleted content's entries as tombstones until its segments are merged;
+        a bounded merge here (then the freed pages go back: Database.reclaim) keeps the index from growing
+        with every prune. PostgreSQL's GIN entries go with their rows (and a vacuum)."""
+        if self.postgres:
+            return
+        with self.db.write_engine.begin() as conn:
+            conn.exec_driver_sql(f"INSERT INTO contents_fts (contents_fts, rank) VALUES ('merge', {FTS_MERGE_PAGES})")
 
     def search(self, query_text: str, definition_id: str, parent_job_id: str, latest_only: bool, page_size: int,
                page_token: str) -> tuple[list[Hit], str]:

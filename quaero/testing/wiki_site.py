@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 
 from .site import Request, Response, Routes, SiteServer
 
 COOKIE = "wiki_session"
+# A wiki's words: many, but not unbounded (as a language's are).
+_WORDS = random.Random(1)
+VOCABULARY = ["".join(_WORDS.choices("abcdefghijklmnopqrstuvwxyz", k=_WORDS.randint(3, 9))) for _ in range(5000)]
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class WikiSite:
-    def __init__(self, pages: int, validators: str = "etag", host: str = "127.0.0.1", padding: int = 2000) -> None:
+    def __init__(self, pages: int, validators: str = "etag", host: str = "127.0.0.1", padding: int = 2000,
+                 render_seconds: float = 0.0, varied: bool = False) -> None:
+        """`render_seconds`: how long a whole page takes to make (a wiki renders it); a 304 takes none.
+        `varied`: the padding is words of a 5,000-word vocabulary, differing from page to page and version to
+        version (text that does not compress away, for tests of storage sizes)."""
+        self.varied = varied
+        self.render_seconds = render_seconds
         self.validators = validators
         self.host = host
         self.session = "s-" + hashlib.sha256(str(id(self)).encode()).hexdigest()[:16]
@@ -71,7 +82,12 @@ class WikiSite:
 
     def body(self, n: int) -> str:
         links = " ".join(f'<a href="/w/{k}">page {k}</a>' for k in (2 * n + 1, 2 * n + 2) if k in self.present)
-        words = f"wiki page {n} version {self.versions[n]} " + "lorem ipsum dolor sit amet " * (self.padding // 27)
+        if self.varied:
+            rng = random.Random(f"{n}-{self.versions[n]}")
+            filler = " ".join(rng.choices(VOCABULARY, k=self.padding // 7))
+        else:
+            filler = "lorem ipsum dolor sit amet " * (self.padding // 27)
+        words = f"wiki page {n} version {self.versions[n]} " + filler
         return (f"<html><head><title>Wiki {n}</title></head><body><p>{words}</p>{links}</body></html>")
 
     def _answer(self, request: Request) -> Response:
@@ -111,6 +127,8 @@ class WikiSite:
             with self._lock:
                 self.not_modified += 1
             return Response(status=304, headers=headers, content_type="")
+        if self.render_seconds:
+            time.sleep(self.render_seconds)
         with self._lock:
             self.body_bytes += len(body)
         return Response(body=body, headers=headers)

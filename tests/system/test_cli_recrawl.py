@@ -3,6 +3,7 @@ or only what changed), deleting a run, and one-line errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from quaero.testing.harness import CrawlHarness, cookie
@@ -49,3 +50,32 @@ def test_show_search_export_and_delete_runs_from_the_command_line(harness: Crawl
                                                                                                    first))
     assert "OR must" in one_line_error(cli("docs", "search", "OR"))
     assert "unknown kind" in one_line_error(cli("docs", "ls", "--job", second, "--kind", "odd"))
+
+
+def test_a_schedule_written_in_toml_shows_its_next_runs_and_pauses_and_resumes(harness: CrawlHarness, cli: Cli,
+                                                                               tmp_path: Path) -> None:
+    definition = tmp_path / "nightly.toml"
+    definition.write_text('id = "nightly"\nschedule = "30 2 * * *"\ntimezone = "Europe/Berlin"\njitter = "5m"\n'
+                          'overlap = "buffer_one"\ncatchup_window = "2h"\nkeep_runs = 7\n'
+                          '[crawl]\nstart_urls = ["https://wiki.example.com/"]\n')
+    applied = cli("definitions", "apply", str(definition))
+    assert applied.returncode == 0, applied.stderr
+    listed = cli("definitions", "ls").stdout
+    assert "30 2 * * * (Europe/Berlin)" in listed
+    shown = cli("definitions", "show", "nightly").stdout
+    assert "overlap buffer_one" in shown and "keep_runs 7" in shown and shown.count("next run") == 3
+    paused = cli("definitions", "pause", "nightly")
+    assert paused.returncode == 0 and "paused the schedule of nightly" in paused.stdout
+    assert "paused" in cli("definitions", "ls").stdout and "next run" not in cli("definitions", "show",
+                                                                                 "nightly").stdout
+    resumed = cli("definitions", "resume", "nightly")
+    assert resumed.returncode == 0 and "next run" in resumed.stdout
+    # Mistakes are named with the field and what to write.
+    definition.write_text('id = "bad"\nschedule = "at two"\n[crawl]\nstart_urls = ["https://wiki.example.com/"]\n')
+    assert "schedule.cron" in one_line_error(cli("definitions", "apply", str(definition)))
+    definition.write_text('id = "bad"\ntimezone = "UTC"\n[crawl]\nstart_urls = ["https://wiki.example.com/"]\n')
+    assert "belong to a schedule" in one_line_error(cli("definitions", "apply", str(definition)))
+    plain = tmp_path / "plain.toml"
+    plain.write_text('id = "plain"\n[crawl]\nstart_urls = ["https://wiki.example.com/"]\n')
+    assert cli("definitions", "apply", str(plain)).returncode == 0
+    assert "has no schedule" in one_line_error(cli("definitions", "pause", "plain"))

@@ -143,23 +143,73 @@ def existing(harness: CrawlHarness, job_ids: set[str]) -> set[str]:
 def storage_size(harness: CrawlHarness) -> int:
     db = harness.manager.server.stores.db
     if db.dialect == "sqlite":
-        path = db.write_engine.url.database
-        return sum(os.path.getsize(name) for name in (path, path + "-wal") if os.path.exists(name))
+        # The file itself, once the WAL is copied back into it (the WAL is reused, not grown, but its length
+        # depends on when the last checkpoint ran).
+        with db.write_engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return os.path.getsize(str(db.write_engine.url.database))
     return scalar(harness, "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.relname IN "
                            "('jobs', 'documents', 'contents', 'job_logs')")
 
 
 def test_space_a_prune_frees_is_reused_and_the_database_stops_growing(db_harness: CrawlHarness,
                                                                      wiki: Any) -> None:
-    """Each cycle stores a whole new version of a 40-page site (every page changed, ~20 KB each) and prunes
-    to the newest run: the storage after the last cycle is no larger than after the second."""
-    site = wiki(40, padding=20_000)
+    """Each cycle stores a whole new version of a 40-page site (every page changed, ~20 KB of varied text
+    each) and prunes to the newest run: the storage settles, and then does not grow."""
+    site = wiki(40, padding=20_000, varied=True)
     definition = definition_of(db_harness, site, "keep-size", keep_runs=1)
     sizes = []
-    for _cycle in range(5):
+    for _cycle in range(12):
         site.change(*range(40))
         run(db_harness, definition)
         db_harness.manager.server.prune()
-        db_harness.manager.server.stores.db.checkpoint()
         sizes.append(storage_size(db_harness))
-    assert sizes[-1] <= sizes[1] * 1.05, sizes
+    # Each cycle writes about 800 KB of text that does not compress (words of a bounded vocabulary, as a
+    # language's: a GIN index keeps every word it ever indexed, and random strings would grow it for ever).
+    # The storage settles within a few cycles (FTS5's segments reach their levels; index pages split once)
+    # and then stays: the last six cycles add nothing. (FTS5 keeps a deleted content's entries until its segments merge: without the merge after
+    # each prune, SQLite's file grew by 4% a cycle, for ever.) Measured over 22 cycles: flat from the sixth.
+    written = 40 * 20_000
+    assert max(sizes) - sizes[1] < 2 * written, str(sizes)
+    assert sizes[-1] <= sizes[6] + 64 * 1024, str(sizes)
+
+
+def test_two_managers_deleting_one_run_at_once_leave_nothing_behind(db_harness: CrawlHarness, wiki: Any) -> None:
+    """The same run deleted by two managers at once (a DeleteJob racing the other manager's prune): each
+    batch is its own transaction and finds what is left, so both end and no row or content is left over."""
+    import threading
+
+    from manager_service.storage import Stores
+    from manager_service.storage.db import connect
+    from manager_service.storage.secretbox import SecretBox
+    from quaero.errors import JobNotFound
+
+    site = wiki(30)
+    definition = definition_of(db_harness, site, "keep-race")
+    run_id = run(db_harness, definition)
+    mine = db_harness.manager.server.stores
+    other_db = connect(mine.db.write_engine.url.render_as_string(hide_password=False))
+    other = Stores.open(other_db, SecretBox(b"k" * 32))
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def delete(stores: Stores) -> None:
+        start.wait()
+        try:
+            stores.retention.delete_run(run_id, cancel=False)
+        except JobNotFound:
+            pass  # (the other one finished first)
+        except BaseException as error:  # noqa: BLE001 - collected for the assertion
+            errors.append(error)
+
+    threads = [threading.Thread(target=delete, args=(stores,)) for stores in (mine, other)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        other_db.dispose()
+    assert errors == []
+    assert leftovers(db_harness, run_id) == {"jobs": 0, "logs": 0, "documents": 0, "sessions": 0,
+                                             "orphan contents": 0}
