@@ -167,8 +167,9 @@ def test_space_a_prune_frees_is_reused_and_the_database_stops_growing(db_harness
     # Each cycle writes about 800 KB of text that does not compress (words of a bounded vocabulary, as a
     # language's: a GIN index keeps every word it ever indexed, and random strings would grow it for ever).
     # The storage settles within a few cycles (FTS5's segments reach their levels; index pages split once)
-    # and then stays: the last six cycles add nothing. (FTS5 keeps a deleted content's entries until its segments merge: without the merge after
-    # each prune, SQLite's file grew by 4% a cycle, for ever.) Measured over 22 cycles: flat from the sixth.
+    # and then stays: the last six cycles add nothing. (FTS5 keeps a deleted content's entries until its
+    # segments merge: without the merge after each prune, SQLite's file grew by 4% a cycle, for ever.)
+    # Measured over 22 cycles: flat from the sixth.
     written = 40 * 20_000
     assert max(sizes) - sizes[1] < 2 * written, str(sizes)
     assert sizes[-1] <= sizes[6] + 64 * 1024, str(sizes)
