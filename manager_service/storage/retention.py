@@ -30,8 +30,10 @@ from .models import contents, documents, job_definitions, job_logs, jobs, run_co
 from .search import SearchIndex
 
 log = logging.getLogger("quaero.manager.retention")
-BATCH = 500  # rows per transaction
-PAUSE_SECONDS = 0.01  # between batches: other writers take their turn
+BATCH = 250  # rows per transaction
+# Between batches the prune waits as long as the batch took (at least PAUSE_SECONDS): it takes at most half
+# of the time, so the crawl's writes and every read (GetJob) keep their pace while a big run goes.
+PAUSE_SECONDS = 0.005
 DEFAULT_KEEP_RUNS = 30
 TERMINAL = tuple(status.value for status in JobStatus if status.terminal)
 
@@ -92,9 +94,9 @@ class Retention:
     def _purge(self, run_id: str) -> Deleted:
         deleted = Deleted(runs=[run_id])
         while self._batch(lambda conn: self._documents_batch(conn, run_id, deleted)):
-            time.sleep(PAUSE_SECONDS)
+            pass
         while self._batch(lambda conn: self._children_batch(conn, run_id, deleted)):
-            time.sleep(PAUSE_SECONDS)
+            pass
         with self.db.write_engine.begin() as conn:
             deleted.logs += conn.execute(sa.delete(job_logs).where(job_logs.c.job_id == run_id)).rowcount
             conn.execute(sa.delete(run_cookies).where(run_cookies.c.parent_job_id == run_id))
@@ -107,8 +109,13 @@ class Retention:
         return deleted
 
     def _batch(self, work: Any) -> bool:
+        """One batch in its own transaction, then a pause as long as it took; False when it found nothing."""
+        began = time.monotonic()
         with self.db.write_engine.begin() as conn:
-            return bool(work(conn))
+            found = bool(work(conn))
+        if found:
+            time.sleep(max(PAUSE_SECONDS, time.monotonic() - began))
+        return found
 
     def _documents_batch(self, conn: Connection, run_id: str, deleted: Deleted) -> int:
         rows = conn.execute(sa.select(documents.c.id, documents.c.content_id, documents.c.definition_id,
@@ -118,14 +125,22 @@ class Retention:
             return 0
         conn.execute(sa.delete(documents).where(documents.c.id.in_([row.id for row in rows])))
         deleted.documents += len(rows)
-        # The version before becomes the URL's latest again (where this run held it).
+        # The version before becomes the URL's latest again (where this run held it): one read and one write
+        # per batch and definition.
+        held: dict[str, set[str]] = {}
         for row in rows:
             if row.latest and row.definition_id:
-                before = conn.execute(sa.select(documents.c.id).where(
-                    documents.c.definition_id == row.definition_id, documents.c.url_hash == row.url_hash)
-                    .order_by(documents.c.fetched_at.desc(), documents.c.id.desc()).limit(1)).scalar()
-                if before is not None:
-                    conn.execute(sa.update(documents).where(documents.c.id == before).values(latest=True))
+                held.setdefault(row.definition_id, set()).add(row.url_hash)
+        for definition_id, hashes in held.items():
+            newest: dict[str, tuple[Any, str]] = {}
+            for doc_id, hashed, fetched in conn.execute(
+                    sa.select(documents.c.id, documents.c.url_hash, documents.c.fetched_at).where(
+                        documents.c.definition_id == definition_id, documents.c.url_hash.in_(sorted(hashes)))):
+                if hashed not in newest or (fetched, doc_id) > newest[hashed]:
+                    newest[hashed] = (fetched, doc_id)
+            if newest:
+                conn.execute(sa.update(documents).where(documents.c.id.in_([doc_id for _f, doc_id in newest.values()]))
+                             .values(latest=True))
         # Contents no document refers to any more go, with their search entries.
         candidates = sorted({row.content_id for row in rows})
         orphans = conn.execute(sa.select(contents.c.id, contents.c.title, contents.c.text).where(

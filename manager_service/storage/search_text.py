@@ -29,15 +29,18 @@ MAX_QUERY_CHARS = 500
 MAX_QUERY_TERMS = 32
 
 
+SCANNED_CHARS_PER_WORD = 40  # a text is read this far per indexed word at most (words are ~6 letters apart)
+
+
+# A word of at most MAX_WORD_CHARS letters and digits, not part of a longer run (matched in C: the words of
+# every content are found again when it is removed from SQLite's index).
+INDEXED_WORD = re.compile(r"(?<![^\W_])[^\W_]{1,%d}(?![^\W_])" % MAX_WORD_CHARS)
+
+
 def words(text: str, limit: int = MAX_INDEXED_WORDS) -> list[str]:
-    found: list[str] = []
-    for match in WORD.finditer(text):
-        word = match.group().lower()
-        if len(word) <= MAX_WORD_CHARS:
-            found.append(word)
-            if len(found) >= limit:
-                break
-    return found
+    """The first `limit` words of the lower-cased text (the same function indexes a content and, on SQLite,
+    removes it: it must not change without reindexing)."""
+    return INDEXED_WORD.findall(text[:limit * SCANNED_CHARS_PER_WORD].lower())[:limit]
 
 
 def indexed(title: str, text: str) -> tuple[str, str]:
@@ -131,12 +134,11 @@ def phrases(query: Query) -> list[tuple[str, ...]]:
     return [phrase for term in query.required for phrase in term.alternatives]
 
 
-def fts5_in_column(phrase: tuple[str, ...], column: str) -> str:
-    return f'{column} : "' + " ".join(phrase) + '"'
-
-
-def tsquery_in_weight(phrase: tuple[str, ...], weight: str) -> str:
-    return " <-> ".join(f"'{word}':{weight}" for word in phrase)
+def phrases_in(phrases: list[tuple[str, ...]], title: str) -> int:
+    """How many of the query's words and phrases the title holds (the first ranking measure)."""
+    found = words(title, 1000)
+    text = " " + " ".join(found) + " "
+    return sum(1 for phrase in phrases if " " + " ".join(phrase) + " " in text)
 
 
 SNIPPET_WORDS = 24

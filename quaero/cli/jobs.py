@@ -69,10 +69,11 @@ def jobs_ls(
     status_value = job_status_to_proto(status) if status else jobs_pb2.JOB_STATUS_UNSPECIFIED
     page = rpc(lambda: manager(ctx).jobs.ListJobs(jobs_pb2.ListJobsRequest(
         parent_id=parent, status=status_value, page_size=limit)), "cannot list jobs")
-    table = Table(id_column(), "type", "name", "status", "progress", "created")
+    table = Table(id_column(), "type", "name", "status", "progress", "started by", "created")
     for job in page.jobs:
+        started_by = struct_to_dict(job.metadata).get("started_by", "-") if not job.parent_id else "-"
         table.add_row(job.id, job.type, job.name[:60], status_label(job.status),
-                      f"{job.progress_current}/{job.progress_total}", when(job.create_time))
+                      f"{job.progress_current}/{job.progress_total}", str(started_by), when(job.create_time))
     out.print(table)
 
 
