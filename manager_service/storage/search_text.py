@@ -34,7 +34,7 @@ SCANNED_CHARS_PER_WORD = 40  # a text is read this far per indexed word at most 
 
 # A word of at most MAX_WORD_CHARS letters and digits, not part of a longer run (matched in C: the words of
 # every content are found again when it is removed from SQLite's index).
-INDEXED_WORD = re.compile(r"(?<![^\W_])[^\W_]{1,%d}(?![^\W_])" % MAX_WORD_CHARS)
+INDEXED_WORD = re.compile(rf"(?<![^\W_])[^\W_]{{1,{MAX_WORD_CHARS}}}(?![^\W_])")
 
 
 def words(text: str, limit: int = MAX_INDEXED_WORDS) -> list[str]:
