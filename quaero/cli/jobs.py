@@ -17,6 +17,7 @@ from ..convert import job_status_to_proto, status_label, struct_to_dict
 from ..job_status import JobStatus
 from .common import describing, err, fail, id_column, manager, out, rpc, target, when
 
+DELETE_TIMEOUT_SECONDS = 3600.0
 app = typer.Typer(help="Jobs: runs (parents) and the pages they fetch (children).", no_args_is_help=True)
 
 
@@ -106,8 +107,9 @@ def jobs_rm(
     cancel: Annotated[bool, typer.Option("--cancel", help="Cancel it first if it is still going.")] = False,
 ) -> None:
     """Delete a run: its pages, logs and the documents no other run refers to."""
-    deleted = rpc(lambda: manager(ctx).jobs.DeleteJob(jobs_pb2.DeleteJobRequest(job_id=job_id, cancel=cancel)),
-                  f"cannot delete {job_id}")
+    # (A big run goes in paced batches: 100,000 rows take about half a minute.)
+    deleted = rpc(lambda: manager(ctx).jobs.DeleteJob(jobs_pb2.DeleteJobRequest(job_id=job_id, cancel=cancel),
+                                                      timeout=DELETE_TIMEOUT_SECONDS), f"cannot delete {job_id}")
     out.print(f"deleted run {job_id}: {deleted.jobs_deleted} jobs, {deleted.logs_deleted} log lines, "
               f"{deleted.documents_deleted} documents, {deleted.contents_deleted} stored contents", markup=False)
 
