@@ -2,6 +2,7 @@
 stores a content, and SearchDocuments' query. Words and the query syntax: search_text."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from sqlalchemy.engine import Connection
 from quaero.errors import InvalidArgument, Reason
 from quaero.ids import check_job_id
 
-from . import search_text
+from . import driver, search_text
 from .db import Database
 from .models import contents, documents
 from .paging import PageTokens
@@ -129,35 +130,40 @@ class SearchIndex:
         half the corpus holds costs no more than a rare one."""
         where = []
         params: dict[str, Any] = {"cap": CANDIDATES}
-        if definition_id:
-            where.append("d.definition_id = :definition_id")
-            params["definition_id"] = definition_id
-        if parent_job_id:
-            where.append("d.parent_job_id = :parent_job_id")
-            params["parent_job_id"] = parent_job_id
+        for name, value, condition in (("definition_id", definition_id, "d.definition_id = {}"),
+                                       ("parent_job_id", parent_job_id, "d.parent_job_id = {}")):
+            if value:
+                where.append(condition.format(driver.named_placeholder(name, self.postgres)))
+                params[name] = value
         if latest_only:
             where.append("d.latest")
         scope = "".join(f" AND {condition}" for condition in where)
-        typed = {"fetched_at": documents.c.fetched_at.type}
+        mark = functools.partial(driver.named_placeholder, postgres=self.postgres)
+        # Ordered by content id alone, so both databases can stop at the cap (a second key made SQLite sort
+        # every match). On PostgreSQL the statement is never prepared: a generic plan cannot know whether a
+        # query's words are rare (read the GIN index) or common (walk the contents newest first), and
+        # picked the first for every query.
         if self.postgres:
             params["q"] = search_text.tsquery(query)
-            rows = conn.execute(sa.text(
-                "SELECT c.id AS content_id, d.id AS document_id, d.fetched_at FROM to_tsquery('simple', :q) AS q, "
-                f"contents AS c JOIN documents AS d ON d.content_id = c.id WHERE c.search @@ q{scope} "
-                "ORDER BY c.id DESC, d.id LIMIT :cap").columns(**typed), params).all()
-            scores: dict[int, float] = dict(conn.execute(sa.text(
-                f"SELECT c.id, ts_rank({PG_WEIGHTS}, c.search, to_tsquery('simple', :q), 1) FROM contents AS c "
-                "WHERE c.id IN :ids").bindparams(sa.bindparam("ids", expanding=True)),
-                {"q": params["q"], "ids": sorted({row.content_id for row in rows})}).all()) if rows else {}
-            return [Candidate(row.content_id, row.document_id, _aware(row.fetched_at), float(scores.get(row.content_id, 0)))
-                    for row in rows]
-        params["q"] = search_text.fts5(query)
-        rows = conn.execute(sa.text(
-            f"SELECT f.rowid AS content_id, d.id AS document_id, d.fetched_at, -bm25(contents_fts, {TITLE_WEIGHT}, 1.0) "
-            "AS score FROM contents_fts AS f JOIN documents AS d ON d.content_id = f.rowid "
-            f"WHERE contents_fts MATCH :q{scope} ORDER BY f.rowid DESC, d.id LIMIT :cap").columns(**typed),
-            params).all()
-        return [Candidate(row.content_id, row.document_id, _aware(row.fetched_at), float(row.score)) for row in rows]
+            sql = ("SELECT c.id, d.id, d.fetched_at, ts_rank(" + PG_WEIGHTS + f", c.search, q, 1) FROM to_tsquery("
+                   f"'simple', {mark('q')}) AS q, contents AS c JOIN documents AS d ON d.content_id = c.id "
+                   f"WHERE c.search @@ q{scope} ORDER BY c.id DESC LIMIT {mark('cap')}")
+        else:
+            params["q"] = search_text.fts5(query)
+            sql = (f"SELECT f.rowid, d.id, d.fetched_at, -bm25(contents_fts, {TITLE_WEIGHT}, 1.0) FROM contents_fts AS f "
+                   f"JOIN documents AS d ON d.content_id = f.rowid WHERE contents_fts MATCH {mark('q')}{scope} "
+                   f"ORDER BY f.rowid DESC LIMIT {mark('cap')}")
+        cursor = driver.cursor(conn)
+        try:
+            if self.postgres:
+                cursor.execute(sql, params, prepare=False)
+            else:
+                cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        return [Candidate(content_id, document_id, _moment(fetched_at), float(score or 0))
+                for content_id, document_id, fetched_at, score in rows]
 
     @staticmethod
     def _hit(row: Any, query: search_text.Query, score: float) -> Hit:
@@ -173,5 +179,7 @@ class Candidate:
     score: float
 
 
-def _aware(moment: datetime) -> datetime:
+def _moment(value: Any) -> datetime:
+    """A timestamp as the driver returns it (SQLite: SQLAlchemy's naive UTC text)."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
