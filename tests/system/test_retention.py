@@ -5,6 +5,7 @@ runs and never a run still going or the newest completed one; the database file 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -152,10 +153,44 @@ def storage_size(harness: CrawlHarness) -> int:
                            "('jobs', 'documents', 'contents', 'job_logs')")
 
 
-def test_space_a_prune_frees_is_reused_and_the_database_stops_growing(db_harness: CrawlHarness,
+@pytest.fixture
+def own_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A manager on a database of its own (a fresh SQLite file, or a fresh PostgreSQL database): sizes
+    measured on the session's shared PostgreSQL database move with other tests' rows."""
+    import secrets
+
+    import psycopg
+
+    from quaero.testing.harness import start_manager
+    from tests.support.hosts import RESOLVE
+    url, drop = f"sqlite:///{tmp_path / 'own.db'}", None
+    if request.param == "postgres":
+        admin = request.getfixturevalue("admin_url")
+        name = "quaero_own_" + secrets.token_hex(4)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + "/" + name
+
+        def drop() -> None:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    manager = start_manager(tmp_path / "own", url)
+    harness = CrawlHarness(manager, resolve=RESOLVE)
+    try:
+        yield harness
+    finally:
+        harness.close()
+        manager.close()
+        if drop is not None:
+            drop()
+
+
+@pytest.mark.parametrize("own_harness", ["sqlite", "postgres"], indirect=True)
+def test_space_a_prune_frees_is_reused_and_the_database_stops_growing(own_harness: CrawlHarness,
                                                                      wiki: Any) -> None:
     """Each cycle stores a whole new version of a 40-page site (every page changed, ~20 KB of varied text
     each) and prunes to the newest run: the storage settles, and then does not grow."""
+    db_harness = own_harness
     site = wiki(40, padding=20_000, varied=True)
     definition = definition_of(db_harness, site, "keep-size", keep_runs=1)
     sizes = []
@@ -172,7 +207,7 @@ def test_space_a_prune_frees_is_reused_and_the_database_stops_growing(db_harness
     # Measured over 22 cycles: flat from the sixth.
     written = 40 * 20_000
     assert max(sizes) - sizes[1] < 2 * written, str(sizes)
-    assert sizes[-1] <= sizes[6] + 64 * 1024, str(sizes)
+    assert sizes[-1] <= max(sizes[3:7]) + 64 * 1024, str(sizes)
 
 
 def test_two_managers_deleting_one_run_at_once_leave_nothing_behind(db_harness: CrawlHarness, wiki: Any) -> None:
