@@ -207,11 +207,18 @@ def test_a_manager_whose_workers_hang_reports_the_stall_and_sigterm_ends_it_in_t
         client = ManagerClient.connect(manager.address, OPERATOR)
         job = client.jobs.CreateJob(jobs_pb2.CreateJobRequest(type="t"))
         hung = [client.jobs.GetJob.future(jobs_pb2.GetJobRequest(job_id=job.id), timeout=60) for _ in range(2)]
-        # Both of the SQLite manager's two workers are stuck: nothing else is answered, health included.
-        with pytest.raises(grpc.RpcError) as unanswered:
-            with grpc.insecure_channel(manager.address) as channel:
-                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        assert unanswered.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # Both of the SQLite manager's two workers are stuck: nothing else is answered, health included. (A
+        # Check sent before both hung calls reached a worker is still answered: CI caught that race once.)
+        def health_unanswered() -> bool:
+            try:
+                with grpc.insecure_channel(manager.address) as channel:
+                    health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.RpcError as unanswered:
+                assert unanswered.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                return True
+            return False
+
+        wait_for(health_unanswered, 10, "health to go unanswered once both workers hang")
         wait_for(lambda: "event=server_stalled" in manager.logs(), 15, "the watchdog to report the stall")
         stalled = next(line for line in manager.logs().splitlines() if "event=server_stalled" in line)
         assert "running=GetJob:" in stalled and stalled.count("GetJob:") == 2, stalled
