@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
+from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 
 from .cookies import StoredCookie
 from .cookies.session import SessionCookie
@@ -220,6 +220,13 @@ def crawl_spec_to_proto(spec: CrawlSpec, target: definitions_pb2.CrawlConfig | N
             setattr(message, key, value)
     return message
 
+
+# A run's document against the latest stored version of its URL, by its name (the manager's stored kind, the
+# CLI's --kind and export).
+DOCUMENT_KINDS: dict[str, documents_pb2.DocumentKind.ValueType] = {
+    "new": documents_pb2.DOCUMENT_KIND_NEW, "changed": documents_pb2.DOCUMENT_KIND_CHANGED,
+    "unchanged": documents_pb2.DOCUMENT_KIND_UNCHANGED, "gone": documents_pb2.DOCUMENT_KIND_GONE}
+DOCUMENT_KIND_NAMES: dict[int, str] = {number: name for name, number in DOCUMENT_KINDS.items()}
 
 _OVERLAP_TO_PROTO = {Overlap.SKIP: definitions_pb2.OVERLAP_SKIP, Overlap.BUFFER_ONE: definitions_pb2.OVERLAP_BUFFER_ONE,
                      Overlap.CANCEL_PREVIOUS: definitions_pb2.OVERLAP_CANCEL_PREVIOUS}

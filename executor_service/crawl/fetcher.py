@@ -135,10 +135,8 @@ class Fetcher:
         control = control or Control()
         current, hops, refused = url, list[str](), list[tuple[str, str]]()
         while True:
-            request = self._prepare(current, jar, policy, control)
             conditional = validators.headers_for(current) if validators is not None else []
-            for name, value in conditional:
-                request.headers[name.decode()] = value.decode("latin-1")
+            request = self._prepare(current, jar, policy, control, conditional)
             try:
                 with control.request(policy.timeout), self._send(request) as response:
                     self._absorb(current, response, jar, refused)
@@ -172,13 +170,14 @@ class Fetcher:
                 raise FetchFailed(Reason.TOO_MANY_REDIRECTS, f"more than {MAX_REDIRECTS} redirects from {url}")
             current = decision.target
 
-    def _prepare(self, url: str, jar: CookieJar, policy: FetchPolicy, control: Control) -> httpx.Request:
+    def _prepare(self, url: str, jar: CookieJar, policy: FetchPolicy, control: Control,
+                 extra: list[tuple[bytes, bytes]]) -> httpx.Request:
         """robots.txt's verdict, this run's turn at the host, and the request with the jar's cookies."""
         control.check()
         if policy.obey_robots and not self.robots_allows(url, policy, control):
             raise FetchFailed(Reason.ROBOTS_DISALLOWED, f"robots.txt disallows {url}")
         self.spacing.wait_turn((policy.run_id, urlsplit(url).netloc), policy.per_host_delay, control)
-        return self._request(url, policy, jar.header_for(url))
+        return self._request(url, policy, jar.header_for(url), extra)
 
     @staticmethod
     def _absorb(url: str, response: httpx.Response, jar: CookieJar, refused: list[tuple[str, str]]) -> None:
@@ -218,13 +217,14 @@ class Fetcher:
 
     # ---- requests ----------------------------------------------------------------------------------
     @staticmethod
-    def _request(url: str, policy: FetchPolicy, cookie: str = "") -> httpx.Request:
+    def _request(url: str, policy: FetchPolicy, cookie: str = "",
+                 extra: list[tuple[bytes, bytes]] | None = None) -> httpx.Request:
         headers = [(b"User-Agent", policy.user_agent.encode("ascii", "replace")),
                    (b"Accept", b"text/html,application/xhtml+xml,*/*;q=0.8"),
                    (b"Accept-Encoding", ACCEPT_ENCODING.encode())]
         if cookie:
             headers.append((b"Cookie", cookie.encode("ascii")))
-        return httpx.Request("GET", url, headers=headers, extensions=request_extensions(policy))
+        return httpx.Request("GET", url, headers=[*headers, *(extra or ())], extensions=request_extensions(policy))
 
     @contextlib.contextmanager
     def _send(self, request: httpx.Request) -> Iterator[httpx.Response]:

@@ -4,15 +4,10 @@ from __future__ import annotations
 import grpc
 
 from quaero.api.manager.v1 import documents_pb2, documents_pb2_grpc
-from quaero.convert import message_size, to_timestamp
+from quaero.convert import DOCUMENT_KIND_NAMES, DOCUMENT_KINDS, message_size, to_timestamp
 
 from ..storage.documents import DocumentStore
-from ..storage.records import CHANGED, GONE, NEW, UNCHANGED, Document
-
-KIND_TO_PROTO: dict[str, documents_pb2.DocumentKind.ValueType] = {
-    NEW: documents_pb2.DOCUMENT_KIND_NEW, CHANGED: documents_pb2.DOCUMENT_KIND_CHANGED,
-    UNCHANGED: documents_pb2.DOCUMENT_KIND_UNCHANGED, GONE: documents_pb2.DOCUMENT_KIND_GONE}
-KIND_FROM_PROTO: dict[int, str] = {number: kind for kind, number in KIND_TO_PROTO.items()}
+from ..storage.records import Document
 
 
 def document_to_proto(document: Document) -> documents_pb2.Document:
@@ -21,7 +16,7 @@ def document_to_proto(document: Document) -> documents_pb2.Document:
         content_hash=document.content_hash, status_code=document.status_code, job_id=document.job_id,
         parent_job_id=document.parent_job_id, content_type=document.content_type,
         text_truncated=document.text_truncated, etag=document.etag,
-        kind=KIND_TO_PROTO.get(document.kind, documents_pb2.DOCUMENT_KIND_UNSPECIFIED),
+        kind=DOCUMENT_KINDS.get(document.kind, documents_pb2.DOCUMENT_KIND_UNSPECIFIED),
         last_modified=document.last_modified, definition_id=document.definition_id, auth_id=document.auth_id,
         links=document.links)
     to_timestamp(document.fetched_at, message.fetch_time)
@@ -30,7 +25,7 @@ def document_to_proto(document: Document) -> documents_pb2.Document:
 
 def kinds_from_proto(kinds: list[int]) -> list[str]:
     # (An unknown number is passed on as itself: the store refuses it with INVALID_ARGUMENT.)
-    return [KIND_FROM_PROTO.get(kind, str(kind)) for kind in kinds if kind != documents_pb2.DOCUMENT_KIND_UNSPECIFIED]
+    return [DOCUMENT_KIND_NAMES.get(kind, str(kind)) for kind in kinds if kind != documents_pb2.DOCUMENT_KIND_UNSPECIFIED]
 
 
 class DocumentsServicer(documents_pb2_grpc.DocumentsServicer):

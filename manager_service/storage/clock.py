@@ -6,6 +6,11 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 
+def aware(moment: datetime) -> datetime:
+    """A stored timestamp as UTC (SQLite gives SQLAlchemy's naive UTC back)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 class Clock:
     def now(self) -> datetime:
         return datetime.now(UTC)

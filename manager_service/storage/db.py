@@ -21,7 +21,7 @@ import psycopg.types.json
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from quaero.errors import QuaeroError, Reason, Unavailable
 
@@ -90,15 +90,31 @@ class Database:
             due = [name for name, dead, live in connection.exec_driver_sql(
                 "SELECT relname, n_dead_tup, n_live_tup FROM pg_stat_user_tables WHERE relname = ANY(%(names)s)",
                 {"names": list(VACUUMED_TABLES)}) if force or dead > VACUUM_DEAD_ROWS + VACUUM_DEAD_SHARE * live]
-            if not due or not connection.exec_driver_sql("SELECT pg_try_advisory_lock(%(key)s)",
-                                                         {"key": VACUUM_LOCK}).scalar():
+        if not due:
+            return []
+        with self.turn(VACUUM_LOCK) as connection:
+            if connection is None:
                 return []
-            try:
-                for name in due:
-                    connection.exec_driver_sql(f"VACUUM (ANALYZE) {name}")  # (autocommit: outside a transaction)
-            finally:
-                connection.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": VACUUM_LOCK})
+            for name in due:
+                connection.exec_driver_sql(f"VACUUM (ANALYZE) {name}")  # (autocommit: outside a transaction)
         return due
+
+    @contextlib.contextmanager
+    def turn(self, key: int) -> Iterator[Connection | None]:
+        """One manager at a time for `key`'s work: on PostgreSQL an autocommit connection holding the
+        session advisory lock, or None when another manager holds it; on SQLite (one writer, one machine) a
+        plain connection."""
+        with self.read_engine.connect() as connection:
+            if self.dialect != "postgresql":
+                yield connection
+                return
+            if not connection.exec_driver_sql("SELECT pg_try_advisory_lock(%(key)s)", {"key": key}).scalar():
+                yield None
+                return
+            try:
+                yield connection
+            finally:
+                connection.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": key})
 
     def reclaim(self, pages: int = 2000) -> None:
         """After a prune, SQLite hands up to `pages` free pages back to the file system (auto_vacuum =

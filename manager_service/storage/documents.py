@@ -72,7 +72,6 @@ UPSERT_COLUMNS = ("id", "url", "url_hash", "final_url", "content_id", "content_h
                   "fetched_at")
 LATEST = sa.text("latest")  # (written out: the partial index ix_documents_lineage is on exactly this)
 DOCUMENT_COLUMNS = [c for c in documents.c if c.name not in ("content_id", "latest")]
-CONTENT_COLUMNS = [contents.c.title, contents.c.text, contents.c.text_truncated]
 
 
 class DocumentStore:
@@ -230,15 +229,16 @@ class DocumentStore:
     @staticmethod
     def _gone(query: Any, run_id: str) -> Any:
         previous = sa.select(jobs.c.previous_run_id).where(jobs.c.id == run_id).scalar_subquery()
-        ours = documents.alias("ours")
-        return query.where(documents.c.parent_job_id == previous, ~sa.exists().where(
-            ours.c.parent_job_id == run_id, ours.c.url_hash == documents.c.url_hash))
+        return query.where(gone_from(run_id, previous))
 
+
+def gone_from(run_id: str, previous_run: Any) -> Any:
+    """Documents of the run before (an id, or an expression for one) that this run has none for, by URL."""
+    ours = documents.alias("ours")
+    return sa.and_(documents.c.parent_job_id == previous_run, ~sa.exists().where(
+        ours.c.parent_job_id == run_id, ours.c.url_hash == documents.c.url_hash))
 
 
 def count_gone(conn: Connection, run_id: str, previous_run_id: str) -> int:
-    """Documents of the run before that this run has none for (by URL)."""
-    ours = documents.alias("ours")
-    return int(conn.execute(sa.select(sa.func.count()).select_from(documents).where(
-        documents.c.parent_job_id == previous_run_id, ~sa.exists().where(
-            ours.c.parent_job_id == run_id, ours.c.url_hash == documents.c.url_hash))).scalar_one())
+    return int(conn.execute(sa.select(sa.func.count()).select_from(documents)
+                            .where(gone_from(run_id, previous_run_id))).scalar_one())

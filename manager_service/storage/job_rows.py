@@ -42,7 +42,7 @@ KNOWN_DEDUP_KEYS = sa.select(jobs.c.dedup_key).where(
     jobs.c.parent_id == sa.bindparam("k_parent_id"), jobs.c.dedup_key.in_(sa.bindparam("keys", expanding=True)))
 INSERT_JOBS = sa.insert(jobs)
 NO_DOCUMENTS = DocumentCounts()
-_DEFAULTS: dict[str, Any] = {column.name: None for column in jobs.c} | {
+ROW_DEFAULTS: dict[str, Any] = {column.name: None for column in jobs.c} | {
     "progress_current": 0, "progress_total": 0, "children_failed": 0, "error": "", "error_reason": "", "attempts": 0,
     "docs_new": 0, "docs_changed": 0, "docs_unchanged": 0, "docs_gone": 0}
 
@@ -69,6 +69,16 @@ class JobRows:
             "status": JobStatus.PENDING.value, "config": config, "metadata": metadata, "result": {}, "depth": depth,
             "version": 1, "metadata_version": 1, "created_at": stamp, "updated_at": stamp,
         }
+
+    @staticmethod
+    def mark_run(conn: Connection, row: dict[str, Any], definition_id: str) -> None:
+        """A new top-level row is a run of the definition: its id, and the run before it (the newest completed
+        one), which its pages are counted gone against."""
+        row["definition_id"] = definition_id[:128]
+        row["previous_run_id"] = conn.execute(
+            sa.select(jobs.c.id).where(jobs.c.definition_id == row["definition_id"], jobs.c.parent_id.is_(None),
+                                       jobs.c.status == JobStatus.COMPLETED.value)
+            .order_by(jobs.c.created_at.desc()).limit(1)).scalar()
 
     def select_for_update(self, conn: Connection, job_id: str) -> Job | None:
         row = conn.execute(SELECT_JOB_FOR_UPDATE, {"job_id": job_id}).mappings().first()
@@ -152,7 +162,7 @@ class JobRows:
         if rows:
             if bump_parent:
                 self.bump_parent(conn, parent.id, created=len(rows))
-            result.jobs = [Job.from_row(_DEFAULTS | row) for row in rows]
+            result.jobs = [Job.from_row(ROW_DEFAULTS | row) for row in rows]
         return result
 
     def _child_row(self, parent_id: str, spec: ChildSpec, key: str, stamp: datetime, index: int) -> dict[str, Any]:

@@ -155,12 +155,7 @@ class JobStore:
                 if parent_id:
                     self.rows.lock_parent(conn, parent_id)
                 elif isinstance(definition_id, str) and definition_id:
-                    # A run of a definition: the run before it is what its pages are counted gone against.
-                    row["definition_id"] = definition_id[:128]
-                    row["previous_run_id"] = conn.execute(
-                        sa.select(jobs.c.id).where(jobs.c.definition_id == row["definition_id"],
-                                                   jobs.c.parent_id.is_(None), jobs.c.status == "completed")
-                        .order_by(jobs.c.created_at.desc()).limit(1)).scalar()
+                    self.rows.mark_run(conn, row, definition_id)
                 conn.execute(sa.insert(jobs).values(row))
                 if parent_id:
                     self.rows.bump_parent(conn, parent_id, created=1)

@@ -133,8 +133,8 @@ class LeaseQueue:
             if job.parent_id and isinstance(job.config.get("url"), str):
                 by_run.setdefault(job.parent_id, []).append(job)
         found: dict[str, PreviousVersion] = {}
-        if not by_run:
-            return found
+        if not by_run or all(self._definitions.get(run_id) == "" for run_id in by_run):
+            return found  # (runs known to have no definition: no read at all, as before recrawls existed)
         with self.db.read_engine.connect() as conn:
             definitions = self.run_definitions(conn, by_run)
             for run_id, children in by_run.items():

@@ -139,7 +139,7 @@ job_definitions = sa.Table(
 # did not change since its latest stored version gets a document of its own that refers to the same
 # content. `links` (JSON) are the page's links as found, so a run that is told 304 Not Modified still
 # follows them. The search index holds each content's words: contents_fts (FTS5) on SQLite, the
-# `search` tsvector column on PostgreSQL (both written by documents.DocumentStore, not declared here).
+# `search` tsvector column on PostgreSQL (both written by search.SearchIndex, not declared here).
 contents = sa.Table(
     "contents", metadata_obj,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),

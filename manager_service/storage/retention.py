@@ -6,10 +6,8 @@ document's content goes with the last document that refers to it; the URL's vers
 latest again. Never touched by the prune: a run still going, and the newest completed run of a definition."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -193,27 +191,14 @@ class Retention:
     def prune(self, now: datetime, most: int = 10) -> Deleted:
         """Deletes up to `most` runs past retention; one manager at a time on PostgreSQL (advisory lock)."""
         total = Deleted()
-        with self._turn() as mine:
-            if not mine:
+        with self.db.turn(PRUNE_LOCK) as mine:
+            if mine is None:
                 return total
             for run_id in self.due(now)[:most]:
                 total.add(self._purge(run_id))
         if total.runs:
             self._give_space_back()
         return total
-
-    @contextlib.contextmanager
-    def _turn(self) -> Iterator[bool]:
-        if self.db.dialect != "postgresql":
-            yield True
-            return
-        with self.db.read_engine.connect() as conn:
-            mine = bool(conn.exec_driver_sql("SELECT pg_try_advisory_lock(%(key)s)", {"key": PRUNE_LOCK}).scalar())
-            try:
-                yield mine
-            finally:
-                if mine:
-                    conn.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": PRUNE_LOCK})
 
 
 def _policy(spec: Any) -> RunPolicy:

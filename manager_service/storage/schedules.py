@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from quaero import run_plan
@@ -26,10 +27,11 @@ from quaero.job_status import JobStatus
 from quaero.schedules import Overlap, Schedule
 
 from ..notifier import ChangeNotifier
+from .clock import aware
 from .credentials import CredentialStore
 from .db import Database
 from .definitions import StoredDefinition
-from .job_rows import JobRows
+from .job_rows import ROW_DEFAULTS, JobRows
 from .lifecycle import Lifecycle
 from .models import job_definitions, jobs, schedule_ticks
 from .records import ChildSpec, Job
@@ -86,7 +88,7 @@ class Scheduler:
         with self.db.read_engine.connect() as conn:
             cursor = conn.execute(sa.select(sa.func.max(schedule_ticks.c.tick_at)).where(
                 schedule_ticks.c.definition_id == definition.id)).scalar()
-        cursor = _aware(cursor if cursor is not None else stored.updated_at)
+        cursor = aware(cursor if cursor is not None else stored.updated_at)
         # Ticks older than the catch-up window are not walked one by one (a per-second schedule down for a
         # day has 86,400): they are counted up to MAX_STALE_COUNTED and recorded as one `missed` row.
         fresh_from = now - timedelta(seconds=schedule.catchup_seconds)
@@ -130,10 +132,7 @@ class Scheduler:
         """Inserts the tick's row; False when it was there already (another manager, or an earlier look)."""
         values = {"definition_id": definition_id, "tick_at": tick, "status": status, "count": count, "note": note,
                   "recorded_at": now, "recorded_by": self.instance}
-        if self.db.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
         result = conn.execute(insert(schedule_ticks).values(values).on_conflict_do_nothing())
         return bool(result.rowcount)
 
@@ -149,15 +148,12 @@ class Scheduler:
         with self.db.write_engine.begin() as conn:
             if not self._claim(conn, definition.id, tick, STARTED, now):
                 return None
-            active = list(conn.execute(sa.select(jobs.c.id).where(
-                jobs.c.definition_id == definition.id, jobs.c.parent_id.is_(None), jobs.c.status.in_(ACTIVE))
-                .with_for_update()).scalars())
+            active = list(conn.execute(_runs_going(definition.id).with_for_update()).scalars())
             status, note, run_id = STARTED, "", ""
             if active and schedule.overlap == Overlap.SKIP:
                 status, note = SKIPPED, f"run {active[0]} was still going (overlap = skip)"
             elif active and schedule.overlap == Overlap.BUFFER_ONE:
-                waiting = conn.execute(sa.select(schedule_ticks.c.tick_at).where(
-                    schedule_ticks.c.definition_id == definition.id, sa.text("status = 'buffered'"))).first()
+                waiting = conn.execute(_buffered_tick(definition.id)).first()
                 status, note = ((SKIPPED, f"run {active[0]} was still going and a tick already waits for it "
                                  "(overlap = buffer_one)") if waiting is not None
                                 else (BUFFERED, f"waits for run {active[0]} to end (overlap = buffer_one)"))
@@ -181,16 +177,13 @@ class Scheduler:
     def _start_buffered(self, definition: Definition, now: datetime) -> TickOutcome | None:
         """The tick that waited (buffer_one) starts once no run of the definition is going."""
         with self.db.read_engine.connect() as conn:
-            waiting = conn.execute(sa.select(schedule_ticks.c.tick_at).where(
-                schedule_ticks.c.definition_id == definition.id, sa.text("status = 'buffered'"))).scalar()
+            waiting = conn.execute(_buffered_tick(definition.id)).scalar()
         if waiting is None:
             return None
-        tick = _aware(waiting)
+        tick = aware(waiting)
         changed: set[str] = set()
         with self.db.write_engine.begin() as conn:
-            active = conn.execute(sa.select(jobs.c.id).where(
-                jobs.c.definition_id == definition.id, jobs.c.parent_id.is_(None), jobs.c.status.in_(ACTIVE))).first()
-            if active is not None:
+            if conn.execute(_runs_going(definition.id)).first() is not None:
                 return None
             # (The row's lock decides between managers: only one moves it from buffered.)
             taken = conn.execute(sa.update(schedule_ticks).where(
@@ -217,14 +210,11 @@ class Scheduler:
         metadata = run_plan.run_metadata(definition.id, definition.auth_id, "schedule", tick)
         row = self.rows.new_row(None, run_plan.PARENT_TYPE, definition.name or definition.id, config, metadata, 0, now)
         key = hashlib.sha256(f"{definition.id}|{tick.isoformat()}".encode()).hexdigest()
-        previous = conn.execute(sa.select(jobs.c.id).where(
-            jobs.c.definition_id == definition.id, jobs.c.parent_id.is_(None), jobs.c.status == "completed")
-            .order_by(jobs.c.created_at.desc()).limit(1)).scalar()
-        row.update(status=JobStatus.RUNNING.value, started_at=now, definition_id=definition.id,
-                   previous_run_id=previous, request_id=f"schedule/{key}")
+        self.rows.mark_run(conn, row, definition.id)
+        row.update(status=JobStatus.RUNNING.value, started_at=now, request_id=f"schedule/{key}")
         conn.execute(sa.insert(jobs).values(row))
         changed.add(row["id"])
-        parent = Job.from_row({**_ROW_DEFAULTS, **row})
+        parent = Job.from_row(ROW_DEFAULTS | row)
         refusal = self._credentials_problem(definition.auth_id, now)
         if refusal is not None:
             reason, message = refusal
@@ -271,9 +261,13 @@ class Scheduler:
         return schedule.next_fires(now)
 
 
-_ROW_DEFAULTS: dict[str, Any] = {column.name: None for column in jobs.c} | {
-    "progress_current": 0, "progress_total": 0, "children_failed": 0, "error": "", "error_reason": "", "attempts": 0}
+def _runs_going(definition_id: str) -> Any:
+    """The definition's runs still pending or running."""
+    return sa.select(jobs.c.id).where(jobs.c.definition_id == definition_id, jobs.c.parent_id.is_(None),
+                                      jobs.c.status.in_(ACTIVE))
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+def _buffered_tick(definition_id: str) -> Any:
+    """The definition's tick waiting for its running run (buffer_one; at most one)."""
+    return sa.select(schedule_ticks.c.tick_at).where(schedule_ticks.c.definition_id == definition_id,
+                                                     sa.text("status = 'buffered'"))  # (ix_schedule_ticks_buffered)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,8 +15,9 @@ from quaero.errors import InvalidArgument, Reason
 from quaero.ids import check_job_id
 
 from . import driver, search_text
+from .clock import aware
 from .db import Database
-from .models import contents, documents
+from .models import documents
 from .paging import PageTokens
 from .records import Document
 
@@ -99,15 +100,11 @@ class SearchIndex:
             return [], ""
         with self.db.read_engine.connect() as conn:
             candidates = self._candidates(conn, query, definition_id, parent_job_id, latest_only)
-            titles = dict(conn.execute(sa.select(contents.c.id, contents.c.title).where(
-                contents.c.id.in_({c.content_id for c in candidates}))).all()) if candidates else {}
             # Ranked first by a measure computed here, the same on both databases (how many of the query's
             # words and phrases the title holds), then by the database's own relevance (FTS5's bm25,
             # PostgreSQL's ts_rank by length), then newest first and by id.
-            phrases = search_text.phrases(query)
-            ranked = sorted(candidates, key=lambda c: (
-                -search_text.phrases_in(phrases, titles.get(c.content_id, "")), -c.score, -c.fetched_at.timestamp(),
-                c.document_id))
+            ranked = sorted(candidates, key=lambda c: (-c.in_title, -c.score, -c.fetched_at.timestamp(),
+                                                       c.document_id))
             page = ranked[offset:offset + size]
             rows = {row["id"]: row for row in conn.execute(
                 sa.text(f"SELECT {HIT_COLUMNS} FROM documents AS d JOIN contents AS c ON c.id = d.content_id "
@@ -118,8 +115,7 @@ class SearchIndex:
         for candidate in page:
             row = rows.get(candidate.document_id)
             if row is not None:  # (deleted since the first read)
-                found = search_text.phrases_in(phrases, row["title"])
-                hits.append(self._hit(row, query, found + min(max(candidate.score, 0.0), 0.999)))
+                hits.append(self._hit(row, query, candidate.in_title + min(max(candidate.score, 0.0), 0.999)))
         token = self.tokens.make(scope, [offset + size]) if len(ranked) > offset + size else ""
         return hits, token
 
@@ -145,13 +141,14 @@ class SearchIndex:
         # picked the first for every query.
         if self.postgres:
             params["q"] = search_text.tsquery(query)
-            sql = ("SELECT c.id, d.id, d.fetched_at, ts_rank(" + PG_WEIGHTS + f", c.search, q, 1) FROM to_tsquery("
+            sql = ("SELECT c.id, d.id, d.fetched_at, ts_rank(" + PG_WEIGHTS + f", c.search, q, 1), c.title FROM to_tsquery("
                    f"'simple', {mark('q')}) AS q, contents AS c JOIN documents AS d ON d.content_id = c.id "
                    f"WHERE c.search @@ q{scope} ORDER BY c.id DESC LIMIT {mark('cap')}")
         else:
             params["q"] = search_text.fts5(query)
-            sql = (f"SELECT f.rowid, d.id, d.fetched_at, -bm25(contents_fts, {TITLE_WEIGHT}, 1.0) FROM contents_fts AS f "
-                   f"JOIN documents AS d ON d.content_id = f.rowid WHERE contents_fts MATCH {mark('q')}{scope} "
+            sql = (f"SELECT f.rowid, d.id, d.fetched_at, -bm25(contents_fts, {TITLE_WEIGHT}, 1.0), c.title "
+                   "FROM contents_fts AS f JOIN documents AS d ON d.content_id = f.rowid JOIN contents AS c ON "
+                   f"c.id = f.rowid WHERE contents_fts MATCH {mark('q')}{scope} "
                    f"ORDER BY f.rowid DESC LIMIT {mark('cap')}")
         cursor = driver.cursor(conn)
         try:
@@ -162,8 +159,10 @@ class SearchIndex:
             rows = cursor.fetchall()
         finally:
             cursor.close()
-        return [Candidate(content_id, document_id, _moment(fetched_at), float(score or 0))
-                for content_id, document_id, fetched_at, score in rows]
+        phrases = query.phrases
+        return [Candidate(content_id, document_id, _moment(fetched_at), float(score or 0),
+                          search_text.phrases_in(phrases, title))
+                for content_id, document_id, fetched_at, score, title in rows]
 
     @staticmethod
     def _hit(row: Any, query: search_text.Query, score: float) -> Hit:
@@ -176,10 +175,10 @@ class Candidate:
     content_id: int
     document_id: str
     fetched_at: datetime
-    score: float
+    score: float  # the database's relevance
+    in_title: int  # how many of the query's words and phrases the title holds
 
 
 def _moment(value: Any) -> datetime:
     """A timestamp as the driver returns it (SQLite: SQLAlchemy's naive UTC text)."""
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware(value if isinstance(value, datetime) else datetime.fromisoformat(str(value)))

@@ -60,9 +60,14 @@ class Query:
     excluded: tuple[tuple[str, ...], ...]
 
     @property
+    def phrases(self) -> list[tuple[str, ...]]:
+        """Every word or phrase the query looks for (each alternative of each term)."""
+        return [phrase for term in self.required for phrase in term.alternatives]
+
+    @property
     def words(self) -> list[str]:
         """Every word the query looks for (for highlighting snippets)."""
-        return [word for term in self.required for phrase in term.alternatives for word in phrase]
+        return [word for phrase in self.phrases for word in phrase]
 
 
 TOKEN = re.compile(r'\s*(-?)("([^"]*)"?|[^\s"]+)')
@@ -127,11 +132,6 @@ def tsquery(query: Query) -> str:
 
     positive = " & ".join("(" + " | ".join(phrase(p) for p in term.alternatives) + ")" for term in query.required)
     return positive + "".join(f" & !{phrase(p)}" for p in query.excluded)
-
-
-def phrases(query: Query) -> list[tuple[str, ...]]:
-    """Every word or phrase the query looks for (each alternative of each term)."""
-    return [phrase for term in query.required for phrase in term.alternatives]
 
 
 def phrases_in(phrases: list[tuple[str, ...]], title: str) -> int:

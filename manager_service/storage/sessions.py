@@ -29,6 +29,7 @@ from quaero.cookies.session import (
 )
 from quaero.errors import InvalidArgument, Reason
 
+from .clock import aware
 from .credentials import opened_cookies, sealed_cookies
 from .db import Database
 from .models import credentials, run_cookies, run_sessions
@@ -78,7 +79,7 @@ class SessionStore:
         for key, item in newest.items():
             stored = existing.get(key)
             before = self._cookie(stored._mapping) if stored is not None else None
-            if before is not None and (before.set_at > _aware(item.set_at) or _same(before, item, stamp)):
+            if before is not None and (before.set_at > aware(item.set_at) or _same(before, item, stamp)):
                 continue  # a newer response (another page's) set it already, or this one changes nothing
             values = self._row(parent.id, item)
             if before is None:
@@ -162,8 +163,8 @@ class SessionStore:
     def _cookie(self, row: Any) -> SessionCookie:
         cookie = StoredCookie(row["name"], "", row["domain"], host_only=row["host_only"], path=row["path"],
                               secure=row["secure"], http_only=row["http_only"], same_site=row["same_site"],
-                              expires=_aware(row["expires_at"]) if row["expires_at"] else None)
-        item = SessionCookie(cookie, row["set_by_url"], _aware(row["set_at"]), row["removed"])
+                              expires=aware(row["expires_at"]) if row["expires_at"] else None)
+        item = SessionCookie(cookie, row["set_by_url"], aware(row["set_at"]), row["removed"])
         cookie.value = self.box.open(row["value_encrypted"], _context(row["parent_job_id"], item)).decode()
         if item.removed:
             cookie.expires = EPOCH
@@ -183,13 +184,10 @@ def _same(before: SessionCookie, item: SessionCookie, now: datetime) -> bool:
 def _close(old: datetime | None, new: datetime | None, now: datetime) -> bool:
     if old is None or new is None:
         return old is new
-    return abs((_aware(new) - _aware(old)).total_seconds()) <= 0.05 * max((_aware(new) - _aware(now)).total_seconds(), 0)
+    return abs((aware(new) - aware(old)).total_seconds()) <= 0.05 * max((aware(new) - aware(now)).total_seconds(), 0)
 
 
 def _context(parent_id: str, item: SessionCookie) -> str:
     """What a sealed value is bound to: moving it to another run or cookie makes it unreadable."""
     return json.dumps([parent_id, *item.key])
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -12,11 +12,9 @@ from rich.table import Table
 
 from ..api.manager.v1 import documents_pb2
 from ..client import ManagerClient
+from ..convert import DOCUMENT_KIND_NAMES as KIND_NAMES
+from ..convert import DOCUMENT_KINDS as KINDS
 from .common import describing, fail, id_column, manager, out, rpc, when
-
-KINDS = {"new": documents_pb2.DOCUMENT_KIND_NEW, "changed": documents_pb2.DOCUMENT_KIND_CHANGED,
-         "unchanged": documents_pb2.DOCUMENT_KIND_UNCHANGED, "gone": documents_pb2.DOCUMENT_KIND_GONE}
-KIND_NAMES = {number: name for name, number in KINDS.items()}
 
 app = typer.Typer(help="Crawled documents.", no_args_is_help=True)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from quaero.testing.harness import CrawlHarness, cookie
 from quaero.testing.site import Request, Response, Routes, SiteServer, html
+from quaero.testing.wiki_site import COOKIE as WIKI_COOKIE
+from quaero.testing.wiki_site import WikiSite
 
 
 def members_site(pages: int, session: str, delay: float) -> SiteServer:
@@ -19,3 +22,8 @@ def members_site(pages: int, session: str, delay: float) -> SiteServer:
         return handle
 
     return SiteServer(Routes({("127.0.0.1", f"/p/{n}"): page(n) for n in range(pages)})).start()
+
+
+def signed_in_to_wiki(harness: CrawlHarness, site: WikiSite, auth_id: str) -> str:
+    """Stored credentials holding the wiki's session cookie (on its IP literal)."""
+    return harness.credentials([cookie(WIKI_COOKIE, site.session, site.host)], auth_id, site=site.host)

@@ -6,32 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import pytest
 import sqlalchemy as sa
 
 from quaero.api.manager.v1 import documents_pb2, jobs_pb2
-from quaero.testing.harness import CrawlHarness, cookie
-from quaero.testing.wiki_site import COOKIE, WikiSite
+from quaero.testing.harness import CrawlHarness
+from tests.support.sites import signed_in_to_wiki
 
 KIND = documents_pb2.DocumentKind
-
-
-@pytest.fixture
-def wiki() -> Any:
-    started: list[WikiSite] = []
-
-    def make(pages: int, validators: str = "etag") -> WikiSite:
-        site = WikiSite(pages, validators).start()
-        started.append(site)
-        return site
-
-    yield make
-    for site in started:
-        site.stop()
-
-
-def signed_in(harness: CrawlHarness, site: WikiSite, auth_id: str) -> str:
-    return harness.credentials([cookie(COOKIE, site.session, "127.0.0.1")], auth_id, site="127.0.0.1")
 
 
 def run(harness: CrawlHarness, definition_id: str) -> Any:
@@ -61,7 +44,7 @@ def new_contents(harness: CrawlHarness, run_id: str, *earlier: str) -> int:
 def test_recrawls_count_new_changed_unchanged_and_gone_and_store_no_copies(db_harness: CrawlHarness,
                                                                            wiki: Any) -> None:
     site = wiki(7)  # /w/0 links /w/1 and /w/2, /w/1 links /w/3 and /w/4, /w/2 links /w/5 and /w/6
-    auth_id = signed_in(db_harness, site, "wiki-etag")
+    auth_id = signed_in_to_wiki(db_harness, site, "wiki-etag")
     definition = db_harness.definition([site.url(0)], auth_id, max_depth=5)
 
     first = run(db_harness, definition)
@@ -113,7 +96,7 @@ def test_recrawls_count_new_changed_unchanged_and_gone_and_store_no_copies(db_ha
 def test_an_identical_body_or_a_last_modified_304_is_unchanged(harness: CrawlHarness, wiki: Any,
                                                                validators: str) -> None:
     site = wiki(5, validators)
-    definition = harness.definition([site.url(0)], signed_in(harness, site, f"wiki-{validators}"), max_depth=5)
+    definition = harness.definition([site.url(0)], signed_in_to_wiki(harness, site, f"wiki-{validators}"), max_depth=5)
     first = run(harness, definition)
     site.reset_counters()
     second = run(harness, definition)
@@ -129,12 +112,12 @@ def test_validators_are_never_sent_with_other_credentials(harness: CrawlHarness,
     """A 304 says a page is what it was for the session that fetched it: a run signed in as someone else
     fetches every page whole."""
     site = wiki(3)
-    first_auth = signed_in(harness, site, "wiki-alice")
+    first_auth = signed_in_to_wiki(harness, site, "wiki-alice")
     definition = harness.definition([site.url(0)], first_auth, max_depth=5)
     run(harness, definition)
     from quaero.api.manager.v1 import definitions_pb2
     stored = harness.client.definitions.GetJobDefinition(definitions_pb2.GetJobDefinitionRequest(id=definition))
-    stored.auth_id = signed_in(harness, site, "wiki-bob")
+    stored.auth_id = signed_in_to_wiki(harness, site, "wiki-bob")
     harness.client.definitions.UpdateJobDefinition(definitions_pb2.UpdateJobDefinitionRequest(job_definition=stored))
     site.reset_counters()
     second = run(harness, definition)
@@ -143,9 +126,15 @@ def test_validators_are_never_sent_with_other_credentials(harness: CrawlHarness,
     assert {d.auth_id for d in second.documents} == {"wiki-bob"}
 
 
-def test_gone_is_listed_on_its_own_and_kinds_need_a_run(harness: CrawlHarness) -> None:
-    import grpc
+@pytest.mark.parametrize("run_id, kinds, words", [
+    ("", [KIND.DOCUMENT_KIND_NEW], "parent_job_id"),
+    ("00000000-0000-4000-8000-000000000000", [KIND.DOCUMENT_KIND_GONE, KIND.DOCUMENT_KIND_NEW], "on their own"),
+    ("00000000-0000-4000-8000-000000000000", [9], "unknown document kind"),
+])
+def test_gone_is_listed_on_its_own_and_kinds_need_a_run(harness: CrawlHarness, run_id: str, kinds: list[int],
+                                                         words: str) -> None:
     with pytest.raises(grpc.RpcError) as refused:
-        harness.client.documents.ListDocuments(documents_pb2.ListDocumentsRequest(kinds=[KIND.DOCUMENT_KIND_NEW]))
+        harness.client.documents.ListDocuments(documents_pb2.ListDocumentsRequest(parent_job_id=run_id,
+                                                                                  kinds=kinds))  # type: ignore[arg-type]
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "parent_job_id" in refused.value.details()
+    assert words in refused.value.details()

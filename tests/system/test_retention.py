@@ -14,26 +14,13 @@ import sqlalchemy as sa
 
 from quaero.api.manager.v1 import definitions_pb2, documents_pb2, jobs_pb2
 from quaero.convert import dict_to_struct
-from quaero.testing.harness import CrawlHarness, cookie
-from quaero.testing.wiki_site import COOKIE, WikiSite
-
-
-@pytest.fixture
-def wiki() -> Any:
-    started: list[WikiSite] = []
-
-    def make(pages: int, **options: Any) -> WikiSite:
-        site = WikiSite(pages, **options).start()
-        started.append(site)
-        return site
-
-    yield make
-    for site in started:
-        site.stop()
+from quaero.testing.harness import CrawlHarness
+from quaero.testing.wiki_site import WikiSite
+from tests.support.sites import signed_in_to_wiki
 
 
 def definition_of(harness: CrawlHarness, site: WikiSite, auth_id: str, **options: Any) -> str:
-    harness.credentials([cookie(COOKIE, site.session, "127.0.0.1")], auth_id, site="127.0.0.1")
+    signed_in_to_wiki(harness, site, auth_id)
     return harness.definition([site.url(0)], auth_id, max_depth=20, **options)
 
 
