@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Self
 
 import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2_grpc
 
 from quaero.api.executor.v1 import executor_pb2_grpc
 from quaero.api.manager.v1 import auth_pb2_grpc, definitions_pb2_grpc, documents_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 from .convert import job_status
-from .rpc.channel import open_channel
+from .rpc.channel import open_aio_channel, open_channel
 
 
 @dataclass
@@ -89,3 +91,32 @@ class ExecutorClient:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+@dataclass
+class AsyncClients:
+    """Both services for an asyncio application (the console): grpc.aio stubs on one channel per service,
+    with the token, default deadlines and retries of the blocking clients."""
+    manager_channel: grpc.aio.Channel
+    executor_channel: grpc.aio.Channel
+    jobs: jobs_pb2_grpc.JobManagerStub
+    auth: auth_pb2_grpc.AuthStoreStub
+    definitions: definitions_pb2_grpc.JobDefinitionsStub
+    documents: documents_pb2_grpc.DocumentsStub
+    executor: executor_pb2_grpc.ExecutorStub
+    manager_health: health_pb2_grpc.HealthStub
+    executor_health: health_pb2_grpc.HealthStub
+
+    @classmethod
+    def connect(cls, manager: str, executor: str, token: str, default_timeout: float = 10.0,
+                tls_ca: Path | None = None) -> AsyncClients:
+        to_manager = open_aio_channel(manager, token, default_timeout, tls_ca)
+        to_executor = open_aio_channel(executor, token, default_timeout, tls_ca)
+        return cls(to_manager, to_executor, jobs_pb2_grpc.JobManagerStub(to_manager),
+                   auth_pb2_grpc.AuthStoreStub(to_manager), definitions_pb2_grpc.JobDefinitionsStub(to_manager),
+                   documents_pb2_grpc.DocumentsStub(to_manager), executor_pb2_grpc.ExecutorStub(to_executor),
+                   health_pb2_grpc.HealthStub(to_manager), health_pb2_grpc.HealthStub(to_executor))
+
+    async def close(self) -> None:
+        await self.manager_channel.close()
+        await self.executor_channel.close()

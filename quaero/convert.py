@@ -7,11 +7,12 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import tomli_w
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 
-from .cookies import StoredCookie
+from .cookies import StoredCookie, canonical_site
 from .cookies.session import SessionCookie
 from .crawl_spec import LIST_FIELDS, CrawlSpec, Definition, FailureAction, Render
 from .errors import InvalidArgument, Reason
@@ -152,6 +153,18 @@ def add_cookie(cookies: Any, cookie: StoredCookie) -> None:
     fill_cookie(cookies.add(), cookie)
 
 
+def put_credentials_request(site: str, cookies: list[StoredCookie], auth_id: str = "", base_url: str = "",
+                            user_agent: str = "") -> auth_pb2.PutCredentialsRequest:
+    """Storing a browser session's cookies for a site (the CLI's import and the console's): the id defaults
+    to the site, the base URL to https://SITE/."""
+    request = auth_pb2.PutCredentialsRequest(id=auth_id or canonical_site(site), site_domain=site,
+                                             base_url=base_url or f"https://{canonical_site(site)}/",
+                                             user_agent=user_agent)
+    for cookie in cookies:
+        add_cookie(request.cookies, cookie)
+    return request
+
+
 def fill_cookie(message: auth_pb2.Cookie, cookie: StoredCookie) -> None:
     message.name, message.value, message.domain, message.path = cookie.name, cookie.value, cookie.domain, cookie.path
     message.include_subdomains, message.secure, message.http_only = not cookie.host_only, cookie.secure, cookie.http_only
@@ -256,6 +269,20 @@ def definition_mapping_from_proto(message: definitions_pb2.JobDefinition) -> dic
             "crawl": crawl_mapping_from_proto(message.crawl), "max_child_failures": message.max_child_failures,
             "failure_action": str(action) if action else f"unknown value {message.failure_action}",
             "keep_runs": message.keep_runs, "keep_days": message.keep_days}
+
+
+def definition_to_toml(message: definitions_pb2.JobDefinition) -> str:
+    """The definition as a TOML file `quaero definitions apply` takes back (unset values left out)."""
+    def present(value: Any) -> bool:
+        return value is not None and value != [] and value != ""
+
+    data = definition_mapping_from_proto(message)
+    data["crawl"] = {key: value for key, value in data["crawl"].items() if present(value)}
+    if "schedule" in data:
+        data["schedule"] = {key: value for key, value in data["schedule"].items() if present(value)}
+    order = ["id", "name", "type", "auth_id", "max_child_failures", "failure_action", "keep_runs", "keep_days",
+             "schedule", "crawl"]  # tables last, as TOML needs
+    return tomli_w.dumps({key: data[key] for key in order if key in data and present(data[key])})
 
 
 def definition_to_proto(definition: Definition, created: datetime | None = None,

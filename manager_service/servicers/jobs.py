@@ -121,7 +121,7 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
     def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: grpc.ServicerContext) -> jobs_pb2.ListJobsResponse:
         status = job_status(request.status) if request.status != jobs_pb2.JOB_STATUS_UNSPECIFIED else None
         listing = self.jobs.list_page(request.parent_id, status, request.page_size, request.page_token,
-                                      request.all_levels)
+                                      request.all_levels, request.definition_id, request.error_reason)
         basic = request.view == jobs_pb2.JOB_VIEW_BASIC
         jobs, token = listing.cut(lambda job: job_to_proto(job, basic), message_size)
         return jobs_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
@@ -157,7 +157,7 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
     def ListJobLogs(self, request: jobs_pb2.ListJobLogsRequest,
                     context: grpc.ServicerContext) -> jobs_pb2.ListJobLogsResponse:
         logs, token = self.jobs.list_logs(request.job_id, request.page_size, request.page_token,
-                                          request.include_children).cut(log_to_proto, message_size)
+                                          request.include_children, request.newest_first).cut(log_to_proto, message_size)
         return jobs_pb2.ListJobLogsResponse(logs=logs, next_page_token=token)
 
     def GetJobStats(self, request: jobs_pb2.GetJobStatsRequest, context: grpc.ServicerContext) -> jobs_pb2.JobStats:

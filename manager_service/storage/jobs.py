@@ -81,18 +81,25 @@ class JobStore:
         return found
 
     def list_page(self, parent_id: str, status: JobStatus | None, page_size: int, page_token: str,
-                  all_levels: bool = False) -> Listing[Job]:
-        """Newest first, by (created_at, id)."""
+                  all_levels: bool = False, definition_id: str = "", error_reason: str = "") -> Listing[Job]:
+        """Newest first, by (created_at, id); definition_id keeps the runs of one definition, error_reason
+        the jobs that ended with it."""
         parent_id = check_job_id(parent_id, "parent_id") if parent_id else ""
-        scope = f"ListJobs|{parent_id}|{status or ''}|{all_levels and not parent_id}"
+        check_text(error_reason, "error_reason", MAX_ERROR_REASON_CHARS)
+        check_text(definition_id, "definition_id", MAX_NAME_CHARS)
+        scope = f"ListJobs|{parent_id}|{status or ''}|{all_levels and not parent_id}|{definition_id}|{error_reason}"
         page = page_request(self.tokens, page_size, page_token, scope)
         query = sa.select(jobs)
         if parent_id:
             query = query.where(jobs.c.parent_id == parent_id)
+        elif definition_id:
+            query = query.where(jobs.c.parent_id.is_(None), jobs.c.definition_id == definition_id)
         elif not all_levels:
             query = query.where(jobs.c.parent_id.is_(None))
         if status:
             query = query.where(jobs.c.status == status.value)
+        if error_reason:
+            query = query.where(jobs.c.error_reason == error_reason)
         query = keyset_page(query, jobs.c.created_at, jobs.c.id, page)
         with self.db.read_engine.connect() as conn:
             rows = [Job.from_row(row) for row in conn.execute(query).mappings()]
@@ -109,20 +116,20 @@ class JobStore:
         return job, counts
 
     def list_logs(self, job_id: str, page_size: int, page_token: str,
-                  include_children: bool = False) -> Listing[JobLog]:
-        """Oldest first, by id."""
+                  include_children: bool = False, newest_first: bool = False) -> Listing[JobLog]:
+        """Oldest first by id, or newest first (a tail)."""
         job = self.get(job_id)
-        scope = f"ListJobLogs|{job.id}|{include_children}"
+        scope = f"ListJobLogs|{job.id}|{include_children}|{newest_first}"
         page = page_request(self.tokens, page_size, page_token, scope, default=100)
         query = sa.select(job_logs)
         if page.after is not None:
-            query = query.where(job_logs.c.id > page.after[0])
+            query = query.where(job_logs.c.id < page.after[0] if newest_first else job_logs.c.id > page.after[0])
         if include_children:
             children = sa.select(jobs.c.id).where(jobs.c.parent_id == job.id)
             query = query.where(sa.or_(job_logs.c.job_id == job.id, job_logs.c.job_id.in_(children)))
         else:
             query = query.where(job_logs.c.job_id == job.id)
-        query = query.order_by(job_logs.c.id).limit(page.limit)
+        query = query.order_by(job_logs.c.id.desc() if newest_first else job_logs.c.id).limit(page.limit)
         with self.db.read_engine.connect() as conn:
             rows = [JobLog.from_row(row) for row in conn.execute(query).mappings()]
         return Listing(rows, page.size, lambda log: self.tokens.make(scope, [log.id]))

@@ -8,8 +8,7 @@ import typer
 from rich.table import Table
 
 from ..api.manager.v1 import auth_pb2
-from ..convert import add_cookie
-from ..cookies import canonical_site
+from ..convert import put_credentials_request
 from ..cookies.files import CookieFileError, read_cookie_file
 from .common import fail, manager, out, rpc, when
 
@@ -34,11 +33,7 @@ def auth_import(
         fail(str(error))
     if not cookies:
         fail(f"{file}: holds no cookies")
-    request = auth_pb2.PutCredentialsRequest(id=id or canonical_site(site), site_domain=site,
-                                             base_url=base_url or f"https://{canonical_site(site)}/",
-                                             user_agent=user_agent)
-    for cookie in cookies:
-        add_cookie(request.cookies, cookie)
+    request = put_credentials_request(site, cookies, id, base_url, user_agent)
     # The manager applies the rules (site, public suffixes, prefixes, characters, size) for every client.
     info = rpc(lambda: manager(ctx).auth.PutCredentials(request), f"cannot store the cookies of {file}")
     out.print(f"stored {len(info.cookies)} cookies for {info.site_domain} as auth_id [bold]{info.id}[/] "

@@ -130,12 +130,18 @@ def read_cookie_file(path: Path) -> tuple[str, list[StoredCookie]]:
         raise CookieFileError(f"{path}: not a text file") from None
     except OSError as error:
         raise CookieFileError(f"{path}: cannot be read ({error.strerror or type(error).__name__})") from None
+    return parse_cookie_text(text, str(path))
+
+
+def parse_cookie_text(text: str, name: str) -> tuple[str, list[StoredCookie]]:
+    """A cookie export's text (a file's, or one uploaded to the console): (format name, cookies), or a
+    CookieFileError that starts with `name`."""
     try:
         kind, cookies = _parse(text)
     except CookieFileError as error:
-        raise CookieFileError(f"{path}: {error}") from None
+        raise CookieFileError(f"{name}: {error}") from None
     if len(cookies) > MAX_COOKIES:
-        raise CookieFileError(f"{path}: {len(cookies)} cookies; at most {MAX_COOKIES} are imported at once")
+        raise CookieFileError(f"{name}: {len(cookies)} cookies; at most {MAX_COOKIES} are imported at once")
     return kind, cookies
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import grpc.aio
 
 from ..limits import MAX_MESSAGE_BYTES
 
@@ -25,7 +26,7 @@ RETRYABLE = {
                                       "CompleteLeasedJobs"],
     "quaero.manager.v1.AuthStore": ["GetCredentials", "ListCredentials"],
     "quaero.manager.v1.JobDefinitions": ["GetJobDefinition", "ListJobDefinitions"],
-    "quaero.manager.v1.Documents": ["GetDocument", "ListDocuments"],
+    "quaero.manager.v1.Documents": ["GetDocument", "ListDocuments", "SearchDocuments"],
     "quaero.executor.v1.Executor": ["ExecuteJobDefinition", "CancelExecution"],
 }
 RETRY_POLICY = {"maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "2s", "backoffMultiplier": 2,
@@ -112,6 +113,11 @@ def _service_config(balanced: bool = False) -> str:
     return json.dumps(config)
 
 
+def _options(balanced: bool) -> list[tuple[str, Any]]:
+    return [("grpc.service_config", _service_config(balanced)), ("grpc.enable_retries", 1),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+
+
 def channel_target(address: str) -> tuple[str, bool]:
     """(the gRPC target for `address`, whether it names several servers). `address` is HOST:PORT, or
     several separated by commas (e.g. two managers on one PostgreSQL): they become one ipv4:/ipv6: target,
@@ -143,13 +149,48 @@ def open_channel(address: str, token: str, default_timeout: float = 10.0, tls_ca
     # it (pages cut by bytes, bounded objects), and keeping it here is how this project's tests notice
     # an answer that would not.
     target, balanced = channel_target(address)
-    options = [("grpc.service_config", _service_config(balanced)), ("grpc.enable_retries", 1),
-               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    options = _options(balanced)
     if tls_ca is not None:
         channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(tls_ca.read_bytes()), options=options)
     else:
         channel = grpc.insecure_channel(target, options=options)
     return AuthorizedChannel(channel, token, default_timeout)
+
+
+class _AsyncToken:
+    """grpc.aio's form of AuthorizedChannel: the token on every call, a default deadline on unary ones."""
+
+    def __init__(self, token: str, default_timeout: float) -> None:
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = default_timeout
+
+    def _details(self, details: Any, unary: bool) -> Any:
+        metadata = (*(details.metadata or ()), *self._metadata)
+        timeout = details.timeout if details.timeout is not None or not unary else self._timeout
+        return details._replace(metadata=metadata, timeout=timeout)
+
+
+# grpc.aio files an interceptor under the first of its kinds it is (an elif chain): one class per kind.
+class _AsyncTokenUnary(_AsyncToken, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details, True), request)
+
+
+class _AsyncTokenStream(_AsyncToken, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details, False), request)
+
+
+def open_aio_channel(address: str, token: str, default_timeout: float = 10.0,
+                     tls_ca: Path | None = None) -> grpc.aio.Channel:
+    """open_channel for asyncio callers (the console): the same target, options, retries and TLS."""
+    target, balanced = channel_target(address)
+    options = _options(balanced)
+    interceptors = [_AsyncTokenUnary(token, default_timeout), _AsyncTokenStream(token, default_timeout)]
+    if tls_ca is not None:
+        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(tls_ca.read_bytes()), options=options,
+                                       interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
 
 
 def call_patiently(call: Callable[[], T], give_up_after: float = 60.0,

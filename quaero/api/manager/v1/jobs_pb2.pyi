@@ -563,6 +563,8 @@ class ListJobsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     ALL_LEVELS_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
+    DEFINITION_ID_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
     parent_id: _builtins.str
     """Only children of this parent; empty lists top-level jobs unless all_levels is set."""
     status: Global___JobStatus.ValueType
@@ -579,6 +581,10 @@ class ListJobsRequest(_message.Message):
     """With no parent_id: list jobs at every level, not only top-level ones."""
     view: Global___JobView.ValueType
     """BASIC leaves config, metadata and result out."""
+    definition_id: _builtins.str
+    """Only runs (top-level jobs) of this job definition."""
+    error_reason: _builtins.str
+    """Only jobs that ended with this error_reason (e.g. FETCH_TIMEOUT)."""
     def __init__(
         self,
         *,
@@ -588,10 +594,12 @@ class ListJobsRequest(_message.Message):
         page_token: _builtins.str = ...,
         all_levels: _builtins.bool = ...,
         view: Global___JobView.ValueType = ...,
+        definition_id: _builtins.str = ...,
+        error_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_levels", b"all_levels", "page_size", b"page_size", "page_token", b"page_token", "parent_id", b"parent_id", "status", b"status", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_levels", b"all_levels", "definition_id", b"definition_id", "error_reason", b"error_reason", "page_size", b"page_size", "page_token", b"page_token", "parent_id", b"parent_id", "status", b"status", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -856,6 +864,7 @@ class ListJobLogsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     INCLUDE_CHILDREN_FIELD_NUMBER: _builtins.int
+    NEWEST_FIRST_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
     page_size: _builtins.int
@@ -864,6 +873,8 @@ class ListJobLogsRequest(_message.Message):
     """From a previous response's next_page_token."""
     include_children: _builtins.bool
     """Also include the logs of the job's children."""
+    newest_first: _builtins.bool
+    """Newest first (a log's tail) instead of oldest first."""
     def __init__(
         self,
         *,
@@ -871,10 +882,11 @@ class ListJobLogsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         include_children: _builtins.bool = ...,
+        newest_first: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_children", b"include_children", "job_id", b"job_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_children", b"include_children", "job_id", b"job_id", "newest_first", b"newest_first", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -892,7 +904,7 @@ class ListJobLogsResponse(_message.Message):
     """Pass to get the next page; empty on the last page."""
     @_builtins.property
     def logs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobLog]:
-        """Oldest first."""
+        """Oldest first, or newest first when asked."""
 
     def __init__(
         self,
