@@ -26,17 +26,22 @@ class ServiceProcess:
 
 
 def start_services(manager_listen: str, executor_listen: str, workers: int, env: dict[str, str] | None = None,
-                   log_dir: Path | None = None) -> list[ServiceProcess]:
-    """Starts the manager and the executor; returns them once both serve. Their logs go to this
-    terminal, or to manager.log and executor.log in log_dir. ServiceFailed names what did not start."""
+                   log_dir: Path | None = None, console_listen: str = "") -> list[ServiceProcess]:
+    """Starts the manager and the executor, and the operator console when console_listen is given;
+    returns them once all serve. Their logs go to this terminal, or to NAME.log in log_dir. ServiceFailed
+    names what did not start."""
     environment = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     ensure_tokens()  # create the token files before either service reads them
     started: list[ServiceProcess] = []
     try:
         manager = _spawn("manager", ["manager_service", "--listen", manager_listen], environment, log_dir)
         started.append(manager)
-        started.append(_spawn("executor", ["executor_service", "--listen", executor_listen, "--manager",
-                                           manager.address, "--workers", str(workers)], environment, log_dir))
+        executor = _spawn("executor", ["executor_service", "--listen", executor_listen, "--manager",
+                                       manager.address, "--workers", str(workers)], environment, log_dir)
+        started.append(executor)
+        if console_listen:
+            started.append(_spawn("console", ["console_service", "--listen", console_listen, "--manager",
+                                              manager.address, "--executor", executor.address], environment, log_dir))
     except ServiceFailed:
         stop_services(started)
         raise

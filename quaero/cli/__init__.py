@@ -12,6 +12,7 @@ import typer
 from ..config import DEFAULT_EXECUTOR, DEFAULT_MANAGER
 from . import auth, definitions, docs, jobs
 from .common import CliError, Target, err
+from .console import console
 from .up import up
 
 app = typer.Typer(help="Quaero: authenticated crawl jobs over gRPC.", no_args_is_help=True,
@@ -21,6 +22,7 @@ app.add_typer(definitions.app, name="definitions")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(docs.app, name="docs")
 app.command()(up)
+app.command()(console)
 app.command()(jobs.run)
 
 

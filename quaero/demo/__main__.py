@@ -52,7 +52,7 @@ def main() -> int:
     os.environ.update({"QUAERO_DATA_DIR": str(work), "QUAERO_API_TOKEN": ""})
     print(f"demo site: {demo.url()} (and {demo.url(host=OFFSITE_HOST)}), data directory: {work}", flush=True)
     try:
-        services = start_services("127.0.0.1:0", "127.0.0.1:0", 8, env, log_dir=work)
+        services = start_services("127.0.0.1:0", "127.0.0.1:0", 8, env, log_dir=work, console_listen="127.0.0.1:0")
     except ServiceFailed as error:
         print(f"demo: {error}", file=sys.stderr)
         demo.server.stop()
@@ -60,6 +60,8 @@ def main() -> int:
     try:
         manager, executor = services[0].address, services[1].address
         print(f"manager on {manager}, executor on {executor} (SQLite in {work})", flush=True)
+        print(f"console on http://{services[2].address}/ while the demo runs (sign in with the token in "
+              f"{work / 'api-token'}; `quaero up` keeps one running)", flush=True)
         env.update(QUAERO_MANAGER=manager, QUAERO_EXECUTOR=executor)
         cookies = work / "demo-cookies.json"  # what a browser cookie-export extension would save
         cookies.write_text(json.dumps([{
@@ -71,7 +73,7 @@ def main() -> int:
         cli("auth", "import", str(cookies), "--site", SITE_HOST, "--id", "demo", env=env)
         cli("definitions", "apply", str(definition), env=env)
         cli("run", "demo", env=env)
-        return report(demo, manager, (work / "api-token").read_text().strip(), work)
+        return report(demo, manager, (work / "api-token").read_text().strip(), work, services[2].address)
     except subprocess.CalledProcessError as error:
         print(f"demo: a step failed (exit code {error.returncode})", file=sys.stderr)
         return 1
@@ -80,7 +82,21 @@ def main() -> int:
         demo.server.stop()
 
 
-def report(demo: DemoSite, manager_address: str, token: str, work: Path) -> int:
+def console_view(console: str, token: str, run_id: str) -> str:
+    """The run's page as the console shows it to a signed-in browser."""
+    import re
+
+    import httpx
+
+    with httpx.Client(base_url=f"http://{console}", follow_redirects=True, timeout=30) as web:
+        login = web.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
+        web.post("/login", data={"csrf": csrf.group(1) if csrf else "", "token": token})
+        answer = web.get(f"/runs/{run_id}")
+        return answer.text if answer.status_code == 200 else ""
+
+
+def report(demo: DemoSite, manager_address: str, token: str, work: Path, console: str) -> int:
     client = ManagerClient.connect(manager_address, token)
     runs = client.jobs.ListJobs(jobs_pb2.ListJobsRequest(page_size=1)).jobs
     parent = runs[0]
@@ -109,7 +125,10 @@ def report(demo: DemoSite, manager_address: str, token: str, work: Path) -> int:
         (f"parent metadata auth_id: {parent.metadata['auth_id'] if 'auth_id' in parent.metadata else '(missing)'}",
          parent.metadata["auth_id"] == "demo" if "auth_id" in parent.metadata else False),
     ]
-    logs = [work / "manager.log", work / "executor.log"]
+    page = console_view(console, token, parent.id)
+    checks.append((f"the console shows the run ({len(page)} bytes), without the session cookie's value",
+                   parent.id in page and "completed" in page and demo.session not in page))
+    logs = [work / "manager.log", work / "executor.log", work / "console.log"]
     leaked = [path.name for path in logs if demo.session in path.read_text(errors="replace")]
     checks.append((f"session cookie value in the services' logs ({', '.join(p.name for p in logs)}): "
                    f"{'found in ' + ', '.join(leaked) if leaked else 'absent'}", not leaked))

@@ -3,6 +3,7 @@ loopback port, real local sites, and Debian's Chromium driven by Playwright. Eve
 receives is kept, so a test can check that no secret reached any of them."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -44,12 +45,13 @@ def stack(sqlite_manager: RunningManager) -> Iterator[Stack]:
     harness.close()
 
 
-def signed_in_client(stack: Stack) -> httpx.Client:
+@contextlib.contextmanager
+def signed_in_client(stack: Stack) -> Iterator[httpx.Client]:
     """An HTTP client with a signed-in session (for what a browser cannot be made to send)."""
-    web = httpx.Client(base_url=stack.url, follow_redirects=True, timeout=30)
-    login = web.get("/login")
-    web.post("/login", data={"csrf": csrf_of(login.text), "token": stack.token, "next": "/runs"}).raise_for_status()
-    return web
+    with httpx.Client(base_url=stack.url, follow_redirects=True, timeout=30) as web:
+        login = web.get("/login")
+        web.post("/login", data={"csrf": csrf_of(login.text), "token": stack.token, "next": "/runs"}).raise_for_status()
+        yield web
 
 
 def csrf_of(html: str) -> str:
