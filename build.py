@@ -303,6 +303,7 @@ def main() -> int:
                                        cwd=ROOT)
         code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "search_bench.py")], cwd=ROOT)
         code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "prune_bench.py")], cwd=ROOT)
+        code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "console_bench.py")], cwd=ROOT)
         return code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "long_run.py")], cwd=ROOT)
     print(f"build: unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2

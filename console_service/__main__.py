@@ -67,7 +67,8 @@ async def serve(settings: ConsoleSettings, log_level: str) -> None:
     from .app import build_app
 
     sock = bind(settings.host, settings.port)
-    config = uvicorn.Config(build_app(settings), log_level=log_level.lower(), access_log=False, lifespan="on",
+    # uvicorn logs through the root logger (our key=value format), and only what goes wrong.
+    config = uvicorn.Config(build_app(settings), log_config=None, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=3, proxy_headers=False, server_header=False,
                             ssl_certfile=str(settings.tls.cert) if settings.tls else None,
                             ssl_keyfile=str(settings.tls.key) if settings.tls else None)

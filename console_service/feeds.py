@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 MIN_INTERVAL = 0.5  # seconds between two updates: at most 2 a second, per feed and per browser
 QUIET_REFRESH = 5.0  # a running run's log may grow with no change to the run itself: read it this often
 LOG_TAIL = 30
+# The tail of a run's log is its dearest read (the logs of every page of the run: 14 ms of manager CPU for
+# 10,000 pages, against 2 ms for the counts): once a second is enough for a person reading it.
+LOG_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,13 +108,20 @@ class Feeds:
                 await asyncio.sleep(1)
 
     async def _refresh(self, feed: Feed) -> None:
-        version = 0
+        version, logs_read = 0, 0.0
+        loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(feed.changed.wait(), QUIET_REFRESH)
             feed.changed.clear()
             version += 1
-            snapshot = await self._read(feed.run_id, version)
+            previous = feed.snapshot
+            fresh_logs = previous is None or loop.time() - logs_read >= LOG_INTERVAL
+            snapshot = await self._read(feed.run_id, version, None if fresh_logs or previous is None else previous.logs)
+            if fresh_logs:
+                logs_read = loop.time()
+            elif snapshot.final:  # the last word: read the tail once more
+                snapshot = await self._read(feed.run_id, version)
             async with feed.updated:
                 feed.snapshot = snapshot
                 feed.updated.notify_all()
@@ -119,15 +129,25 @@ class Feeds:
                 return
             await asyncio.sleep(self.min_interval)
 
-    async def _read(self, run_id: str, version: int) -> Snapshot:
+    async def _read(self, run_id: str, version: int, logs: list[jobs_pb2.JobLog] | None = None) -> Snapshot:
+        """The run, its counts and (unless given) its log's tail."""
+        jobs = self.clients.jobs
         try:
-            job, stats, logs = await asyncio.gather(
-                self.clients.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run_id)),
-                self.clients.jobs.GetJobStats(jobs_pb2.GetJobStatsRequest(job_id=run_id)),
-                self.clients.jobs.ListJobLogs(jobs_pb2.ListJobLogsRequest(
-                    job_id=run_id, include_children=True, newest_first=True, page_size=LOG_TAIL)))
+            job, stats, tail = await asyncio.gather(
+                jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run_id)),
+                jobs.GetJobStats(jobs_pb2.GetJobStatsRequest(job_id=run_id)),
+                _given(logs) if logs is not None else self._tail(run_id))
         except grpc.RpcError as error:
             problem = f"the manager did not answer ({error.code().name}); retrying"  # type: ignore[attr-defined]
             previous = jobs_pb2.Job(id=run_id)
             return Snapshot(version, previous, jobs_pb2.JobStats(), [], final=False, problem=problem)
-        return Snapshot(version, job, stats, list(logs.logs), final=job.status in TERMINAL)
+        return Snapshot(version, job, stats, tail, final=job.status in TERMINAL)
+
+    async def _tail(self, run_id: str) -> list[jobs_pb2.JobLog]:
+        answer = await self.clients.jobs.ListJobLogs(jobs_pb2.ListJobLogsRequest(
+            job_id=run_id, include_children=True, newest_first=True, page_size=LOG_TAIL))
+        return list(answer.logs)
+
+
+async def _given(logs: list[jobs_pb2.JobLog]) -> list[jobs_pb2.JobLog]:
+    return logs

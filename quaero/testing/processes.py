@@ -43,6 +43,13 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def start_console(env: dict[str, str], manager_address: str, executor_address: str,
+                  listen: str = "127.0.0.1:0") -> ServiceProcess:
+    """The operator console (HTTP: no gRPC health check; its ready line means it serves)."""
+    return _start("console", ["console_service", "--listen", listen, "--manager", manager_address, "--executor",
+                              executor_address], env, wait=False)
+
+
 def wait_serving(address: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
