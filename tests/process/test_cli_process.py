@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 
@@ -23,7 +24,7 @@ def test_a_failure_is_one_line_and_an_exit_code_never_a_traceback(tmp_path: Path
 
 
 @pytest.mark.parametrize("stop_with", ["SIGINT", "SIGTERM", "SIGKILL"])
-def test_up_starts_both_services_and_stopping_it_stops_them(tmp_path: Path, stop_with: str) -> None:
+def test_up_starts_the_services_and_the_console_and_stopping_it_stops_them(tmp_path: Path, stop_with: str) -> None:
     import signal
     import socket
 
@@ -31,15 +32,18 @@ def test_up_starts_both_services_and_stopping_it_stops_them(tmp_path: Path, stop
 
     env = {**os.environ, "QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": ""}
     process = subprocess.Popen([sys.executable, "-m", "quaero", "up", "--manager-listen",
-                                "127.0.0.1:0", "--executor-listen", "127.0.0.1:0"], env=env,
+                                "127.0.0.1:0", "--executor-listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0"],
+                               env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None and process.stderr is not None
-        lines = [process.stdout.readline() for _ in range(3)]
-        addresses = {line.split()[0]: line.split()[1] for line in lines[:2]}
+        lines = [process.stdout.readline() for _ in range(4)]
+        addresses = {line.split()[0]: line.split()[1] for line in lines[:3]}
         wait_serving(addresses["manager"])
         wait_serving(addresses["executor"])
-        assert (tmp_path / "api-token").exists() and str(tmp_path / "api-token") in lines[2]
+        addresses["console"] = addresses["console"].removeprefix("http://").rstrip("/")
+        assert httpx.get(f"http://{addresses['console']}/runs").headers["location"] == "/login?next=%2Fruns"
+        assert (tmp_path / "api-token").exists() and str(tmp_path / "api-token") in lines[3]
         process.send_signal(getattr(signal, stop_with))
         code = process.wait(30)
         assert code == (-9 if stop_with == "SIGKILL" else 0)

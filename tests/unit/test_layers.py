@@ -3,6 +3,7 @@ it must not (README, "Layout").
 
     quaero (the shared kernel, the client, the CLI)  imports neither service
     manager_service / executor_service              import quaero, never each other
+    console_service (the operator console)          a client: quaero only, never a service's internals
     manager_service.storage                          no gRPC, no generated code, no RPC plumbing
     executor_service.crawl                           no gRPC, no generated code
     quaero's rules (errors, cookies, crawl spec...)  no gRPC, no generated code: storage and crawl use them
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("quaero", "manager_service", "executor_service")
+PACKAGES = ("quaero", "manager_service", "executor_service", "console_service")
+SERVICES = ("manager_service", "executor_service", "console_service")
 TOP = ("quaero.testing", "quaero.demo")
 RULES = ("quaero.errors", "quaero.job_status", "quaero.crawl_spec", "quaero.cookies", "quaero.limits",
          "quaero.network_policy", "quaero.patterns", "quaero.urls")
@@ -60,17 +62,19 @@ def forbidden(name: str) -> tuple[str, ...]:
     if within(name, TOP):
         return ()
     if within(name, RULES):
-        return ("manager_service", "executor_service", *RPC)
+        return (*SERVICES, *RPC)
     if within(name, ("quaero",)):
-        return ("manager_service", "executor_service")
+        return SERVICES
     if within(name, ("manager_service.storage",)):
-        return ("executor_service", *RPC)
+        return ("executor_service", "console_service", *RPC)
     if within(name, ("manager_service",)):
-        return ("executor_service",)
+        return ("executor_service", "console_service")
     if within(name, ("executor_service.crawl",)):
-        return ("manager_service", "grpc", "quaero.api", "quaero.rpc", "quaero.client")
+        return ("manager_service", "console_service", "grpc", "quaero.api", "quaero.rpc", "quaero.client")
     if within(name, ("executor_service",)):
-        return ("manager_service",)
+        return ("manager_service", "console_service")
+    if within(name, ("console_service",)):
+        return ("manager_service", "executor_service")
     return ()
 
 
@@ -86,4 +90,4 @@ def test_a_module_imports_only_what_its_layer_may(name: str) -> None:
 def test_the_rules_see_every_layer() -> None:
     names = set(ALL)
     assert {"manager_service.storage.leases", "executor_service.crawl.fetcher", "quaero.crawl_spec",
-            "quaero.cli", "quaero.testing.harness"} <= names
+            "quaero.cli", "quaero.testing.harness", "console_service.feeds"} <= names
