@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -167,7 +168,8 @@ def _quietly(command: list[str], what: str) -> None:
 
 def verify_services() -> None:
     """Build a wheel from a clean export of the tree (the files git tracks or would track), install it into
-    a fresh virtual environment, and start both services from its console scripts until health SERVING:
+    a fresh virtual environment, and start both services from its console scripts until health SERVING,
+    and the console until it serves a page and a vendored script:
     a file left out of the package, or an import that only works from the source tree, fails here."""
     from quaero.rpc.server import parse_banner
     from quaero.testing.processes import wait_serving
@@ -206,7 +208,19 @@ def verify_services() -> None:
                     sys.exit(f"build: {program} from the wheel did not start (exit code {process.wait(10)}):\n"
                              + (work / f"{program}.log").read_text()[-3000:])
                 wait_serving(address)
-                manager = manager or address
+                manager, executor = manager or address, address
+            console = subprocess.Popen([str(venv / "bin" / "quaero-console"), "--listen", "127.0.0.1:0", "--manager",
+                                        manager, "--executor", executor], cwd=work, env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+            started.append(console)
+            assert console.stdout is not None
+            address = parse_banner(console.stdout.readline().strip())
+            try:  # its templates and vendored scripts are package data: a page and a script must be served
+                for path in ("/login", "/static/htmx-2.0.11.min.js"):
+                    with urllib.request.urlopen(f"http://{address}{path}", timeout=10) as answer:
+                        assert answer.status == 200
+            except (OSError, AssertionError, ValueError) as error:
+                sys.exit(f"build: the console from the wheel does not serve its pages ({error})")
             listed_jobs = subprocess.run([str(venv / "bin" / "quaero"), "--manager", manager, "jobs", "ls"], cwd=work,
                                          env=env, capture_output=True, text=True)
             if listed_jobs.returncode != 0:
@@ -215,7 +229,8 @@ def verify_services() -> None:
             for process in reversed(started):
                 process.terminate()
                 process.wait(15)
-    print(f"build: {wheel.name} installs into a fresh environment and both services start from it", flush=True)
+    print(f"build: {wheel.name} installs into a fresh environment; both services and the console start from it",
+          flush=True)
 
 
 def ensure_browser(required: bool) -> None:

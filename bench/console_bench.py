@@ -18,8 +18,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -91,44 +92,39 @@ def changing(client: ManagerClient, run_id: str, stop: threading.Event) -> None:
         time.sleep(1 / RATE)
 
 
+async def until(stop: threading.Event, watchers: list[Coroutine[Any, Any, None]]) -> None:
+    """The watchers, as tasks, until `stop` is set."""
+    tasks = [asyncio.create_task(watcher) for watcher in watchers]
+    while not stop.is_set():
+        await asyncio.sleep(0.1)
+    for task in tasks:
+        task.cancel()
+
+
 async def watch_streams(manager: str, token: str, run_id: str, stop: threading.Event, count: int) -> int:
+    seen = [0]
     async with grpc.aio.insecure_channel(manager) as channel:
         stub = jobs_pb2_grpc.JobManagerStub(channel)
-        seen = [0]
 
         async def one() -> None:
             async for _job in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=run_id),
                                             metadata=(("authorization", f"Bearer {token}"),)):
                 seen[0] += 1
-                if stop.is_set():
-                    return
 
-        tasks = [asyncio.create_task(one()) for _ in range(count)]
-        while not stop.is_set():
-            await asyncio.sleep(0.1)
-        for task in tasks:
-            task.cancel()
-        return seen[0]
+        await until(stop, [one() for _ in range(count)])
+    return seen[0]
 
 
 async def browsers(console: str, cookies: dict[str, str], run_id: str, stop: threading.Event, count: int) -> int:
+    seen = [0]
     async with httpx.AsyncClient(base_url=f"http://{console}", cookies=cookies, timeout=60) as client:
-        seen = [0]
-
         async def one() -> None:
             async with client.stream("GET", f"/runs/{run_id}/events") as events:
                 async for line in events.aiter_lines():
-                    if line.startswith("event: live"):
-                        seen[0] += 1
-                    if stop.is_set():
-                        return
+                    seen[0] += line.startswith("event: live")
 
-        tasks = [asyncio.create_task(one()) for _ in range(count)]
-        while not stop.is_set():
-            await asyncio.sleep(0.1)
-        for task in tasks:
-            task.cancel()
-        return seen[0]
+        await until(stop, [one() for _ in range(count)])
+    return seen[0]
 
 
 def watch_cost(client: ManagerClient, manager_pid: int, console_pid: int, run_id: str,
