@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import crawl_bench as crawl  # noqa: E402
 
 from quaero.api.manager.v1 import jobs_pb2, jobs_pb2_grpc  # noqa: E402
 from quaero.client import ManagerClient  # noqa: E402
+from quaero.convert import dict_to_struct  # noqa: E402
+from quaero.testing.console import signed_in  # noqa: E402
 from quaero.testing.processes import start_console, start_executor, start_manager  # noqa: E402
 from quaero.testing.procfs import process_cpu  # noqa: E402
 
@@ -40,12 +41,8 @@ WINDOW, RATE, WATCHERS = 10.0, 50, 50
 def big_run(client: ManagerClient) -> str:
     """Its pages are of a type no executor leases: they stay as made while the bench reads them."""
     jobs = client.jobs
-    config = {"job_definition_id": "bench"}
-    from google.protobuf import struct_pb2
-
-    struct = struct_pb2.Struct()
-    struct.update(config)
-    parent = jobs.CreateJob(jobs_pb2.CreateJobRequest(type="crawler", name="bench run", config=struct))
+    parent = jobs.CreateJob(jobs_pb2.CreateJobRequest(type="crawler", name="bench run",
+                                                      config=dict_to_struct({"job_definition_id": "bench"})))
     ids: list[str] = []
     for start in range(0, CHILDREN, 500):
         answer = jobs.BatchCreateChildJobs(jobs_pb2.BatchCreateChildJobsRequest(parent_id=parent.id, children=[
@@ -62,15 +59,6 @@ def big_run(client: ManagerClient) -> str:
         jobs.AddJobLog(jobs_pb2.AddJobLogRequest(job_id=ids[n % len(ids)], level=jobs_pb2.LOG_LEVEL_INFO,
                                                  message=f"fetched page {n}"))
     return parent.id
-
-
-def signed_in(console: str, token: str) -> httpx.Client:
-    web = httpx.Client(base_url=f"http://{console}", timeout=60)
-    login = web.get("/login")
-    found = re.search(r'name="csrf" value="([^"]+)"', login.text)
-    assert found
-    web.post("/login", data={"csrf": found.group(1), "token": token})
-    return web
 
 
 def timed(web: httpx.Client, path: str, headers: dict[str, str] | None = None, times: int = 15) -> list[float]:
@@ -161,17 +149,16 @@ def one_database(name: str, url: str, runs: int) -> None:
             run_id = big_run(client)
             print(f"{name}: a run of {CHILDREN} pages ({FAILED} failed), {LOGS} log lines made in "
                   f"{time.perf_counter() - began:.1f} s", flush=True)
-            web = signed_in(console.address, crawl.TOKEN)
-            for label, path, headers in (
-                    ("open the run", f"/runs/{run_id}", None),
-                    ("failed pages (htmx)", f"/runs/{run_id}/children?status=failed", {"hx-request": "true"}),
-                    ("FETCH_TIMEOUT pages", f"/runs/{run_id}/children?reason=FETCH_TIMEOUT", {"hx-request": "1"}),
-                    ("runs list", "/runs", None)):
-                seconds = sorted(timed(web, path, headers))
-                print(f"  {label:22} median {1000 * statistics.median(seconds):6.1f} ms, p95 "
-                      f"{1000 * seconds[int(0.95 * (len(seconds) - 1))]:6.1f} ms", flush=True)
-            cookies = dict(web.cookies)
-            web.close()
+            with signed_in(f"http://{console.address}", crawl.TOKEN) as web:
+                for label, path, headers in (
+                        ("open the run", f"/runs/{run_id}", None),
+                        ("failed pages (htmx)", f"/runs/{run_id}/children?status=failed", {"hx-request": "true"}),
+                        ("FETCH_TIMEOUT pages", f"/runs/{run_id}/children?reason=FETCH_TIMEOUT", {"hx-request": "1"}),
+                        ("runs list", "/runs", None)):
+                    seconds = sorted(timed(web, path, headers))
+                    print(f"  {label:22} median {1000 * statistics.median(seconds):6.1f} ms, p95 "
+                          f"{1000 * seconds[int(0.95 * (len(seconds) - 1))]:6.1f} ms", flush=True)
+                cookies = dict(web.cookies)
             setups: dict[str, Callable[[threading.Event], int] | None] = {
                 "no watcher": None,
                 f"{WATCHERS} WatchJob streams": lambda stop: asyncio.run(watch_streams(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from quaero.config import DEFAULT_EXECUTOR, DEFAULT_MANAGER, MissingToken, ServerTls, client_tls_ca, read_token
 
-from .config import DEFAULT_LISTEN, ConsoleSettings, idle_minutes_from_env, split_listen
+from .config import DEFAULT_LISTEN, ConsoleSettings, idle_minutes_from_env, service_addresses, split_listen
 
 PROGRAM = "quaero-console"
 
@@ -37,17 +37,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> ConsoleSettings:
-    import os
-
     host, port = split_listen(args.listen)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ValueError("give both --tls-cert and --tls-key, or neither")
     tls = ServerTls(args.tls_cert, args.tls_key) if args.tls_cert else ServerTls.from_env()
     idle = args.idle_minutes if args.idle_minutes is not None else idle_minutes_from_env()
-    return ConsoleSettings(host, port, args.manager or os.environ.get("QUAERO_MANAGER") or DEFAULT_MANAGER,
-                           args.executor or os.environ.get("QUAERO_EXECUTOR") or DEFAULT_EXECUTOR, read_token(),
-                           tls=tls, tls_ca=client_tls_ca(), idle_seconds=idle * 60,
-                           allow_public_http=args.allow_public_http)
+    manager, executor = service_addresses(args.manager, args.executor)
+    return ConsoleSettings(host, port, manager, executor, read_token(), tls=tls, tls_ca=client_tls_ca(),
+                           idle_seconds=idle * 60, allow_public_http=args.allow_public_http)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from quaero.config import ServerTls
+from quaero.config import DEFAULT_EXECUTOR, DEFAULT_MANAGER, ServerTls
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_IDLE_MINUTES = 30.0
@@ -66,3 +66,10 @@ def idle_minutes_from_env() -> float:
         return float(value) if value else DEFAULT_IDLE_MINUTES
     except ValueError:
         raise ValueError(f"QUAERO_CONSOLE_IDLE_MINUTES must be a number of minutes, not {value!r}") from None
+
+
+def service_addresses(manager: str | None, executor: str | None) -> tuple[str, str]:
+    """The services the console is a client of: the flags, else QUAERO_MANAGER / QUAERO_EXECUTOR, else the
+    defaults (as the CLI finds them)."""
+    return (manager or os.environ.get("QUAERO_MANAGER") or DEFAULT_MANAGER,
+            executor or os.environ.get("QUAERO_EXECUTOR") or DEFAULT_EXECUTOR)

@@ -1,5 +1,6 @@
 """Live runs for any number of browsers at the cost of one: a run's feed holds ONE WatchJob stream to the
-manager, and after a change re-reads the run's counts and log tail at most twice a second; every browser
+manager, and after a change re-reads the run and its counts at most twice a second (its log tail at most
+once a second); every browser
 watching the run follows the feed, coalesced to at most two updates a second each. The feed ends when the
 last browser leaves, or once the run is over and its final state has been read."""
 from __future__ import annotations
@@ -9,11 +10,12 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import grpc
 
-from quaero.api.manager.v1 import jobs_pb2
+from quaero.api.manager.v1 import jobs_pb2, jobs_pb2_grpc
 from quaero.client import AsyncClients
 
 from .views import TERMINAL
@@ -108,20 +110,17 @@ class Feeds:
                 await asyncio.sleep(1)
 
     async def _refresh(self, feed: Feed) -> None:
-        version, logs_read = 0, 0.0
+        version, tail_read = 0, float("-inf")
         loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(feed.changed.wait(), QUIET_REFRESH)
             feed.changed.clear()
             version += 1
-            previous = feed.snapshot
-            fresh_logs = previous is None or loop.time() - logs_read >= LOG_INTERVAL
-            snapshot = await self._read(feed.run_id, version, None if fresh_logs or previous is None else previous.logs)
-            if fresh_logs:
-                logs_read = loop.time()
-            elif snapshot.final:  # the last word: read the tail once more
-                snapshot = await self._read(feed.run_id, version)
+            tail_due = loop.time() - tail_read >= LOG_INTERVAL
+            if tail_due:
+                tail_read = loop.time()
+            snapshot = await self._read(feed, version, tail_due)
             async with feed.updated:
                 feed.snapshot = snapshot
                 feed.updated.notify_all()
@@ -129,25 +128,38 @@ class Feeds:
                 return
             await asyncio.sleep(self.min_interval)
 
-    async def _read(self, run_id: str, version: int, logs: list[jobs_pb2.JobLog] | None = None) -> Snapshot:
-        """The run, its counts and (unless given) its log's tail."""
-        jobs = self.clients.jobs
+    async def _read(self, feed: Feed, version: int, tail_due: bool) -> Snapshot:
+        """The run and its counts, and its log's tail when due (else the last one read, but for the last word
+        on a run that ended). The manager out of reach: the last snapshot, saying so."""
+        jobs, previous = self.clients.jobs, feed.snapshot
         try:
-            job, stats, tail = await asyncio.gather(
-                jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run_id)),
-                jobs.GetJobStats(jobs_pb2.GetJobStatsRequest(job_id=run_id)),
-                _given(logs) if logs is not None else self._tail(run_id))
+            job, stats, tail = await read_run(jobs, feed.run_id, with_tail=tail_due or previous is None)
+            final = job.status in TERMINAL
+            if tail is None:
+                assert previous is not None
+                tail = await log_tail(jobs, feed.run_id) if final else previous.logs
         except grpc.RpcError as error:
             problem = f"the manager did not answer ({error.code().name}); retrying"  # type: ignore[attr-defined]
-            previous = jobs_pb2.Job(id=run_id)
-            return Snapshot(version, previous, jobs_pb2.JobStats(), [], final=False, problem=problem)
-        return Snapshot(version, job, stats, tail, final=job.status in TERMINAL)
-
-    async def _tail(self, run_id: str) -> list[jobs_pb2.JobLog]:
-        answer = await self.clients.jobs.ListJobLogs(jobs_pb2.ListJobLogsRequest(
-            job_id=run_id, include_children=True, newest_first=True, page_size=LOG_TAIL))
-        return list(answer.logs)
+            if previous is None:
+                return Snapshot(version, jobs_pb2.Job(id=feed.run_id), jobs_pb2.JobStats(), [], False, problem)
+            return replace(previous, version=version, final=False, problem=problem)
+        return Snapshot(version, job, stats, tail, final)
 
 
-async def _given(logs: list[jobs_pb2.JobLog]) -> list[jobs_pb2.JobLog]:
-    return logs
+async def log_tail(jobs: jobs_pb2_grpc.JobManagerStub, run_id: str) -> list[jobs_pb2.JobLog]:
+    """The newest lines of a run's log and its pages' logs, newest first."""
+    answer = await jobs.ListJobLogs(jobs_pb2.ListJobLogsRequest(job_id=run_id, include_children=True,
+                                                                newest_first=True, page_size=LOG_TAIL))
+    return list(answer.logs)
+
+
+async def read_run(jobs: jobs_pb2_grpc.JobManagerStub, run_id: str, with_tail: bool = True
+                   ) -> tuple[jobs_pb2.Job, jobs_pb2.JobStats, list[jobs_pb2.JobLog] | None]:
+    """What a run's page shows of it: the run, its counts by status and (with_tail) its log's tail, read
+    at once."""
+    reads: list[Any] = [jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run_id)),
+                        jobs.GetJobStats(jobs_pb2.GetJobStatsRequest(job_id=run_id))]
+    if with_tail:
+        reads.append(log_tail(jobs, run_id))
+    job, stats, *tail = await asyncio.gather(*reads)
+    return job, stats, tail[0] if tail else None

@@ -13,13 +13,12 @@ from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from quaero import job_status
 from quaero.api.manager.v1 import jobs_pb2
-from quaero.convert import DOCUMENT_KIND_NAMES, status_label
-
-from .guard import session_of
+from quaero.convert import DOCUMENT_KIND_NAMES, job_status_to_proto, status_label
 
 TEMPLATES = Path(__file__).parent / "templates"
-TERMINAL = frozenset({jobs_pb2.JOB_STATUS_COMPLETED, jobs_pb2.JOB_STATUS_FAILED, jobs_pb2.JOB_STATUS_CANCELLED})
+TERMINAL = frozenset(job_status_to_proto(status) for status in job_status.TERMINAL)  # as proto values
 
 
 def when(stamp: timestamp_pb2.Timestamp | None, empty: str = "–") -> str:
@@ -102,7 +101,8 @@ def render(name: str, **context: Any) -> str:
 
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    """A whole page (or, for htmx, the fragment it asked for) with the session's CSRF token at hand."""
-    session = session_of(request)
+    """A whole page (or, for htmx, the fragment it asked for) with the session's CSRF token at hand (none
+    for a static file's error page, which is answered without a session)."""
+    session = getattr(request.state, "session", None)
     return HTMLResponse(render(name, request=request, csrf=session.csrf if session else "",
                                signed_in=bool(session and session.signed_in), **context), status_code)

@@ -14,6 +14,7 @@ from quaero.api.manager.v1 import documents_pb2, jobs_pb2
 from quaero.convert import DOCUMENT_KINDS, job_status_to_proto
 from quaero.job_status import JobStatus
 
+from ..feeds import read_run
 from ..guard import state_changing
 from ..views import page, render
 from .common import PAGE_SIZE, after_post, clients, feeds, param
@@ -46,14 +47,9 @@ async def _children(request: Request, run_id: str) -> dict[str, Any]:
 
 async def run_page(request: Request) -> Response:
     run_id = request.path_params["run_id"]
-    jobs = clients(request).jobs
-    run, stats, logs, children = await asyncio.gather(
-        jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run_id)),
-        jobs.GetJobStats(jobs_pb2.GetJobStatsRequest(job_id=run_id)),
-        jobs.ListJobLogs(jobs_pb2.ListJobLogsRequest(job_id=run_id, include_children=True, newest_first=True,
-                                                     page_size=30)),
-        _children(request, run_id))
-    return page(request, "run.html", run=run, stats=stats, logs=logs.logs, problem="", **children)
+    (run, stats, logs), children = await asyncio.gather(read_run(clients(request).jobs, run_id),
+                                                        _children(request, run_id))
+    return page(request, "run.html", run=run, stats=stats, logs=logs, problem="", **children)
 
 
 async def run_children(request: Request) -> Response:

@@ -16,6 +16,7 @@ from pathlib import Path
 from quaero.api.manager.v1 import documents_pb2, jobs_pb2
 from quaero.client import ManagerClient
 from quaero.services import ServiceFailed, start_services, stop_services
+from quaero.testing.console import signed_in
 
 from .site import OFFSITE_HOST, SIGNED_IN, SITE_HOST, DemoSite
 
@@ -84,14 +85,7 @@ def main() -> int:
 
 def console_view(console: str, token: str, run_id: str) -> str:
     """The run's page as the console shows it to a signed-in browser."""
-    import re
-
-    import httpx
-
-    with httpx.Client(base_url=f"http://{console}", follow_redirects=True, timeout=30) as web:
-        login = web.get("/login")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
-        web.post("/login", data={"csrf": csrf.group(1) if csrf else "", "token": token})
+    with signed_in(f"http://{console}", token) as web:
         answer = web.get(f"/runs/{run_id}")
         return answer.text if answer.status_code == 200 else ""
 

@@ -2,11 +2,35 @@
 port of its own, against services already running."""
 from __future__ import annotations
 
+import contextlib
+import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import httpx
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of a console page's forms."""
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    if found is None:
+        raise AssertionError("the page has no CSRF field")
+    return found.group(1)
+
+
+@contextlib.contextmanager
+def signed_in(base_url: str, token: str, **options: Any) -> Iterator[httpx.Client]:
+    """An HTTP client signed in to the console at base_url (as a browser is, through the login form)."""
+    with httpx.Client(base_url=base_url, timeout=60, **options) as web:
+        login = web.get("/login")
+        web.post("/login", data={"csrf": csrf_of(login.text), "token": token, "next": "/runs"})
+        if not web.cookies.get("quaero_console"):
+            raise RuntimeError(f"could not sign in to the console at {base_url}")
+        yield web
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pytest
 
 from executor_service.render.browser import BROWSER_ARGS
 from executor_service.render.chromium import BrowserMissing, chromium_path, playwright_missing
-from quaero.testing.console import ConsoleServer
+from quaero.testing.console import ConsoleServer, signed_in
 from quaero.testing.harness import CrawlHarness, RunningManager
 from tests.support.hosts import RESOLVE
 
@@ -45,19 +45,9 @@ def stack(sqlite_manager: RunningManager) -> Iterator[Stack]:
     harness.close()
 
 
-@contextlib.contextmanager
-def signed_in_client(stack: Stack) -> Iterator[httpx.Client]:
+def signed_in_client(stack: Stack) -> contextlib.AbstractContextManager[httpx.Client]:
     """An HTTP client with a signed-in session (for what a browser cannot be made to send)."""
-    with httpx.Client(base_url=stack.url, follow_redirects=True, timeout=30) as web:
-        login = web.get("/login")
-        web.post("/login", data={"csrf": csrf_of(login.text), "token": stack.token, "next": "/runs"}).raise_for_status()
-        yield web
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
+    return signed_in(stack.url, stack.token, follow_redirects=True)
 
 
 @pytest.fixture(scope="session")

@@ -20,16 +20,17 @@ from console_service.config import ConsoleSettings, UnsafeListen
 from console_service.sessions import FAILED_LOGINS_ALLOWED, Sessions
 from quaero.api.executor.v1 import executor_pb2
 from quaero.config import ServerTls
+from quaero.testing.console import csrf_of
 from quaero.testing.site import Request, Response, html
 
-from .conftest import Stack, csrf_of, signed_in_client
+from .conftest import Stack, signed_in_client
 
 PAGES = ["/runs", "/definitions", "/credentials", "/documents?q=x", "/health", "/login"]
 
 
 def test_every_answer_carries_the_security_headers(stack: Stack) -> None:
     with signed_in_client(stack) as web:
-        for path in [*PAGES, "/static/console.css", "/runs/not-a-run", "/no-such-page"]:
+        for path in [*PAGES, "/static/console.css", "/static/no-such.js", "/runs/not-a-run", "/no-such-page"]:
             answer = web.get(path)
             policy = answer.headers["content-security-policy"]
             assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy, path
@@ -38,6 +39,7 @@ def test_every_answer_carries_the_security_headers(stack: Stack) -> None:
             assert answer.headers["x-content-type-options"] == "nosniff", path
             if not path.startswith("/static/"):
                 assert answer.headers["cache-control"] == "no-store", path
+        assert web.get("/static/no-such.js").status_code == 404
         assert web.get("/runs/not-a-run").status_code == 400
         assert web.get("/runs/6f1c0b53-3f6e-4f43-9c57-0d1c6a3f2b11").status_code == 404
 
