@@ -102,6 +102,16 @@ def _lease_statement(of_type: bool) -> Any:
 LEASE_OF_TYPE, LEASE_ANY = _lease_statement(True), _lease_statement(False)
 
 
+def plan_lease(conn: Connection) -> None:
+    """Makes PostgreSQL lease through ix_jobs_pending in order whatever its statistics say. On a table it
+    has no statistics for (a big run just created, autovacuum off or not yet around), it guessed a handful of
+    pending rows, read every one of them and sorted them: 13 ms a lease at 20,000 pending, growing with the
+    queue, against 0.3 ms walking the index. With sorting ruled out for this transaction, that index is its
+    only way to the order (SQLite takes it anyway)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL enable_sort = off")
+
+
 class LeaseQueue:
     def __init__(self, db: Database, rows: JobRows, lifecycle: Lifecycle, documents: DocumentStore,
                  notifier: ChangeNotifier, sessions: SessionStore) -> None:
@@ -160,6 +170,7 @@ class LeaseQueue:
             if self._expired_at is None or stamp - self._expired_at >= EXPIRE_EVERY:
                 self._expire(conn, stamp, changed)
                 self._expired_at = stamp
+            plan_lease(conn)
             rows = [Job.from_row(row) for row in conn.execute(LEASE_OF_TYPE if type else LEASE_ANY, {
                 "l_type": type, "l_limit": max_jobs, "l_now": stamp, "l_token": token, "l_owner": worker_id,
                 "l_until": stamp + timedelta(seconds=seconds)}).mappings()]
