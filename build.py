@@ -304,10 +304,15 @@ def main() -> int:
     if command == "bench":
         ensure_browser(required=True)
         _quietly([str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", f"{ROOT}[bench]"],
-                 "installing the benchmarks' Scrapy baseline")
+                 "installing the benchmarks' baselines (Scrapy, Celery)")
+        bullmq = ROOT / "bench" / "bullmq"
+        if not (bullmq / "node_modules" / "bullmq").is_dir():
+            _npm(["ci", "--prefix", str(bullmq)], "the BullMQ baseline")
         code = subprocess.call([str(VENV_PY), str(ROOT / "bench" / "manager_load.py"), *sys.argv[2:]], cwd=ROOT)
         code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "rpc_floor.py")], cwd=ROOT)
         code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "crawl_bench.py")], cwd=ROOT)
+        # The manager as a job queue, beside Celery (RabbitMQ, Redis) and BullMQ.
+        code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "queue_bench.py")], cwd=ROOT)
         # The run's session at work: the same crawl on a site that re-sets its session on every answer.
         code = code or subprocess.call([str(VENV_PY), str(ROOT / "bench" / "crawl_bench.py"), "--sliding", "--only",
                                         "bare,sqlite,postgres"], cwd=ROOT)

@@ -29,7 +29,7 @@ from quaero.client import ManagerClient
 from quaero.rpc.channel import open_channel
 from quaero.testing.metrics import rpc_counts, scrape
 from quaero.testing.processes import start_executor, start_manager
-from quaero.testing.procfs import comm, process_cpu
+from quaero.testing.procfs import named_cpu, process_cpu, rss_mib
 from quaero.testing.runs import run_to_end
 
 HOST = "bench.site.test"
@@ -80,15 +80,7 @@ sys.stdin.read()
 
 def postgres_cpu() -> float:
     """CPU of every PostgreSQL server process so far (the benchmark runs alone on the server)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if comm(int(entry.name)) == "postgres":
-                    total += process_cpu(int(entry.name))
-            except (OSError, IndexError):
-                continue
-    return total
+    return named_cpu("postgres")
 
 
 def scrapy_crawl(port: int, concurrency: int) -> Run:
@@ -187,11 +179,10 @@ def _run_definition(manager: object, executor: object, port: int, pages: int, co
         token = page.next_page_token
         if not token:
             break
-    status = Path(f"/proc/{pids['executor']}/status").read_text()
-    peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+    peak = rss_mib(pids["executor"], peak=True)
     channel.close()
     client.close()
-    return Run(stored, seconds, cpu, peak_kib / 1024, calls)
+    return Run(stored, seconds, cpu, peak, calls)
 
 
 def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], None]]:

@@ -62,3 +62,36 @@ def running(pid: int) -> bool:
         return stat_fields(pid)[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def pids_named(name: str) -> list[int]:
+    """Every process whose command name is `name` (`postgres`, `redis-server`, `beam.smp`...)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and comm(int(entry.name)) == name:
+            found.append(int(entry.name))
+    return found
+
+
+def named_cpu(name: str) -> float:
+    """CPU seconds so far of every process named `name` (a database or broker server, which a benchmark
+    has to itself)."""
+    total = 0.0
+    for pid in pids_named(name):
+        try:
+            total += process_cpu(pid)
+        except (OSError, IndexError):
+            continue
+    return total
+
+
+def rss_mib(pid: int, peak: bool = False) -> float:
+    """The process's resident memory now (VmRSS) or at its peak (VmHWM), in MiB; 0 once it is gone."""
+    key = "VmHWM:" if peak else "VmRSS:"
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
