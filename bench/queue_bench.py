@@ -4,10 +4,10 @@ N no-op jobs are enqueued with each system's fast path (bulk add), then drained 
 F jobs in flight each (batched lease/complete), started together after the enqueue:
 
 - Quaero on SQLite and on PostgreSQL: BatchCreateChildJobs (1,000 a call) under one run; workers lease
-  with LeaseJobs (up to F) and complete with CompleteLeasedJobs while leasing the next batch. Every job is
-  a row, durable, fenced by its lease token.
+  with LeaseJobs (up to 4 × F, as many as Celery's worker reserves) and complete with CompleteLeasedJobs
+  while leasing the next batch. Every job is a row, durable, fenced by its lease token.
 - Celery 5 on RabbitMQ and on Redis: apply_async on one producer; `celery worker -P threads -c F` with its
-  defaults (acks on receipt: a job whose worker dies is lost).
+  defaults (prefetch 4 × F; acks on receipt: a job whose worker dies is lost).
 - BullMQ 6 on Redis (bench/bullmq/queue.mjs): addBulk (1,000 a call); a Worker with concurrency F.
 
 Reported, medians of --runs rounds (spread: min-max): jobs/s to enqueue, to drain (first completion to
@@ -54,6 +54,7 @@ EXECUTOR_TOKEN = "bench-executor-" + secrets.token_hex(8)  # (LeaseJobs and Comp
 BULLMQ = Path(__file__).with_name("bullmq")
 RABBITMQ, REDIS = "amqp://guest:guest@127.0.0.1:5672//", "redis://127.0.0.1:6379/0"
 JOB_TYPE = "noop"
+PREFETCH = 4  # jobs a worker holds per job in flight: Celery's default worker_prefetch_multiplier, for both
 ENQUEUE_BATCH = 1000
 SYSTEMS = ("quaero-sqlite", "quaero-postgres", "celery-rabbitmq", "celery-redis", "bullmq")
 LABELS = {"quaero-sqlite": "Quaero, SQLite", "quaero-postgres": "Quaero, PostgreSQL",
@@ -106,8 +107,9 @@ def ready_then_wait() -> None:
 
 
 def quaero_worker(address: str, in_flight: int) -> None:
-    """Leases up to `in_flight` jobs, runs them (no-op), and completes them in one call while it leases the
-    next batch (the executor's shape: its Completions thread sends records while its dispatcher leases)."""
+    """Leases up to PREFETCH × `in_flight` jobs, runs them `in_flight` at a time (no-op), and completes them in
+    one call while it leases the next batch (the executor's shape: its Completions thread sends records while
+    its dispatcher leases). Celery's worker reserves as many (worker_prefetch_multiplier, 4 by default)."""
     client = ManagerClient.connect(address, os.environ["QUAERO_EXECUTOR_TOKEN"], default_timeout=30)
     worker_id = "bench-" + secrets.token_hex(4)
     duration = duration_pb2.Duration()
@@ -119,7 +121,7 @@ def quaero_worker(address: str, in_flight: int) -> None:
     idle = 0.001
     while True:
         leased = client.jobs.LeaseJobs(jobs_pb2.LeaseJobsRequest(
-            worker_id=worker_id, max_jobs=in_flight, lease_duration=duration, type=JOB_TYPE)).leased_jobs
+            worker_id=worker_id, max_jobs=PREFETCH * in_flight, lease_duration=duration, type=JOB_TYPE)).leased_jobs
         request = jobs_pb2.CompleteLeasedJobsRequest(completions=[
             jobs_pb2.CompleteLeasedJobRequest(job_id=item.job.id, lease_token=item.lease.lease_token, status=completed)
             for item in leased])
@@ -139,7 +141,7 @@ def celery_app(broker: str, queue: str) -> tuple[Any, Any]:
 
     app = Celery("queue_bench", broker=broker, set_as_current=True)
     app.conf.update(task_default_queue=queue, task_ignore_result=True, worker_hijack_root_logger=False,
-                    broker_connection_retry_on_startup=True, worker_send_task_events=False,
+                    broker_connection_retry_on_startup=True, worker_send_task_events=False, worker_prefetch_multiplier=PREFETCH,
                     worker_redirect_stdouts=False)
 
     @app.task(name="noop")
