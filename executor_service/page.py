@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import struct_pb2
 
-from quaero import run_plan
+from quaero import run_plan, tracing
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2, jobs_pb2
 from quaero.client import ManagerClient
 from quaero.convert import cookie_from_proto, dict_to_struct, session_cookie_to_proto, struct_to_dict
@@ -70,6 +70,8 @@ class InFlight:
     lease_until: float  # monotonic; past it the manager may give the page to someone else
     control: Control = field(default_factory=Control)
     previous: documents_pb2.PreviousVersion | None = None  # the latest stored version of its URL, if any
+    leased_ns: tuple[int, int] = (0, 0)  # when its LeaseJobs call began and ended (tracing on)
+    span: Any = None  # the page's span in its run's trace (tracing on, the run traced)
 
 
 @dataclass
@@ -160,8 +162,10 @@ Gate = Callable[[str, int, Control], AbstractContextManager[bool]]
 
 
 class PageRunner:
-    def __init__(self, manager: ManagerClient, fetcher: Fetcher, gate: Gate, renderer: Renderer | None = None) -> None:
+    def __init__(self, manager: ManagerClient, fetcher: Fetcher, gate: Gate, renderer: Renderer | None = None,
+                 worker_id: str = "") -> None:
         self.manager = manager
+        self.worker_id = worker_id
         self.fetcher = fetcher
         self.renderer = renderer or Renderer(fetcher)  # starts no browser until a page needs one
         self._gate = gate  # holds a run's concurrency slot (see Worker.run_slot)
@@ -180,16 +184,34 @@ class PageRunner:
         """The page's verdict, to be recorded (`record`); None when there is nothing to record (the run
         ended meanwhile); FetchAborted when it was stopped from outside."""
         control = entry.control
+        read_began = tracing.now_ns() if tracing.enabled() else 0
         parent = self._parent_of(job, control)
+        if read_began:
+            entry.span = self._page_span(job, parent, entry, read_began)
         if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
             return None  # cancelled or finished meanwhile; the manager has settled this child already
         settings = run_settings(parent.config.SerializeToString(deterministic=True))
-        with self._gate(parent.id, settings.spec.concurrency, control) as waited:
+        with tracing.active(entry.span), self._gate(parent.id, settings.spec.concurrency, control) as waited:
             if waited:  # the run may have been cancelled while this page waited for its turn
                 parent = self._parent_of(job, control)
                 if parent.status != jobs_pb2.JOB_STATUS_RUNNING:
                     return None
             return self._crawl(job, parent, settings, control, entry.previous)
+
+    def _page_span(self, job: jobs_pb2.Job, parent: jobs_pb2.Job, entry: InFlight, read_began: int) -> Any:
+        """The page's span in its run's trace (None for a run started untraced), with its lease and its
+        parent read under it."""
+        context = tracing.context_from(struct_to_dict(parent.metadata).get(tracing.TRACE_KEY))
+        if context is None:
+            return None
+        read_ended = tracing.now_ns()
+        span = tracing.start_span("crawl_page", context=context, start_ns=entry.leased_ns[0] or read_began, attributes={
+            "quaero.job_id": job.id, "quaero.run_id": parent.id, "quaero.worker_id": self.worker_id,
+            "quaero.attempt": job.attempts, "url.full": tracing.safe_url(str(struct_to_dict(job.config).get("url", "")))})
+        if entry.leased_ns[0]:
+            tracing.record_span("lease", span, *entry.leased_ns)
+        tracing.record_span("read parent", span, read_began, read_ended)
+        return span
 
     def _parent_of(self, job: jobs_pb2.Job, control: Control) -> jobs_pb2.Job:
         return self._parents.get(job.parent_id, control)  # type: ignore[no-any-return]
@@ -428,7 +450,12 @@ class PageRunner:
         if completion.status == jobs_pb2.JOB_STATUS_PENDING:
             request.retry_after.FromTimedelta(timedelta(seconds=min(max(completion.retry_after, 0.5), 3600)))
 
+        completing = tracing.start_span("complete", parent=entry.span, attributes={
+            "quaero.status": jobs_pb2.JobStatus.Name(completion.status), "quaero.error_reason": completion.reason})
+
         def settled(failure: BaseException | None) -> None:
+            if completing is not None:
+                completing.end()
             if failure is None:
                 PAGES.labels(completion.reason or "OK", jobs_pb2.JobStatus.Name(completion.status)).inc()
                 if completion.status == jobs_pb2.JOB_STATUS_FAILED:
@@ -449,6 +476,10 @@ class PageRunner:
                             f"the manager refused this page's record ({code.name}: {failure.details()})"),  # type: ignore[attr-defined]
                             finished)
                         return
+            if entry.span is not None:
+                entry.span.set_attribute("quaero.status", jobs_pb2.JobStatus.Name(completion.status))
+                entry.span.set_attribute("quaero.error_reason", completion.reason)
+                entry.span.end()
             finished()
 
         self._completions.submit(request, settled)

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from quaero import run_plan
+from quaero import run_plan, tracing
 from quaero.api.manager.v1 import auth_pb2, definitions_pb2, jobs_pb2
 from quaero.client import ManagerClient
 from quaero.convert import cookie_from_proto, crawl_mapping_from_proto, definition_mapping_from_proto, dict_to_struct
@@ -65,7 +65,8 @@ class Runs:
             # A retried request: the first call already started this run.
             return RunStarted(parent.id, "auth_id" in parent.metadata or not definition.auth_id,
                               int(parent.progress_total))
-        metadata = run_plan.run_metadata(definition.id, definition.auth_id, "request")
+        # (Inside ExecuteJobDefinition's span when tracing is on: the run's trace, which its pages join.)
+        metadata = run_plan.run_metadata(definition.id, definition.auth_id, "request", trace=tracing.current_carrier())
         persisted = "auth_id" in parent.metadata or self.persist_metadata(parent.id, metadata)
         if expired:
             # Crawling with a session that has ended would store login pages or nothing: the run ends now.

@@ -16,6 +16,7 @@ from datetime import timedelta
 import grpc
 from google.protobuf import duration_pb2
 
+from quaero import tracing
 from quaero.api.manager.v1 import jobs_pb2
 from quaero.client import ManagerClient
 from quaero.convert import job_status, session_cookie_from_proto, status_label
@@ -47,7 +48,7 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.slots = max(0, workers)
         self.worker_id = worker_id or f"executor-{uuid.uuid4().hex[:8]}"
-        self.pages = PageRunner(manager, fetcher, self.run_slot, renderer)
+        self.pages = PageRunner(manager, fetcher, self.run_slot, renderer, self.worker_id)
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.slots), thread_name_prefix="crawl")
         # Leases held: pages being fetched (`_fetching` of them, at most `slots`) and pages whose record
         # is on its way to the manager (at most `slots` more): a slot is free again as soon as its page
@@ -137,6 +138,7 @@ class Worker:
                 free = self._free()
             if self._stop.is_set():
                 return
+            lease_began = tracing.now_ns() if tracing.enabled() else 0
             try:
                 response = self.manager.jobs.LeaseJobs(jobs_pb2.LeaseJobsRequest(
                     worker_id=self.worker_id, max_jobs=free, lease_duration=lease_duration(self.lease_seconds),
@@ -159,8 +161,9 @@ class Worker:
                                            [session_cookie_from_proto(item) for item in session.cookies])
             # The lease runs from when the manager granted it, a moment before now: keep a margin.
             until = time.monotonic() + self.lease_seconds * 0.9
+            leased_ns = (lease_began, tracing.now_ns()) if lease_began else (0, 0)
             entries = [InFlight(leased.job.id, leased.job.parent_id, leased.lease.lease_token, until,
-                                previous=leased.previous if leased.HasField("previous") else None)
+                                previous=leased.previous if leased.HasField("previous") else None, leased_ns=leased_ns)
                        for leased in response.leased_jobs]
             with self._active_lock:
                 for entry in entries:
@@ -241,6 +244,9 @@ class Worker:
                 self._fetching -= 1
                 self._active_lock.notify_all()
         if completion is None:
+            if entry.span is not None:
+                entry.span.set_attribute("quaero.status", "not recorded")  # (stopped, or its run ended meanwhile)
+                entry.span.end()
             self._forget(job.id)
         else:
             self.pages.record(job, entry, completion, lambda: self._forget(job.id, recorded=True))

@@ -2,10 +2,12 @@
 ExecuteJobDefinition, or the manager's scheduler): the parent's config and metadata, and its first pages."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from .crawl_spec import CrawlSpec, RunPolicy
+from .tracing import TRACE_KEY
 from .urls import normalise_url
 
 PARENT_TYPE = "crawl"
@@ -17,14 +19,18 @@ def run_config(definition_id: str, spec: CrawlSpec, policy: RunPolicy) -> dict[s
     return {"job_definition_id": definition_id, "crawl": spec.to_mapping(), **policy.to_mapping()}
 
 
-def run_metadata(definition_id: str, auth_id: str, started_by: str, tick: datetime | None = None) -> dict[str, Any]:
+def run_metadata(definition_id: str, auth_id: str, started_by: str, tick: datetime | None = None,
+                 trace: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The parent's metadata, persisted before any child exists: children find their credentials here.
-    started_by: "request" (ExecuteJobDefinition) or "schedule" (then schedule_tick is the tick's time)."""
+    started_by: "request" (ExecuteJobDefinition) or "schedule" (then schedule_tick is the tick's time).
+    trace: the run's W3C trace context when tracing is on (its pages join the run's trace: quaero.tracing)."""
     metadata: dict[str, Any] = {"job_definition_id": definition_id, "phase": "execution", "started_by": started_by}
     if auth_id:
         metadata["auth_id"] = auth_id
     if tick is not None:
         metadata["schedule_tick"] = tick.isoformat()
+    if trace:
+        metadata[TRACE_KEY] = dict(trace)
     return metadata
 
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from quaero import run_plan
+from quaero import run_plan, tracing
 from quaero.crawl_spec import Definition
 from quaero.errors import NotFound, Reason
 from quaero.job_status import JobStatus
@@ -207,13 +207,28 @@ class Scheduler:
         """The run, as ExecuteJobDefinition would start it, inside the tick's transaction: the parent with its
         metadata, then its first pages (or its end, when its credentials cannot sign it in)."""
         config = run_plan.run_config(definition.id, definition.spec, definition.policy)
-        metadata = run_plan.run_metadata(definition.id, definition.auth_id, "schedule", tick)
+        # A scheduled run's trace starts here (tracing on): its pages join it, as they join ExecuteJobDefinition's.
+        span = tracing.start_span("scheduled run", attributes={"quaero.definition_id": definition.id,
+                                                               "quaero.schedule_tick": tick.isoformat()})
+        with tracing.active(span):
+            metadata = run_plan.run_metadata(definition.id, definition.auth_id, "schedule", tick,
+                                             trace=tracing.current_carrier())
+        try:
+            return self._insert_run(conn, definition, config, metadata, tick, now, changed, span)
+        finally:
+            if span is not None:
+                span.end()
+
+    def _insert_run(self, conn: Connection, definition: Definition, config: dict[str, Any], metadata: dict[str, Any],
+                    tick: datetime, now: datetime, changed: set[str], span: Any) -> str:
         row = self.rows.new_row(None, run_plan.PARENT_TYPE, definition.name or definition.id, config, metadata, 0, now)
         key = hashlib.sha256(f"{definition.id}|{tick.isoformat()}".encode()).hexdigest()
         self.rows.mark_run(conn, row, definition.id)
         row.update(status=JobStatus.RUNNING.value, started_at=now, request_id=f"schedule/{key}")
         conn.execute(sa.insert(jobs).values(row))
         changed.add(row["id"])
+        if span is not None:
+            span.set_attribute("quaero.run_id", str(row["id"]))
         parent = Job.from_row(ROW_DEFAULTS | row)
         refusal = self._credentials_problem(definition.auth_id, now)
         if refusal is not None:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
+from .. import tracing
 from ..limits import MAX_MESSAGE_BYTES
 
 T = TypeVar("T")
@@ -154,7 +155,7 @@ def open_channel(address: str, token: str, default_timeout: float = 10.0, tls_ca
         channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(tls_ca.read_bytes()), options=options)
     else:
         channel = grpc.insecure_channel(target, options=options)
-    return AuthorizedChannel(channel, token, default_timeout)
+    return AuthorizedChannel(tracing.traced_channel(channel), token, default_timeout)
 
 
 class _AsyncToken:

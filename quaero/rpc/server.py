@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from .. import tracing
 from ..config import ServerTls, stall_seconds, stop_seconds
 from ..limits import MAX_MESSAGE_BYTES, MAX_RECEIVE_BYTES
 from .health import NOT_SERVING, SERVING, Health
@@ -78,6 +79,9 @@ def build_server(register: Callable[[grpc.Server], Iterable[str]], *, tokens: Ma
     servicers and returns their full service names."""
     auth = BearerToken(tokens, access)
     interceptors: list[grpc.ServerInterceptor] = [RpcMetrics(), auth]
+    traced = tracing.server_interceptor()
+    if traced is not None:
+        interceptors.insert(0, traced)  # (outermost: the span covers the whole call)
     injector = None
     if faults:
         log.warning("event=fault_injection_enabled spec=%s", faults)
@@ -167,9 +171,11 @@ def run_main(program: str, log_level: str, serve: Callable[[], None],
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # `kill -USR1 <pid>` writes every thread's stack to the log: what a hung service is doing.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    caught: tuple[type[BaseException], ...] = (*expected, tracing.TracingMisconfigured)
     try:
+        tracing.configure(program)  # (off unless the OTEL_* variables ask for it)
         serve()
-    except tuple(expected) as error:
+    except caught as error:
         print(f"{program}: {error}", file=sys.stderr)
         return 1
     except Exception as error:
