@@ -28,6 +28,7 @@ from quaero.api.manager.v1 import auth_pb2, definitions_pb2, documents_pb2
 from quaero.client import ManagerClient
 from quaero.rpc.channel import open_channel
 from quaero.testing.metrics import rpc_counts, scrape
+from quaero.testing.otlp import OtlpReceiver
 from quaero.testing.processes import start_executor, start_manager
 from quaero.testing.procfs import named_cpu, process_cpu, rss_mib
 from quaero.testing.runs import run_to_end
@@ -134,10 +135,12 @@ def bare_crawl(port: int, concurrency: int, limit: int) -> Run:
     return Run(fetched, seconds, {"bare": after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime})
 
 
-def quaero_crawl(port: int, pages: int, concurrency: int, database_url: str) -> Run:
+def quaero_crawl(port: int, pages: int, concurrency: int, database_url: str,
+                 tracing: dict[str, str] | None = None) -> Run:
+    """`tracing`: the OTEL_* variables that turn tracing on (every span sampled and exported)."""
     with tempfile.TemporaryDirectory() as work:
         env = {"QUAERO_DATA_DIR": work, "QUAERO_API_TOKEN": TOKEN, "QUAERO_DATABASE_URL": database_url,
-               "QUAERO_RESOLVE": f"{HOST}=127.0.0.1"}
+               "QUAERO_RESOLVE": f"{HOST}=127.0.0.1", **(tracing or {})}
         manager = start_manager(env, extra=["--metrics-listen", "127.0.0.1:0"])
         executor = start_executor(env, manager.address, extra=["--workers", str(concurrency), "--log-level",
                                                                 "WARNING"])
@@ -203,15 +206,18 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3, help="runs of each crawler, interleaved (medians)")
     parser.add_argument("--postgres", default=PG_ADMIN, help="admin URL of a PostgreSQL server; '' to skip it")
-    parser.add_argument("--only", default="", help="comma-separated crawlers: scrapy,bare,sqlite,postgres")
+    parser.add_argument("--only", default="", help="comma-separated crawlers: scrapy,bare,sqlite,postgres,traced "
+                        "(SQLite with tracing on: every span exported over OTLP to a receiver that drops them)")
     parser.add_argument("--sliding", action="store_true", help="the site re-sets its session cookie on every "
                         "answer (a sliding session: the run's session absorbs a cookie per page)")
     args = parser.parse_args()
-    chosen = set(args.only.split(",")) if args.only else {"scrapy", "bare", "sqlite", "postgres"}
+    chosen = set(args.only.split(",")) if args.only else {"scrapy", "bare", "sqlite", "postgres", "traced"}
     if not args.postgres:
         chosen.discard("postgres")
     site, port = start_site(args.pages, args.sliding)
-    results: dict[str, list[Run]] = {name: [] for name in ("scrapy", "bare", "sqlite", "postgres") if name in chosen}
+    results: dict[str, list[Run]] = {name: [] for name in ("scrapy", "bare", "sqlite", "postgres", "traced")
+                                     if name in chosen}
+    receiver = OtlpReceiver(keep=False).start() if "traced" in chosen else None
     try:
         for round_number in range(args.runs):
             for name in results:
@@ -222,6 +228,10 @@ def main() -> int:
                     run = bare_crawl(port, args.concurrency, args.pages)
                 elif name == "sqlite":
                     run = quaero_crawl(port, args.pages, args.concurrency, "")
+                elif name == "traced":
+                    assert receiver is not None
+                    run = quaero_crawl(port, args.pages, args.concurrency, "", {
+                        **receiver.env(), "OTEL_TRACES_SAMPLER": "always_on"})
                 else:
                     url, drop = fresh_postgres(args.postgres)
                     try:
@@ -236,6 +246,8 @@ def main() -> int:
     finally:
         site.terminate()
         site.wait()
+        if receiver is not None:
+            receiver.stop()
     print_table(results, args.runs)
     return 0
 
@@ -246,11 +258,12 @@ def median_rate(runs: list[Run]) -> float:
 
 def print_table(results: dict[str, list[Run]], runs: int) -> None:
     labels = {"scrapy": "Scrapy (robots.txt obeyed)", "bare": "bare async httpx (no robots.txt)",
-              "sqlite": "Quaero, SQLite", "postgres": "Quaero, PostgreSQL"}
+              "sqlite": "Quaero, SQLite", "postgres": "Quaero, PostgreSQL",
+              "traced": "Quaero, SQLite, tracing on (every span exported)"}
     scrapy = median_rate(results["scrapy"]) if results.get("scrapy") else None
     bare = median_rate(results["bare"]) if results.get("bare") else None
     print(f"\nmedians of {runs} runs each")
-    print("| crawler | pages | pages/s | × Scrapy | × bare | CPU per page (ms) | executor peak RSS |")
+    print("| crawler | pages | pages/s (min–max) | × Scrapy | × bare | CPU per page (ms) | executor peak RSS |")
     print("|---|---:|---:|---:|---:|---|---:|")
     for name, measured in results.items():
         rate = median_rate(measured)
@@ -258,10 +271,19 @@ def print_table(results: dict[str, list[Run]], runs: int) -> None:
         per_page = ", ".join(f"{process} {statistics.median(1000 * r.cpu[process] / max(r.pages, 1) for r in measured):.1f}"
                              for process in names)
         peak = f"{statistics.median(r.peak_mib for r in measured):.0f} MiB" if measured[0].peak_mib else "-"
-        print(f"| {labels[name]} | {measured[0].pages} | {rate:.0f} | "
+        rates = [r.rate for r in measured]
+        print(f"| {labels[name]} | {measured[0].pages} | {rate:.0f} ({min(rates):.0f}–{max(rates):.0f}) | "
               f"{rate / scrapy:.2f} | " if scrapy else f"| {labels[name]} | {measured[0].pages} | {rate:.0f} | - | ",
               end="")
         print(f"{rate / bare:.2f} | {per_page} | {peak} |" if bare else f"- | {per_page} | {peak} |")
+    if results.get("traced") and results.get("sqlite"):
+        def cpu_per_page(runs: list[Run]) -> float:
+            return statistics.median(1000 * (r.cpu["manager"] + r.cpu["executor"]) / max(r.pages, 1) for r in runs)
+
+        plain, traced = cpu_per_page(results["sqlite"]), cpu_per_page(results["traced"])
+        speed = median_rate(results["traced"]) / median_rate(results["sqlite"]) - 1
+        print(f"tracing on (every span exported): pages/s {speed:+.1%}, "
+              f"manager + executor CPU per page {plain:.2f} -> {traced:.2f} ms ({traced / plain - 1:+.1%})")
     for name, measured in results.items():
         if measured[0].calls:
             methods = sorted({method for run in measured for method in run.calls})

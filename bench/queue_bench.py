@@ -3,9 +3,9 @@
 N no-op jobs are enqueued with each system's fast path (bulk add), then drained by W worker processes with
 F jobs in flight each (batched lease/complete), started together after the enqueue:
 
-- Quaero on SQLite and on PostgreSQL: BatchCreateChildJobs (1,000 a call) under one run; workers lease
-  with LeaseJobs (up to 4 × F, as many as Celery's worker reserves) and complete with CompleteLeasedJobs
-  while leasing the next batch. Every job is a row, durable, fenced by its lease token.
+- Quaero on SQLite and on PostgreSQL: BatchCreateChildJobs (1,000 a call) under one run; workers hold up
+  to 4 × F leased jobs (as many as Celery's worker reserves) and complete a batch in the call that leases
+  the next (CompleteLeasedJobs with lease_next). Every job is a row, durable, fenced by its lease token.
 - Celery 5 on RabbitMQ and on Redis: apply_async on one producer; `celery worker -P threads -c F` with its
   defaults (prefetch 4 × F; acks on receipt: a job whose worker dies is lost).
 - BullMQ 6 on Redis (bench/bullmq/queue.mjs): addBulk (1,000 a call); a Worker with concurrency F.
@@ -107,33 +107,30 @@ def ready_then_wait() -> None:
 
 
 def quaero_worker(address: str, in_flight: int) -> None:
-    """Leases up to PREFETCH × `in_flight` jobs, runs them `in_flight` at a time (no-op), and completes them in
-    one call while it leases the next batch (the executor's shape: its Completions thread sends records while
-    its dispatcher leases). Celery's worker reserves as many (worker_prefetch_multiplier, 4 by default)."""
+    """Holds up to PREFETCH × `in_flight` leased jobs, runs them `in_flight` at a time (no-op), and completes
+    them in the call that leases the next ones (CompleteLeasedJobs with lease_next: one call per batch).
+    Celery's worker reserves as many (worker_prefetch_multiplier, 4 by default)."""
     client = ManagerClient.connect(address, os.environ["QUAERO_EXECUTOR_TOKEN"], default_timeout=30)
-    worker_id = "bench-" + secrets.token_hex(4)
     duration = duration_pb2.Duration()
     duration.FromTimedelta(timedelta(seconds=60))
+    following = jobs_pb2.LeaseJobsRequest(worker_id="bench-" + secrets.token_hex(4), max_jobs=PREFETCH * in_flight,
+                                          lease_duration=duration, type=JOB_TYPE)
     completed = jobs_pb2.JOB_STATUS_COMPLETED
     client.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=os.environ["QUEUE_BENCH_RUN"]))  # connected
     ready_then_wait()
-    sending: Any = None
+    leased: Any = []
     idle = 0.001
     while True:
-        leased = client.jobs.LeaseJobs(jobs_pb2.LeaseJobsRequest(
-            worker_id=worker_id, max_jobs=PREFETCH * in_flight, lease_duration=duration, type=JOB_TYPE)).leased_jobs
-        request = jobs_pb2.CompleteLeasedJobsRequest(completions=[
+        answer = client.jobs.CompleteLeasedJobs(jobs_pb2.CompleteLeasedJobsRequest(completions=[
             jobs_pb2.CompleteLeasedJobRequest(job_id=item.job.id, lease_token=item.lease.lease_token, status=completed)
-            for item in leased])
-        if sending is not None:
-            PROGRESS.add(sum(1 for outcome in sending.result().outcomes if outcome.HasField("job")))
-            sending = None
-        if not leased:
+            for item in leased], lease_next=following))
+        PROGRESS.add(sum(1 for outcome in answer.outcomes if outcome.HasField("job")))
+        leased = answer.leased.leased_jobs
+        if leased:
+            idle = 0.001
+        else:
             time.sleep(idle)
             idle = min(idle * 2, 0.05)
-            continue
-        idle = 0.001
-        sending = client.jobs.CompleteLeasedJobs.future(request, timeout=30)
 
 
 def celery_app(broker: str, queue: str) -> tuple[Any, Any]:

@@ -228,6 +228,10 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
         if len(request.completions) > MAX_COMPLETIONS_AT_ONCE:
             raise InvalidArgument(Reason.TOO_MANY_COMPLETIONS, f"at most {MAX_COMPLETIONS_AT_ONCE} completions per "
                                   "call", "completions")
+        if request.HasField("lease_next"):  # (refused before anything is recorded)
+            following = request.lease_next
+            self.leases.check_lease(following.worker_id, following.max_jobs, following.lease_duration.ToTimedelta(),
+                                    following.type, "lease_next")
         completions: list[Completion | QuaeroError] = []
         for item in request.completions:
             try:
@@ -244,6 +248,8 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
                                       message=outcome.message, field=field)
             else:
                 response.outcomes.add(job=job_to_proto(outcome, basic=True))
+        if request.HasField("lease_next"):
+            response.leased.CopyFrom(self.LeaseJobs(request.lease_next, context))
         return response
 
     def ReleaseLeases(self, request: jobs_pb2.ReleaseLeasesRequest,

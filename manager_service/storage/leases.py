@@ -155,14 +155,22 @@ class LeaseQueue:
                         found[job.id] = versions[job.config["url"]]
         return found
 
-    def lease(self, worker_id: str, max_jobs: int, duration: timedelta, type: str) -> tuple[list[Job], str]:
-        check_text(worker_id, "worker_id", MAX_WORKER_ID_CHARS)
-        check_text(type, "type", MAX_TYPE_CHARS, Reason.TYPE_TOO_LONG)
-        max_jobs = max(1, min(max_jobs or 1, MAX_LEASED_AT_ONCE))
+    @staticmethod
+    def check_lease(worker_id: str, max_jobs: int, duration: timedelta, type: str,
+                    field: str = "") -> tuple[int, float]:
+        """A lease request's (max_jobs, seconds), as lease() takes them; InvalidArgument (at `field`.name)
+        otherwise."""
+        prefix = f"{field}." if field else ""
+        check_text(worker_id, f"{prefix}worker_id", MAX_WORKER_ID_CHARS)
+        check_text(type, f"{prefix}type", MAX_TYPE_CHARS, Reason.TYPE_TOO_LONG)
         seconds = duration.total_seconds() or 30.0
         if not 1 <= seconds <= 600:
             raise InvalidArgument(Reason.INVALID_LEASE_DURATION, "lease_duration must be between 1 s and 10 min",
-                                  "lease_duration")
+                                  f"{prefix}lease_duration")
+        return max(1, min(max_jobs or 1, MAX_LEASED_AT_ONCE)), seconds
+
+    def lease(self, worker_id: str, max_jobs: int, duration: timedelta, type: str) -> tuple[list[Job], str]:
+        max_jobs, seconds = self.check_lease(worker_id, max_jobs, duration, type)
         token = secrets.token_hex(16)
         stamp = self.rows.clock.now()
         changed: set[str] = set()

@@ -356,6 +356,43 @@ def test_completions_in_one_call_each_get_their_own_outcome(manager: Any) -> Non
                  grpc.StatusCode.PERMISSION_DENIED)
 
 
+def test_a_worker_completes_a_batch_and_leases_the_next_in_one_call(manager: Any) -> None:
+    parent = create(manager)
+    set_status(manager, parent.id, S.JOB_STATUS_RUNNING)
+    kind = f"loop-{time.monotonic_ns()}"
+    manager.client.jobs.BatchCreateChildJobs(S.BatchCreateChildJobsRequest(
+        parent_id=parent.id, children=[S.ChildJobSpec(type=kind, dedup_key=str(n)) for n in range(5)]))
+    with manager.connect_as_executor() as executor:
+        def following(**fields: Any) -> S.LeaseJobsRequest:
+            return S.LeaseJobsRequest(**{"worker_id": "loop", "max_jobs": 2, "type": kind, **fields})
+
+        first = executor.jobs.CompleteLeasedJobs(S.CompleteLeasedJobsRequest(lease_next=following())).leased
+        done: list[str] = []
+        batch = first.leased_jobs
+        while batch:
+            answer = executor.jobs.CompleteLeasedJobs(S.CompleteLeasedJobsRequest(completions=[
+                S.CompleteLeasedJobRequest(job_id=item.job.id, lease_token=item.lease.lease_token,
+                                           status=S.JOB_STATUS_COMPLETED) for item in batch], lease_next=following()))
+            assert [outcome.code for outcome in answer.outcomes] == [0] * len(batch)
+            done += [item.job.id for item in batch]
+            assert not {item.job.id for item in answer.leased.leased_jobs} & set(done)  # (recorded first)
+            batch = answer.leased.leased_jobs
+        assert len(done) == len(set(done)) == 5
+        run = manager.client.jobs.GetJob(S.GetJobRequest(job_id=parent.id))
+        assert run.status == S.JOB_STATUS_COMPLETED and run.progress_current == 5
+        # Without lease_next nothing is leased; a bad lease_next is refused before anything is recorded.
+        assert not executor.jobs.CompleteLeasedJobs(S.CompleteLeasedJobsRequest()).HasField("leased")
+        manager.client.jobs.BatchCreateChildJobs(S.BatchCreateChildJobsRequest(
+            parent_id=create(manager).id, children=[S.ChildJobSpec(type=kind, dedup_key="x")]))
+        [held] = executor.jobs.LeaseJobs(following()).leased_jobs
+        record = S.CompleteLeasedJobRequest(job_id=held.job.id, lease_token=held.lease.lease_token,
+                                            status=S.JOB_STATUS_COMPLETED)
+        expect_error(lambda: executor.jobs.CompleteLeasedJobs(S.CompleteLeasedJobsRequest(
+            completions=[record], lease_next=following(worker_id="w" * 129))),
+            grpc.StatusCode.INVALID_ARGUMENT, "VALUE_TOO_LONG", "lease_next.worker_id")
+        assert manager.client.jobs.GetJob(S.GetJobRequest(job_id=held.job.id)).status == S.JOB_STATUS_RUNNING
+
+
 def test_every_rpc_takes_any_spelling_of_a_job_id_and_answers_the_canonical_one(manager: Any) -> None:
     parent = create(manager)
     child = create(manager, parent_id=parent.id)

@@ -1371,18 +1371,26 @@ class CompleteLeasedJobsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     COMPLETIONS_FIELD_NUMBER: _builtins.int
+    LEASE_NEXT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def completions(self) -> _containers.RepeatedCompositeFieldContainer[Global___CompleteLeasedJobRequest]:
         """At most 100, each for a different job."""
+
+    @_builtins.property
+    def lease_next(self) -> Global___LeaseJobsRequest:
+        """Set: the call then leases the next jobs as LeaseJobs would, once the completions are recorded, and
+        answers them in `leased` (a worker's loop in one call per batch instead of two).
+        """
 
     def __init__(
         self,
         *,
         completions: _abc.Iterable[Global___CompleteLeasedJobRequest] | None = ...,
+        lease_next: Global___LeaseJobsRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_next", b"lease_next"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completions", b"completions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completions", b"completions", "lease_next", b"lease_next"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1395,18 +1403,24 @@ class CompleteLeasedJobsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OUTCOMES_FIELD_NUMBER: _builtins.int
+    LEASED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CompletionOutcome]:
         """One per completion, in the request's order."""
+
+    @_builtins.property
+    def leased(self) -> Global___LeaseJobsResponse:
+        """The jobs leased for lease_next (unset when it was not asked for)."""
 
     def __init__(
         self,
         *,
         outcomes: _abc.Iterable[Global___CompletionOutcome] | None = ...,
+        leased: Global___LeaseJobsResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["leased", b"leased"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leased", b"leased", "outcomes", b"outcomes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

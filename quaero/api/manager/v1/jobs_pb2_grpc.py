@@ -256,6 +256,7 @@ class JobManagerServicer:
         """Finishes several leased jobs in one call and one transaction, each as CompleteLeasedJob would,
         with an outcome per job: a lost lease or a refused record fails only its own job. An executor
         sends the records that queued while its previous call was in flight (one call per few pages).
+        With lease_next it also leases the next jobs, after the completions are recorded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -85,6 +85,7 @@ class JobManagerStub:
     """Finishes several leased jobs in one call and one transaction, each as CompleteLeasedJob would,
     with an outcome per job: a lost lease or a refused record fails only its own job. An executor
     sends the records that queued while its previous call was in flight (one call per few pages).
+    With lease_next it also leases the next jobs, after the completions are recorded.
     """
     ReleaseLeases: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ReleaseLeasesRequest, _jobs_pb2.ReleaseLeasesResponse]
     """Returns every job leased to worker_id to pending at once, without an attempt counted against it:
@@ -150,6 +151,7 @@ class JobManagerAsyncStub(JobManagerStub):
     """Finishes several leased jobs in one call and one transaction, each as CompleteLeasedJob would,
     with an outcome per job: a lost lease or a refused record fails only its own job. An executor
     sends the records that queued while its previous call was in flight (one call per few pages).
+    With lease_next it also leases the next jobs, after the completions are recorded.
     """
     ReleaseLeases: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ReleaseLeasesRequest, _jobs_pb2.ReleaseLeasesResponse]  # type: ignore[assignment]
     """Returns every job leased to worker_id to pending at once, without an attempt counted against it:
@@ -314,6 +316,7 @@ class JobManagerServicer(metaclass=_abc_1.ABCMeta):
         """Finishes several leased jobs in one call and one transaction, each as CompleteLeasedJob would,
         with an outcome per job: a lost lease or a refused record fails only its own job. An executor
         sends the records that queued while its previous call was in flight (one call per few pages).
+        With lease_next it also leases the next jobs, after the completions are recorded.
         """
 
     @_abc_1.abstractmethod
