@@ -10,7 +10,7 @@ would send.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,6 +92,21 @@ class JobsSql:
         finally:
             cursor.close()
         return self._row(values_row) if values_row is not None else None
+
+    def end_rows(self, conn: Connection, ended: Sequence[Any], stamp: datetime) -> None:
+        """Several jobs' ends (status, finish time, error, result: records.Job as they become) in one
+        statement, executed for each (pipelined on PostgreSQL), inside `conn`'s transaction."""
+        mark = self._mark
+        result = f"{mark}::jsonb" if self.postgres else mark
+        sql = (f"UPDATE jobs SET status = {mark}, finished_at = {mark}, lease_expires_at = NULL, error = {mark}, "
+               f"error_reason = {mark}, result = {result}, version = version + 1, updated_at = {mark} WHERE id = {mark}")
+        at = self._timestamp(stamp)
+        cursor = driver.cursor(conn)
+        try:
+            cursor.executemany(sql, [(job.status.value, self._timestamp(job.finished_at), job.error, job.error_reason,
+                                      dumps(job.result), at, job.id) for job in ended])
+        finally:
+            cursor.close()
 
     def insert_new(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         """INSERT ... ON CONFLICT (parent_id, dedup_key) DO NOTHING for rows of one shape, inside `conn`'s

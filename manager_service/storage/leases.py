@@ -68,6 +68,8 @@ class _Parents:
     tallies: dict[str, _Tally] = field(default_factory=dict)
     # What the call's pages set, by run: the newest of each cookie, written once per run at the end.
     sessions: dict[str, dict[tuple[str, str, str], SessionCookie]] = field(default_factory=dict)
+    # The children that end (completed or failed), as they will be: written in one statement at the end.
+    ended: list[Job] = field(default_factory=list)
 
     def tally(self, parent_id: str, created: int, failed: bool, kind: str) -> None:
         tally = self.tallies.setdefault(parent_id, _Tally())
@@ -308,6 +310,7 @@ class LeaseQueue:
                                                        parents, changed, definitions)
                     except (JobNotFound, LeaseLost, InvalidArgument) as refused:
                         outcomes[index] = refused
+            self.lifecycle.end_children(conn, parents.ended, stamp, changed)
             # Each run's session takes what this call's pages set in one write, and each parent's counters
             # move once for all of its children in this call.
             for parent_id, cookies in parents.sessions.items():
@@ -380,9 +383,16 @@ class LeaseQueue:
                                                         bump_parent=False).jobs)
             # Later children of this call see the places these took (the counters move at the end).
             parents.locked[job.parent_id] = replace(parent, progress_total=parent.progress_total + created)
-        finished = self.lifecycle.set_status(conn, job, completion.status, error=completion.error,
-                                             error_reason=completion.error_reason, result=completion.result,
-                                             changed=changed, settle_parent=False)
+        if job.parent_id and completion.status in (JobStatus.COMPLETED, JobStatus.FAILED):
+            # (Written with the call's other ends in one statement: one UPDATE per page was a third of the
+            # manager's time per job.)
+            finished = self.lifecycle.ended_child(job, completion.status, stamp, error=completion.error,
+                                                  error_reason=completion.error_reason, result=completion.result)
+            parents.ended.append(finished)
+        else:
+            finished = self.lifecycle.set_status(conn, job, completion.status, error=completion.error,
+                                                 error_reason=completion.error_reason, result=completion.result,
+                                                 changed=changed, settle_parent=False)
         if job.parent_id:
             parents.tally(job.parent_id, created, failed=completion.status == JobStatus.FAILED,
                           kind=basis.kind if basis is not None else "")

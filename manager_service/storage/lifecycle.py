@@ -2,6 +2,8 @@
 under the run's RunPolicy (max_child_failures, failure_action), and cancelling what is pending."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +35,26 @@ def check_transition(job: Job, status: JobStatus) -> None:
                                  {"job_id": job.id, "from": str(current), "to": str(status)})
 
 
+def _status_values(job: Job, status: JobStatus, stamp: datetime, error: str, error_reason: str,
+                   result: dict[str, Any] | None) -> dict[str, Any]:
+    """The columns a move to `status` writes (beside version and updated_at)."""
+    values: dict[str, Any] = {"status": status.value}
+    if status == JobStatus.RUNNING and job.started_at is None:
+        values["started_at"] = stamp
+    if status.terminal:
+        # The lease token stays: a retried completion that presents it is answered, not refused.
+        values.update(finished_at=stamp, lease_expires_at=None)
+    if status == JobStatus.COMPLETED:
+        values.update(error="", error_reason="")  # what an earlier, retried attempt said no longer holds
+    if error:
+        values["error"] = without_nul(error)[:MAX_ERROR_CHARS]
+    if error_reason:
+        values["error_reason"] = error_reason[:64]
+    if result is not None:
+        values["result"] = result
+    return values
+
+
 class Lifecycle:
     def __init__(self, rows: JobRows) -> None:
         self.rows = rows
@@ -46,20 +68,7 @@ class Lifecycle:
         changed = changed if changed is not None else set()
         changed.add(job.id)
         stamp = self.rows.clock.now()
-        values: dict[str, Any] = {"status": status.value}
-        if status == JobStatus.RUNNING and job.started_at is None:
-            values["started_at"] = stamp
-        if status.terminal:
-            # The lease token stays: a retried completion that presents it is answered, not refused.
-            values.update(finished_at=stamp, lease_expires_at=None)
-        if status == JobStatus.COMPLETED:
-            values.update(error="", error_reason="")  # what an earlier, retried attempt said no longer holds
-        if error:
-            values["error"] = without_nul(error)[:MAX_ERROR_CHARS]
-        if error_reason:
-            values["error_reason"] = error_reason[:64]
-        if result is not None:
-            values["result"] = result
+        values = _status_values(job, status, stamp, error, error_reason, result)
         if status == JobStatus.COMPLETED and job.parent_id is None and job.previous_run_id:
             values["docs_gone"] = count_gone(conn, job.id, job.previous_run_id)
         updated = self.rows.conditional_update(conn, job.id, etag, values)
@@ -70,6 +79,20 @@ class Lifecycle:
             if status == JobStatus.CANCELLED:
                 self.cancel_children(conn, job.id, stamp, changed)
         return updated
+
+    def ended_child(self, job: Job, status: JobStatus, stamp: datetime, *, error: str = "", error_reason: str = "",
+                    result: dict[str, Any] | None = None) -> Job:
+        """A leased child as set_status(..., settle_parent=False) would leave it COMPLETED or FAILED, without
+        writing it: the caller writes several such ends in one statement (end_children) and settles their
+        parents (children_finished)."""
+        values = _status_values(job, status, stamp, error, error_reason, result)
+        return replace(job, **{**values, "status": status}, version=job.version + 1, updated_at=stamp)
+
+    def end_children(self, conn: Connection, ended: Sequence[Job], stamp: datetime, changed: set[str]) -> None:
+        """Writes the ends ended_child worked out, in one statement (the rows are locked by the caller)."""
+        if ended:
+            self.rows.sql.end_rows(conn, ended, stamp)
+            changed.update(job.id for job in ended)
 
     def children_finished(self, conn: Connection, parent_id: str, *, finished: int, failed: int, created: int,
                           changed: set[str], documents: DocumentCounts = NO_DOCUMENTS) -> None:
