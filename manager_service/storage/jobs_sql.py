@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from quaero.errors import Aborted, Reason
@@ -27,6 +28,7 @@ COLUMNS = [column.name for column in jobs.c]
 JSON_COLUMNS = ("config", "metadata", "result")
 TIME_COLUMNS = ("lease_expires_at", "not_before", "created_at", "started_at", "finished_at", "updated_at")
 SELECTED = ", ".join(f'"{name}"' for name in COLUMNS)
+PG_TYPES = {column.name: column.type.compile(dialect=postgresql.dialect()) for column in jobs.c}
 INSERT_CHUNK_ROWS = 500
 
 
@@ -114,6 +116,8 @@ class JobsSql:
         if not rows:
             return set()
         columns = tuple(rows[0])
+        if self.postgres:
+            return self._insert_unnest(conn, columns, rows)
         mark = self._mark
         one = "(" + ", ".join(f"{mark}::jsonb" if self.postgres and name in JSON_COLUMNS else mark
                               for name in columns) + ")"
@@ -130,6 +134,21 @@ class JobsSql:
         finally:
             cursor.close()
         return inserted
+
+    def _insert_unnest(self, conn: Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> set[str]:
+        """PostgreSQL: one array per column and INSERT ... SELECT FROM unnest(...). The statement's text
+        depends only on the columns, so psycopg converts it once; a VALUES list of 500 rows was a new text of
+        7,500 placeholders to parse in Python on every call (a third of the manager's time creating children)."""
+        arrays = ", ".join(f"%s::{PG_TYPES[name]}[]" for name in columns)
+        names = ", ".join(f'"{name}"' for name in columns)
+        cursor = driver.cursor(conn)
+        try:
+            cursor.execute(f"INSERT INTO jobs ({names}) SELECT * FROM unnest({arrays}) "
+                           "ON CONFLICT (parent_id, dedup_key) DO NOTHING RETURNING dedup_key",
+                           [[self._parameter(name, row[name]) for row in rows] for name in columns])
+            return {key for (key,) in cursor.fetchall()}
+        finally:
+            cursor.close()
 
     def _parameter(self, name: str, value: Any) -> Any:
         if value is None:
