@@ -25,7 +25,7 @@ from quaero.rpc.interceptors import PUSHED, pushed_stream
 from quaero.rpc.status import code_number
 
 from ..storage.jobs import JobStore
-from ..storage.leases import MAX_COMPLETIONS_AT_ONCE, LeaseQueue
+from ..storage.leases import MAX_COMPLETIONS_AT_ONCE, LeaseQueue, LeaseRequest
 from ..storage.paging import MAX_PAGE_BYTES
 from ..storage.records import ChildSpec, Completion, DocumentCounts, DocumentInput, Job, JobLog
 from ..storage.retention import Retention
@@ -185,6 +185,13 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
         jobs, token = self.leases.lease(request.worker_id, request.max_jobs, request.lease_duration.ToTimedelta(),
                                         request.type)
         response = jobs_pb2.LeaseJobsResponse()
+        self._answer_lease(jobs, token, request.known_sessions, response)
+        return response
+
+    def _answer_lease(self, jobs: list[Job], token: str, known_sessions: Any,
+                      response: jobs_pb2.LeaseJobsResponse) -> None:
+        """The leased jobs with their previous versions and the sessions of their runs the worker lacks;
+        those that do not fit the answer go straight back to pending."""
         previous = self.leases.previous_versions(jobs)
         used = 0
         for index, job in enumerate(jobs):
@@ -207,11 +214,10 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
             if before is not None:
                 leased.previous.CopyFrom(before)
         parents = [leased.job.parent_id for leased in response.leased_jobs if leased.job.parent_id]
-        for run in self.leases.sessions.newer_than(parents, request.known_sessions):
+        for run in self.leases.sessions.newer_than(parents, known_sessions):
             session = response.sessions.add(parent_job_id=run.parent_id, version=run.version)
             for item in run.cookies:
                 session_cookie_to_proto(item, session.cookies)
-        return response
 
     def RenewLease(self, request: jobs_pb2.RenewLeaseRequest, context: grpc.ServicerContext) -> jobs_pb2.Lease:
         job = self.leases.renew(request.job_id, request.lease_token, request.lease_duration.ToTimedelta())
@@ -228,17 +234,18 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
         if len(request.completions) > MAX_COMPLETIONS_AT_ONCE:
             raise InvalidArgument(Reason.TOO_MANY_COMPLETIONS, f"at most {MAX_COMPLETIONS_AT_ONCE} completions per "
                                   "call", "completions")
-        if request.HasField("lease_next"):  # (refused before anything is recorded)
-            following = request.lease_next
-            self.leases.check_lease(following.worker_id, following.max_jobs, following.lease_duration.ToTimedelta(),
-                                    following.type, "lease_next")
+        following = request.lease_next if request.HasField("lease_next") else None
         completions: list[Completion | QuaeroError] = []
         for item in request.completions:
             try:
                 completions.append(completion_input(item))
             except QuaeroError as refused:  # e.g. a Struct value with no JSON form: this completion only
                 completions.append(refused)
-        recorded = iter(self.leases.complete_many([c for c in completions if not isinstance(c, QuaeroError)]))
+        lease_next = None if following is None else LeaseRequest(
+            following.worker_id, following.max_jobs, following.lease_duration.ToTimedelta(), following.type)
+        outcomes, (leased, token) = self.leases.complete_many(
+            [c for c in completions if not isinstance(c, QuaeroError)], lease_next)
+        recorded = iter(outcomes)
         response = jobs_pb2.CompleteLeasedJobsResponse()
         for index, completion in enumerate(completions):
             outcome = completion if isinstance(completion, QuaeroError) else next(recorded)
@@ -248,8 +255,8 @@ class JobManagerServicer(jobs_pb2_grpc.JobManagerServicer):
                                       message=outcome.message, field=field)
             else:
                 response.outcomes.add(job=job_to_proto(outcome, basic=True))
-        if request.HasField("lease_next"):
-            response.leased.CopyFrom(self.LeaseJobs(request.lease_next, context))
+        if following is not None:
+            self._answer_lease(leased, token, following.known_sessions, response.leased)
         return response
 
     def ReleaseLeases(self, request: jobs_pb2.ReleaseLeasesRequest,

@@ -97,16 +97,27 @@ class JobsSql:
 
     def end_rows(self, conn: Connection, ended: Sequence[Any], stamp: datetime) -> None:
         """Several jobs' ends (status, finish time, error, result: records.Job as they become) in one
-        statement, executed for each (pipelined on PostgreSQL), inside `conn`'s transaction."""
-        mark = self._mark
-        result = f"{mark}::jsonb" if self.postgres else mark
-        sql = (f"UPDATE jobs SET status = {mark}, finished_at = {mark}, lease_expires_at = NULL, error = {mark}, "
-               f"error_reason = {mark}, result = {result}, version = version + 1, updated_at = {mark} WHERE id = {mark}")
-        at = self._timestamp(stamp)
+        statement, inside `conn`'s transaction: UPDATE ... FROM unnest(...) on PostgreSQL (one statement for
+        all: pipelined statements still cost psycopg a round of Python each), executemany on SQLite."""
         cursor = driver.cursor(conn)
         try:
-            cursor.executemany(sql, [(job.status.value, self._timestamp(job.finished_at), job.error, job.error_reason,
-                                      dumps(job.result), at, job.id) for job in ended])
+            if self.postgres:
+                cursor.execute(
+                    "UPDATE jobs SET status = v.status, finished_at = v.finished_at, lease_expires_at = NULL, "
+                    "error = v.error, error_reason = v.error_reason, result = v.result, version = jobs.version + 1, "
+                    "updated_at = %s FROM unnest(%s::varchar[], %s::varchar[], %s::timestamptz[], %s::text[], "
+                    "%s::varchar[], %s::jsonb[]) AS v(id, status, finished_at, error, error_reason, result) "
+                    "WHERE jobs.id = v.id",
+                    [stamp, [job.id for job in ended], [job.status.value for job in ended],
+                     [job.finished_at for job in ended], [job.error for job in ended],
+                     [job.error_reason for job in ended], [dumps(job.result) for job in ended]])
+                return
+            mark, at = self._mark, self._timestamp(stamp)
+            cursor.executemany(
+                f"UPDATE jobs SET status = {mark}, finished_at = {mark}, lease_expires_at = NULL, error = {mark}, "
+                f"error_reason = {mark}, result = {mark}, version = version + 1, updated_at = {mark} WHERE id = {mark}",
+                [(job.status.value, self._timestamp(job.finished_at), job.error, job.error_reason, dumps(job.result), at,
+                  job.id) for job in ended])
         finally:
             cursor.close()
 

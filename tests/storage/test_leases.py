@@ -132,7 +132,7 @@ def test_a_batch_of_completions_shares_the_parents_places_and_settles_it_once(st
     parent, _ = run_with_children(stores, kind, count=3, max_child_failures=0)
     leased, token = stores.leases.lease("w", 3, 30 * SECOND, kind)
     found = lambda *keys: [ChildSpec(kind, k, {}, k, 1) for k in keys]  # noqa: E731
-    outcomes = stores.leases.complete_many([
+    outcomes, _ = stores.leases.complete_many([
         Completion(leased[0].id, token, JobStatus.COMPLETED, children=found("x", "y"), max_children=6),
         Completion(leased[1].id, token, JobStatus.COMPLETED, children=found("y", "z", "w"), max_children=6),
         Completion(leased[2].id, "stale", JobStatus.COMPLETED)])
@@ -141,7 +141,7 @@ def test_a_batch_of_completions_shares_the_parents_places_and_settles_it_once(st
     assert (run.progress_current, run.progress_total, run.status) == (2, 6, JobStatus.RUNNING)
     more, token = stores.leases.lease("w", 5, 30 * SECOND, kind)
     assert sorted(job.name for job in more) == ["x", "y", "z"]  # w found no place; the third page is still held
-    outcomes = stores.leases.complete_many(
+    outcomes, _ = stores.leases.complete_many(
         [Completion(leased[2].id, _token_of(stores, leased[2].id), JobStatus.COMPLETED)]
         + [Completion(job.id, token, JobStatus.FAILED if job.name == "z" else JobStatus.COMPLETED, error="x")
            for job in more])
