@@ -121,17 +121,23 @@ def server_interceptor() -> grpc.ServerInterceptor | None:
 
 
 def traced_channel(channel: grpc.Channel) -> grpc.Channel:
-    """The channel, with a client span and the W3C context on each call made inside a span (tracing on)."""
+    """The channel with a client span and the W3C context on each call (tracing on; the channel itself when
+    off). Callers send through it only the calls made inside a span (in_span): see quaero.rpc.channel."""
     if _tracer is None:
         return channel
-    from opentelemetry import trace
     from opentelemetry.instrumentation.grpc import client_interceptor
     from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
-    def in_a_span(_info: Any) -> bool:
-        return trace.get_current_span().get_span_context().is_valid  # type: ignore[no-any-return]
+    return intercept_channel(channel, client_interceptor(tracer_provider=_provider))  # type: ignore[no-any-return]
 
-    return intercept_channel(channel, client_interceptor(tracer_provider=_provider, filter_=in_a_span))  # type: ignore[no-any-return]
+
+def in_span() -> bool:
+    """Whether the calling thread is inside a span (tracing on)."""
+    if _tracer is None:
+        return False
+    from opentelemetry.trace import get_current_span
+
+    return get_current_span().get_span_context().is_valid  # type: ignore[no-any-return]
 
 
 # ---- spans ----------------------------------------------------------------------------------------------------
@@ -159,6 +165,10 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+def milliseconds(start_ns: int, end_ns: int) -> float:
+    return round((end_ns - start_ns) / 1e6, 3)
+
+
 def start_span(name: str, context: Any = None, parent: Any = None, start_ns: int | None = None,
                attributes: Mapping[str, Any] | None = None) -> Any:
     """A span that the caller ends (None when off); under `parent` (a span) or `context`."""
@@ -170,12 +180,12 @@ def start_span(name: str, context: Any = None, parent: Any = None, start_ns: int
     return _tracer.start_span(name, context=context, start_time=start_ns, attributes=attributes)
 
 
-def record_span(name: str, parent: Any, start_ns: int, end_ns: int, attributes: Mapping[str, Any] | None = None) -> None:
-    """A finished span under `parent` for something timed already (a lease, a read)."""
-    if parent is None:
+def timed_event(span: Any, name: str, start_ns: int, end_ns: int, attributes: Mapping[str, Any] | None = None) -> None:
+    """An event on `span` for a step timed already: at its start, with its duration."""
+    if span is None:
         return
-    span = start_span(name, parent=parent, start_ns=start_ns, attributes=attributes)
-    span.end(end_time=end_ns)
+    span.add_event(name, {"quaero.duration_ms": milliseconds(start_ns, end_ns), **(attributes or {})},
+                   timestamp=start_ns)
 
 
 @contextlib.contextmanager
@@ -192,20 +202,26 @@ def active(span: Any) -> contextlib.AbstractContextManager[Any]:
 
 
 @contextlib.contextmanager
-def _child(name: str, attributes: Mapping[str, Any] | None) -> Iterator[Any]:
-    with _tracer.start_as_current_span(name, attributes=attributes, record_exception=False) as span:
-        yield span
+def _step(span: Any, name: str, attributes: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    began = time.time_ns()
+    facts = dict(attributes)
+    try:
+        yield facts
+    finally:
+        timed_event(span, name, began, time.time_ns(), facts)
 
 
-def span(name: str, attributes: Mapping[str, Any] | None = None) -> contextlib.AbstractContextManager[Any]:
-    """A span under the current one, for a `with` block; yields None when off or outside any span."""
+def step(name: str, attributes: Mapping[str, Any]) -> contextlib.AbstractContextManager[dict[str, Any] | None]:
+    """An event on the current span for the `with` block (a fetch hop): its start, its duration and the
+    facts the block adds to the dict it gets; None when off or outside any span."""
     if _tracer is None:
         return _NO_SPAN
-    from opentelemetry import trace
+    from opentelemetry.trace import get_current_span
 
-    if not trace.get_current_span().get_span_context().is_valid:
+    span = get_current_span()
+    if not span.get_span_context().is_valid:
         return _NO_SPAN
-    return _child(name, attributes)
+    return _step(span, name, attributes)
 
 
 def safe_url(url: str) -> str:

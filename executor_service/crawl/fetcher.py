@@ -139,10 +139,10 @@ class Fetcher:
             conditional = validators.headers_for(current) if validators is not None else []
             request = self._prepare(current, jar, policy, control, conditional)
             try:
-                with (tracing.span("GET", {"url.full": tracing.safe_url(current)}) as hop,
+                with (tracing.step("GET", {"url.full": tracing.safe_url(current)}) as hop,
                       control.request(policy.timeout), self._send(request) as response):
                     if hop is not None:
-                        hop.set_attribute("http.response.status_code", response.status_code)
+                        hop["http.response.status_code"] = response.status_code
                     self._absorb(current, response, jar, refused)
                     decision = next_hop(current, response.status_code, response.headers.get("location"),
                                         response.headers.get("retry-after"), policy.logged_out)
@@ -207,11 +207,11 @@ class Fetcher:
         """One request for robots.txt, without cookies (it is public and must not learn the session)."""
         self.spacing.wait_turn((policy.run_id, urlsplit(target).netloc), policy.per_host_delay, control)
         try:
-            with (tracing.span("GET robots.txt", {"url.full": tracing.safe_url(target)}) as hop,
+            with (tracing.step("GET robots.txt", {"url.full": tracing.safe_url(target)}) as hop,
                   control.request(policy.timeout), self._send(self._request(target, policy)) as response):
                 status = response.status_code
                 if hop is not None:
-                    hop.set_attribute("http.response.status_code", status)
+                    hop["http.response.status_code"] = status
                 body = self._body(response, MAX_ROBOTS_BYTES, truncate=True) if 200 <= status < 300 else b""
                 return RobotsAnswer(status, response.headers.get("location"), bytes(body))
         except BadContentEncoding:
