@@ -478,10 +478,11 @@ def main() -> int:
     for number in range(args.runs):
         for system in results:
             found = rounds[system]()
+            cpu = {name: found.enqueue_cpu.get(name, 0) + found.drain_cpu.get(name, 0)
+                   for name in {**found.enqueue_cpu, **found.drain_cpu}}
             print(f"round {number + 1} {system:16} enqueue {found.jobs / found.enqueue_seconds:8,.0f}/s drain "
-                  f"{found.jobs / found.drain_seconds:8,.0f}/s CPU {found.cpu_per_1000:.2f} s per 1,000 "
-                  f"({', '.join(f'{k} {v:.2f}' for k, v in {**found.enqueue_cpu, **found.drain_cpu}.items())})",
-                  flush=True)
+                  f"{found.jobs / found.drain_seconds:8,.0f}/s CPU {found.cpu_per_1000:.2f} s per 1,000 jobs "
+                  f"(in all, s: {', '.join(f'{k} {v:.2f}' for k, v in sorted(cpu.items()))})", flush=True)
             results[system].append(found)
     if results:
         print_table(results, args)
