@@ -34,6 +34,7 @@ EXPORTERS = ("otlp", "console")
 
 _tracer: Any = None  # an SDK tracer once tracing is on
 _provider: Any = None
+_get_current_span: Any = None  # opentelemetry.trace.get_current_span, once tracing is on
 _NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
@@ -84,14 +85,16 @@ def configure(service_name: str, env: Mapping[str, str] | None = None) -> bool:
 
 def install(service_name: str, processor: Any) -> None:
     """Tracing on with this span processor (configure's, or a test's)."""
-    global _tracer, _provider
+    global _tracer, _provider, _get_current_span
     from opentelemetry.sdk.resources import OTEL_SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import get_current_span
 
     attributes = {} if os.environ.get(OTEL_SERVICE_NAME) else {"service.name": service_name}
     _provider = TracerProvider(resource=Resource.create(attributes))
     _provider.add_span_processor(processor)
     _tracer = _provider.get_tracer("quaero")
+    _get_current_span = get_current_span
     atexit.register(shutdown)
 
 
@@ -131,13 +134,17 @@ def traced_channel(channel: grpc.Channel) -> grpc.Channel:
     return intercept_channel(channel, client_interceptor(tracer_provider=_provider))  # type: ignore[no-any-return]
 
 
+def _current_span() -> Any:
+    """The calling thread's span (tracing on, inside one), else None."""
+    if _tracer is None:
+        return None
+    span = _get_current_span()
+    return span if span.get_span_context().is_valid else None
+
+
 def in_span() -> bool:
     """Whether the calling thread is inside a span (tracing on)."""
-    if _tracer is None:
-        return False
-    from opentelemetry.trace import get_current_span
-
-    return get_current_span().get_span_context().is_valid  # type: ignore[no-any-return]
+    return _current_span() is not None
 
 
 # ---- spans ----------------------------------------------------------------------------------------------------
@@ -169,23 +176,12 @@ def milliseconds(start_ns: int, end_ns: int) -> float:
     return round((end_ns - start_ns) / 1e6, 3)
 
 
-def start_span(name: str, context: Any = None, parent: Any = None, start_ns: int | None = None,
+def start_span(name: str, context: Any = None, start_ns: int | None = None,
                attributes: Mapping[str, Any] | None = None) -> Any:
-    """A span that the caller ends (None when off); under `parent` (a span) or `context`."""
+    """A span that the caller ends (None when off), under `context` (None: a trace of its own)."""
     if _tracer is None:
         return None
-    if parent is not None:
-        from opentelemetry import trace
-        context = trace.set_span_in_context(parent)
     return _tracer.start_span(name, context=context, start_time=start_ns, attributes=attributes)
-
-
-def timed_event(span: Any, name: str, start_ns: int, end_ns: int, attributes: Mapping[str, Any] | None = None) -> None:
-    """An event on `span` for a step timed already: at its start, with its duration."""
-    if span is None:
-        return
-    span.add_event(name, {"quaero.duration_ms": milliseconds(start_ns, end_ns), **(attributes or {})},
-                   timestamp=start_ns)
 
 
 @contextlib.contextmanager
@@ -208,20 +204,15 @@ def _step(span: Any, name: str, attributes: Mapping[str, Any]) -> Iterator[dict[
     try:
         yield facts
     finally:
-        timed_event(span, name, began, time.time_ns(), facts)
+        facts["quaero.duration_ms"] = milliseconds(began, time.time_ns())
+        span.add_event(name, facts, timestamp=began)
 
 
 def step(name: str, attributes: Mapping[str, Any]) -> contextlib.AbstractContextManager[dict[str, Any] | None]:
     """An event on the current span for the `with` block (a fetch hop): its start, its duration and the
     facts the block adds to the dict it gets; None when off or outside any span."""
-    if _tracer is None:
-        return _NO_SPAN
-    from opentelemetry.trace import get_current_span
-
-    span = get_current_span()
-    if not span.get_span_context().is_valid:
-        return _NO_SPAN
-    return _step(span, name, attributes)
+    span = _current_span()
+    return _NO_SPAN if span is None else _step(span, name, attributes)
 
 
 def safe_url(url: str) -> str:

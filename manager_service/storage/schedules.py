@@ -214,21 +214,22 @@ class Scheduler:
             metadata = run_plan.run_metadata(definition.id, definition.auth_id, "schedule", tick,
                                              trace=tracing.current_carrier())
         try:
-            return self._insert_run(conn, definition, config, metadata, tick, now, changed, span)
+            run_id = self._insert_run(conn, definition, config, metadata, tick, now, changed)
+            if span is not None:
+                span.set_attribute("quaero.run_id", run_id)
+            return run_id
         finally:
             if span is not None:
                 span.end()
 
     def _insert_run(self, conn: Connection, definition: Definition, config: dict[str, Any], metadata: dict[str, Any],
-                    tick: datetime, now: datetime, changed: set[str], span: Any) -> str:
+                    tick: datetime, now: datetime, changed: set[str]) -> str:
         row = self.rows.new_row(None, run_plan.PARENT_TYPE, definition.name or definition.id, config, metadata, 0, now)
         key = hashlib.sha256(f"{definition.id}|{tick.isoformat()}".encode()).hexdigest()
         self.rows.mark_run(conn, row, definition.id)
         row.update(status=JobStatus.RUNNING.value, started_at=now, request_id=f"schedule/{key}")
         conn.execute(sa.insert(jobs).values(row))
         changed.add(row["id"])
-        if span is not None:
-            span.set_attribute("quaero.run_id", str(row["id"]))
         parent = Job.from_row(ROW_DEFAULTS | row)
         refusal = self._credentials_problem(definition.auth_id, now)
         if refusal is not None:

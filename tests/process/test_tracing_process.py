@@ -92,7 +92,7 @@ def test_one_run_is_one_trace_across_two_executors(tmp_path: Path, database_url:
         assert fetched["http.response.status_code"] == 200
         # Nothing else of the request or its answer (no header, no cookie).
         assert set(fetched) == {"url.full", "http.response.status_code", "quaero.duration_ms"}
-        assert all(by_id.get(s.parent_span_id) is not None for s in run_spans if s is not root)
+    assert all(by_id.get(s.parent_span_id) is not None for s in run_spans if s is not root)  # (one tree)
     # The credentials were read for the pages inside their spans: the manager served them in the trace.
     assert any(s.name == "/quaero.manager.v1.AuthStore/GetCredentials" and s.service == "quaero-manager"
                for s in run_spans)
