@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,8 +41,11 @@ class RunStarted:
 class Runs:
     """Starting and cancelling runs of job definitions (the Executor service's work)."""
 
-    def __init__(self, manager: ManagerClient) -> None:
+    def __init__(self, manager: ManagerClient, children_created: Callable[[], None] = lambda: None) -> None:
+        """`children_created`: told when a run's first pages exist (this executor's worker leases them at
+        once rather than at its next idle poll, up to half a second later)."""
         self.manager = manager
+        self._children_created = children_created
         self._closing = threading.Event()
 
     def close(self) -> None:
@@ -97,6 +101,8 @@ class Runs:
         created = self.manager.jobs.BatchCreateChildJobs(jobs_pb2.BatchCreateChildJobsRequest(
             parent_id=parent.id, children=[child_spec(url, 0) for url in starts], max_children=spec.max_pages))
         count = len(created.jobs)
+        if count:
+            self._children_created()
         if count == 0 and created.duplicates == 0:
             # Nothing to fetch: a parent without children is complete at once.
             self.manager.jobs.UpdateJobStatus(jobs_pb2.UpdateJobStatusRequest(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 
 import grpc
@@ -10,6 +11,7 @@ from grpc_health.v1 import health_pb2
 from quaero.api.executor.v1 import executor_pb2_grpc
 from quaero.client import ManagerClient
 from quaero.config import ensure_data_dir
+from quaero.cookies.rules import public_suffixes
 from quaero.metrics import serve_metrics
 from quaero.rpc.interceptors import ExceptionToStatus
 from quaero.rpc.pool import WorkerPool
@@ -44,7 +46,7 @@ class ExecutorServer:
                              renderer=Renderer(self.fetcher, settings.browser_pages, settings.browser_recycle_after))
         self.link = ManagerLink(self.manager, self._manager_reachable)
         PAGES_IN_FLIGHT.set_function(lambda: self.worker.in_flight)
-        self.runs = runs = Runs(self.manager)
+        self.runs = runs = Runs(self.manager, children_created=self.worker.wake)
 
         def register(server: grpc.Server) -> tuple[str, ...]:
             executor_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(runs), server)
@@ -57,6 +59,8 @@ class ExecutorServer:
         self.port = self.service.port
 
     def start(self) -> int:
+        # The public-suffix list takes ~100 ms to load: loaded now, not by a run's first page.
+        threading.Thread(target=public_suffixes, name="warm-up", daemon=True).start()
         self.service.start()
         self.worker.start()
         self.service.health.set("", health_pb2.HealthCheckResponse.SERVING)  # liveness

@@ -73,6 +73,10 @@ class Worker:
             for thread in self._threads:
                 thread.start()
 
+    def wake(self) -> None:
+        """New pages may be leasable now (this executor created them): lease at once, not at the next poll."""
+        self._wake.set()
+
     def _release(self, when: str) -> None:
         try:
             released = self.manager.jobs.ReleaseLeases(jobs_pb2.ReleaseLeasesRequest(worker_id=self.worker_id),
