@@ -4,6 +4,10 @@ the records that queued (for a couple of milliseconds at most) and sends them in
 call, one transaction on the manager, then tells each page how its record ended. A lost lease refuses
 only its own page. A manager without the batch call (UNIMPLEMENTED) gets one CompleteLeasedJob per page.
 
+The same call leases the next pages (`lease_next`, as many as the worker has room for): one call and one
+transaction on the manager per batch instead of a LeaseJobs beside it, and the children those records
+created are leasable in it already.
+
 The page keeps its lease (and its renewals) until its record is settled; see Worker."""
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
+from quaero import tracing
 from quaero.api.manager.v1 import jobs_pb2
 from quaero.client import ManagerClient
 from quaero.rpc.channel import call_patiently
@@ -50,6 +56,17 @@ class RecordRefused(grpc.RpcError):
         return self._message
 
 
+class LeaseNext(Protocol):
+    """Who takes the pages a batch's call leases (the Worker)."""
+
+    def reserve(self, freed: int) -> jobs_pb2.LeaseJobsRequest | None:
+        """What to lease with a batch of `freed` records (None: nothing); reserves room for it."""
+
+    def granted(self, asked: jobs_pb2.LeaseJobsRequest, leased: jobs_pb2.LeaseJobsResponse | None,
+                began_ns: int) -> None:
+        """The reservation's outcome (None: the call failed, nothing was leased); always called."""
+
+
 @dataclass
 class _Pending:
     request: jobs_pb2.CompleteLeasedJobRequest
@@ -60,6 +77,9 @@ class _Pending:
 class Completions:
     def __init__(self, manager: ManagerClient) -> None:
         self.manager = manager
+        self.lease_next: LeaseNext | None = None
+        self._pending = 0  # records handed over and not yet settled
+        self._pending_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._closing = threading.Event()
         self._batched = True  # False once the manager answered UNIMPLEMENTED
@@ -68,7 +88,13 @@ class Completions:
 
     def submit(self, request: jobs_pb2.CompleteLeasedJobRequest, settled: Settled) -> None:
         """Queues one page's record; `settled` is called (on the sender thread) once it is settled."""
+        with self._pending_lock:
+            self._pending += 1
         self._queue.put(_Pending(request, request.ByteSize(), settled))
+
+    def pending(self) -> int:
+        """Records handed over whose call has not answered yet (it will lease the next pages)."""
+        return self._pending
 
     def close(self) -> None:
         """Sends what was handed over already (a transient failure is not waited out any more), then stops."""
@@ -96,7 +122,10 @@ class Completions:
                     break
                 batch.append(more)
                 size += more.size
-            for pending, outcome in zip(batch, self._send(batch), strict=True):
+            outcomes = self._send(batch)
+            with self._pending_lock:
+                self._pending -= len(batch)
+            for pending, outcome in zip(batch, outcomes, strict=True):
                 try:
                     pending.settled(outcome)
                 except Exception:  # a bug in a page's bookkeeping must not stop every later record
@@ -132,7 +161,20 @@ class Completions:
 
     def _send_batch(self, batch: list[_Pending]) -> list[BaseException | None]:
         request = jobs_pb2.CompleteLeasedJobsRequest(completions=[pending.request for pending in batch])
-        response = call_patiently(lambda: self.manager.jobs.CompleteLeasedJobs(request, timeout=30), wait=self._wait)
+        asked = self.lease_next.reserve(len(batch)) if self.lease_next is not None and not self._closing.is_set() else None
+        if asked is None:
+            response = call_patiently(lambda: self.manager.jobs.CompleteLeasedJobs(request, timeout=30),
+                                      wait=self._wait)
+        else:
+            assert self.lease_next is not None
+            request.lease_next.CopyFrom(asked)
+            began, leased = tracing.now_ns() if tracing.enabled() else 0, None
+            try:
+                response = call_patiently(lambda: self.manager.jobs.CompleteLeasedJobs(request, timeout=30),
+                                          wait=self._wait)
+                leased = response.leased if response.HasField("leased") else None
+            finally:
+                self.lease_next.granted(asked, leased, began)
         if len(response.outcomes) != len(batch):
             raise RecordRefused(grpc.StatusCode.INTERNAL, f"the manager answered {len(response.outcomes)} outcomes "
                                 f"for {len(batch)} records")

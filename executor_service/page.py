@@ -172,12 +172,12 @@ class PageRunner:
         self._credentials = CredentialsCache(manager)
         self._parents = ParentReads(self._read_parent)  # (pages of a run asking at once share a read)
         self._parsers = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="parse")
-        self._completions = Completions(manager)
+        self.completions = Completions(manager)
         self.sessions = RunSessions()
 
     def close(self) -> None:
         self._parsers.shutdown(wait=True, cancel_futures=True)
-        self._completions.close()
+        self.completions.close()
         self.renderer.close()
 
     def run(self, job: jobs_pb2.Job, entry: InFlight) -> Completion | None:
@@ -493,7 +493,7 @@ class PageRunner:
                 entry.span.end()
             finished()
 
-        self._completions.submit(request, settled)
+        self.completions.submit(request, settled)
 
 
 def _decode_and_parse(body: bytes | bytearray, content_type: str,

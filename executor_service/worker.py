@@ -1,4 +1,5 @@
-"""The lease loop: lease pending pages from the manager, hand each to a PageRunner on a crawl thread,
+"""The lease loop: lease pending pages from the manager (mostly in the call that records the pages before
+them: Completions' lease_next), hand each to a PageRunner on a crawl thread,
 keep their leases renewed, and stop a page within a second when its run ends, its lease is lost or
 the executor stops (the watch thread: one GetJob per running run, not per page)."""
 from __future__ import annotations
@@ -49,12 +50,15 @@ class Worker:
         self.slots = max(0, workers)
         self.worker_id = worker_id or f"executor-{uuid.uuid4().hex[:8]}"
         self.pages = PageRunner(manager, fetcher, self.run_slot, renderer, self.worker_id)
+        if self.slots:
+            self.pages.completions.lease_next = self
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.slots), thread_name_prefix="crawl")
         # Leases held: pages being fetched (`_fetching` of them, at most `slots`) and pages whose record
         # is on its way to the manager (at most `slots` more): a slot is free again as soon as its page
         # handed its record over.
         self._active: dict[str, InFlight] = {}
         self._fetching = 0
+        self._reserved = 0  # pages a lease call in flight may bring
         self._active_lock = threading.Condition()
         # One concurrency gate per run; the oldest are forgotten (finished runs need none).
         self._run_gates: OrderedDict[str, threading.Semaphore] = OrderedDict()
@@ -127,11 +131,15 @@ class Worker:
 
     # ---- leasing -----------------------------------------------------------------------------
     def _dispatch(self) -> None:
+        """Leases when pages have room and no record is on its way (a batch of records leases the next
+        pages in its own call: Completions); so mostly at a run's start, and when a call leased fewer
+        pages than there was room for (none were pending then: polled, and woken by this executor's own
+        new runs and settled records)."""
         idle = 0.05
         batch = max(1, self.slots // LEASE_BATCH_DIVISOR)
         while not self._stop.is_set():
             with self._active_lock:
-                while self._free() <= 0 and not self._stop.is_set():
+                while (self._free() <= 0 or self.pages.completions.pending()) and not self._stop.is_set():
                     self._active_lock.wait(0.5)
                 # Lease in batches: while busy, wait (briefly) until a quarter of the slots are free, so a
                 # busy crawl makes one LeaseJobs call per few pages rather than one per page.
@@ -140,13 +148,15 @@ class Worker:
                        and time.monotonic() < deadline):
                     self._active_lock.wait(max(0.0, deadline - time.monotonic()))
                 free = self._free()
+                if free <= 0 or self.pages.completions.pending():
+                    continue  # (records were handed over meanwhile: their call leases)
+                asked = self._lease_request(free)
             if self._stop.is_set():
                 return
             lease_began = tracing.now_ns() if tracing.enabled() else 0
+            leased: jobs_pb2.LeaseJobsResponse | None = None
             try:
-                response = self.manager.jobs.LeaseJobs(jobs_pb2.LeaseJobsRequest(
-                    worker_id=self.worker_id, max_jobs=free, lease_duration=lease_duration(self.lease_seconds),
-                    type=CHILD_TYPE, known_sessions=self.pages.sessions.known()), timeout=10)
+                leased = self.manager.jobs.LeaseJobs(asked, timeout=10)
             except grpc.RpcError as error:
                 log.warning("event=lease_failed code=%s detail=%s", error.code().name,  # type: ignore[attr-defined]
                             error.details())  # type: ignore[attr-defined]
@@ -154,34 +164,60 @@ class Worker:
                 continue
             except ValueError:  # the channel closed under us: shutting down
                 return
-            if not response.leased_jobs:
+            finally:
+                self.granted(asked, leased, lease_began)
+            if leased is None or not leased.leased_jobs:
                 self._wake.wait(idle)
                 self._wake.clear()
                 idle = min(idle * 2, 0.5)
-                continue
-            idle = 0.05
-            for session in response.sessions:  # before any page of it starts
+            else:
+                idle = 0.05
+
+    def _lease_request(self, count: int) -> jobs_pb2.LeaseJobsRequest:
+        """A lease of `count` pages, reserved (under _active_lock; `granted` gives back what was not leased)."""
+        self._reserved += count
+        return jobs_pb2.LeaseJobsRequest(worker_id=self.worker_id, max_jobs=count,
+                                         lease_duration=lease_duration(self.lease_seconds), type=CHILD_TYPE,
+                                         known_sessions=self.pages.sessions.known())
+
+    def reserve(self, freed: int) -> jobs_pb2.LeaseJobsRequest | None:
+        """What a batch of `freed` records leases in its own call (Completions): as many pages as there is
+        room for once they are settled."""
+        with self._active_lock:
+            if self._stop.is_set():
+                return None
+            free = self._free(freed)
+            return self._lease_request(free) if free > 0 else None
+
+    def granted(self, asked: jobs_pb2.LeaseJobsRequest, leased: jobs_pb2.LeaseJobsResponse | None,
+                began_ns: int) -> None:
+        """Starts the pages a lease brought (None: it failed) and gives back its reservation."""
+        leased_jobs = leased.leased_jobs if leased is not None else ()
+        if leased is not None:
+            for session in leased.sessions:  # before any page of it starts
                 self.pages.sessions.update(session.parent_job_id, session.version,
                                            [session_cookie_from_proto(item) for item in session.cookies])
-            # The lease runs from when the manager granted it, a moment before now: keep a margin.
-            until = time.monotonic() + self.lease_seconds * 0.9
-            leased_ns = (lease_began, tracing.now_ns()) if lease_began else (0, 0)
-            entries = [InFlight(leased.job.id, leased.job.parent_id, leased.lease.lease_token, until,
-                                previous=leased.previous if leased.HasField("previous") else None, leased_ns=leased_ns)
-                       for leased in response.leased_jobs]
-            with self._active_lock:
-                for entry in entries:
-                    self._active[entry.job_id] = entry
-                self._fetching += len(entries)
-            for leased, entry in zip(response.leased_jobs, entries, strict=True):
-                try:
-                    self._pool.submit(self._run_leased, leased.job, entry)
-                except RuntimeError:  # shutting down: the lease expires and another executor takes it
-                    return
+        # The lease runs from when the manager granted it, a moment before now: keep a margin.
+        until = time.monotonic() + self.lease_seconds * 0.9
+        leased_ns = (began_ns, tracing.now_ns()) if began_ns else (0, 0)
+        entries = [InFlight(item.job.id, item.job.parent_id, item.lease.lease_token, until,
+                            previous=item.previous if item.HasField("previous") else None, leased_ns=leased_ns)
+                   for item in leased_jobs]
+        with self._active_lock:
+            self._reserved -= asked.max_jobs
+            for entry in entries:
+                self._active[entry.job_id] = entry
+            self._fetching += len(entries)
+            self._active_lock.notify_all()
+        for item, entry in zip(leased_jobs, entries, strict=True):
+            try:
+                self._pool.submit(self._run_leased, item.job, entry)
+            except RuntimeError:  # shutting down: the lease expires and another executor takes it
+                return
 
-    def _free(self) -> int:
-        """Slots to lease for (under _active_lock)."""
-        return min(self.slots - self._fetching, 2 * self.slots - len(self._active))
+    def _free(self, settling: int = 0) -> int:
+        """Pages to lease for, once `settling` records are settled (under _active_lock)."""
+        return min(self.slots - self._fetching, 2 * self.slots - len(self._active) + settling) - self._reserved
 
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_seconds / 3):

@@ -52,3 +52,41 @@ def test_both_services_serve_prometheus_metrics(tmp_path: Path) -> None:
         executor.stop()
         manager.stop()
         site.stop()
+
+
+def test_records_lease_the_next_pages_in_their_own_call(tmp_path: Path) -> None:
+    """A batch of records leases the next pages in the same CompleteLeasedJobs call (lease_next): a crawl
+    makes a LeaseJobs call only when no record is on its way (its start, and when its tree is narrow), not
+    one per two or three pages (30-31 calls for these 82 pages with 4 workers without lease_next; 6-9 with it)."""
+    pages = {("127.0.0.1", f"/p/{n}"): html(f"p{n}", f"/p/{2 * n + 1}", f"/p/{2 * n + 2}") for n in range(40)}
+    site = SiteServer(Routes({("127.0.0.1", "/"): html("home", "/p/0"), **pages})).start()
+    env = {"QUAERO_DATA_DIR": str(tmp_path), "QUAERO_API_TOKEN": TOKEN}
+    manager = start_manager(env, extra=["--metrics-listen", "127.0.0.1:0"])
+    executor = start_executor(env, manager.address, extra=["--workers", "4"])
+    try:
+        with ManagerClient.connect(manager.address, TOKEN) as client:
+            client.definitions.CreateJobDefinition(definitions_pb2.CreateJobDefinitionRequest(
+                job_definition=definitions_pb2.JobDefinition(id="tree", crawl=definitions_pb2.CrawlConfig(
+                    start_urls=[f"http://127.0.0.1:{site.port}/"], allowed_networks=[LOCAL_SITES], max_depth=10,
+                    concurrency=4), max_child_failures=100)))
+            before = scrape(manager.banner)
+            channel = open_channel(executor.address, TOKEN)
+            run = executor_pb2_grpc.ExecutorStub(channel).ExecuteJobDefinition(
+                executor_pb2.ExecuteJobDefinitionRequest(definition_id="tree"))
+            channel.close()
+            wait_for(lambda: client.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run.parent_job_id)).status
+                     == jobs_pb2.JOB_STATUS_COMPLETED, 60, "the crawl")
+            crawled = client.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run.parent_job_id)).progress_current
+        after = scrape(manager.banner)
+
+        def calls(method: str) -> float:
+            key = f'quaero_rpc_total{{code="OK",method="{method}"}}'
+            return after.get(key, 0.0) - before.get(key, 0.0)
+
+        assert crawled == 82  # home, /p/0../p/39 and the 41 links beyond them (404s, stored as answered)
+        assert calls("CompleteLeasedJobs") >= 10
+        assert calls("LeaseJobs") <= 82 / 4, f"{calls('LeaseJobs')} LeaseJobs calls for {crawled} pages"
+    finally:
+        executor.stop()
+        manager.stop()
+        site.stop()
