@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +56,14 @@ def content_values(document: DocumentInput, stamp: datetime) -> dict[str, Any]:
             "created_at": stamp}
 
 
+@dataclass
+class LatestVersions:
+    """The latest stored versions a batch of records read at its start, by (definition id, URL hash) (None:
+    no version), and the keys this batch has written since (read again when asked)."""
+    rows: dict[tuple[str, str], Any] = field(default_factory=dict)
+    written: set[tuple[str, str]] = field(default_factory=set)
+
+
 @dataclass(frozen=True)
 class Basis:
     """What a page's document is written against: the content it refers to (None: a new one), its kind,
@@ -77,8 +85,11 @@ LATEST_OF_URL = (sa.select(documents.c.id, documents.c.content_id, documents.c.c
                            documents.c.content_type)
                  .where(documents.c.definition_id == sa.bindparam("d"), documents.c.url_hash == sa.bindparam("h"), LATEST)
                  .limit(1))
+LATEST_OF_URLS = (sa.select(documents.c.id, documents.c.content_id, documents.c.content_hash, documents.c.parent_job_id,
+                            documents.c.content_type, documents.c.url_hash)
+                  .where(documents.c.definition_id == sa.bindparam("d"),
+                         documents.c.url_hash.in_(sa.bindparam("hashes", expanding=True)), LATEST))
 NO_LONGER_LATEST = sa.update(documents).where(documents.c.id == sa.bindparam("r")).values(latest=False)
-INSERT_CONTENT = sa.insert(contents).returning(contents.c.id)
 LATEST_VERSIONS = (  # (a lease's pages: their URLs' latest stored versions)
     sa.select(documents.c.id, documents.c.url_hash, documents.c.final_url, documents.c.etag, documents.c.last_modified,
               documents.c.content_hash, documents.c.auth_id, contents.c.links)
@@ -107,13 +118,34 @@ class DocumentStore:
                 f"ON CONFLICT (parent_job_id, url_hash) DO UPDATE SET {updates}")
 
     # ---- writes (inside a completion's transaction) ---------------------------------------------
-    def basis(self, conn: Connection, document: DocumentInput, parent_job_id: str, definition_id: str) -> Basis:
+    def latest_of(self, conn: Connection, urls: Iterable[tuple[str, str]]) -> LatestVersions:
+        """The latest stored version of each (definition id, URL), read together for a batch of records (one
+        statement per definition instead of one per page: a round trip each on PostgreSQL)."""
+        wanted: dict[str, set[str]] = {}
+        for definition_id, url in urls:
+            if definition_id:
+                wanted.setdefault(definition_id, set()).add(url_hash(without_nul(url)))
+        known = LatestVersions()
+        for definition_id, hashes in wanted.items():
+            rows = {row.url_hash: row for row in conn.execute(LATEST_OF_URLS, {"d": definition_id,
+                                                                                "hashes": sorted(hashes)})}
+            for hashed in hashes:
+                known.rows[(definition_id, hashed)] = rows.get(hashed)
+        return known
+
+    def basis(self, conn: Connection, document: DocumentInput, parent_job_id: str, definition_id: str,
+              known: LatestVersions | None = None) -> Basis:
         """Reads only: what the page's document will refer to. A 304 (not_modified) must name a stored
-        version of the same URL and definition (InvalidArgument otherwise, before anything is written)."""
+        version of the same URL and definition (InvalidArgument otherwise, before anything is written).
+        `known`: the latest versions read for the batch (latest_of), where still current."""
         hashed = url_hash(without_nul(document.url))
         latest: Any = None
         if definition_id:
-            latest = conn.execute(LATEST_OF_URL, {"d": definition_id, "h": hashed}).first()
+            key = (definition_id, hashed)
+            if known is not None and key in known.rows and key not in known.written:
+                latest = known.rows[key]
+            else:
+                latest = conn.execute(LATEST_OF_URL, {"d": definition_id, "h": hashed}).first()
             if latest is not None and latest.parent_job_id == parent_job_id:
                 latest = None  # (this run's own document, recorded again: it is replaced, not compared with)
         replaces = latest.id if latest is not None else None
@@ -136,13 +168,14 @@ class DocumentStore:
         return Basis(None, document.content_hash, CHANGED if latest is not None else NEW, replaces)
 
     def write(self, conn: Connection, document: DocumentInput, basis: Basis, job_id: str, parent_job_id: str,
-              definition_id: str, stamp: datetime) -> None:
-        """The document (and its content and search entry when new), as the latest version of its URL."""
+              definition_id: str, stamp: datetime, known: LatestVersions | None = None) -> None:
+        """The document (and its content and search entry when new), as the latest version of its URL
+        (which `known` no longer holds: a later page of the batch with the same URL reads it again)."""
+        if known is not None:
+            known.written.add((definition_id, url_hash(without_nul(document.url))))
         content_id = basis.content_id
         if content_id is None:
-            values = content_values(document, stamp)
-            content_id = conn.execute(INSERT_CONTENT, values).scalar_one()
-            self.index.add(conn, content_id, values["title"], values["text"])
+            content_id = self.index.store(conn, content_values(document, stamp))
         if basis.replaces is not None:
             conn.execute(NO_LONGER_LATEST, {"r": basis.replaces})
         values = document_values(document, job_id, parent_job_id, stamp)

@@ -23,7 +23,7 @@ from quaero.limits import MAX_DOCUMENT_URL_CHARS, without_nul
 from ..notifier import ChangeNotifier
 from . import jsonvalues
 from .db import Database
-from .documents import Basis, DocumentStore
+from .documents import Basis, DocumentStore, LatestVersions
 from .job_rows import JobRows
 from .lifecycle import MAX_ERROR_CHARS, Lifecycle
 from .models import PENDING_CHILD, jobs
@@ -323,11 +323,15 @@ class LeaseQueue:
             parents = _Parents()
             definitions = self.run_definitions(conn, {
                 job.parent_id for job in held.values() if job.parent_id})
+            known = self.documents.latest_of(conn, [
+                (definitions.get(held[c.job_id].parent_id or "", ""), c.document.url)
+                for c, outcome in zip(completions, outcomes, strict=True)
+                if outcome is None and c.document is not None and c.job_id in held])
             for index, completion in enumerate(completions):
                 if outcomes[index] is None:
                     try:
                         outcomes[index] = self._record(conn, completion, held.get(completion.job_id), stamp,
-                                                       parents, changed, definitions)
+                                                       parents, changed, definitions, known)
                     except (JobNotFound, LeaseLost, InvalidArgument) as refused:
                         outcomes[index] = refused
             self.lifecycle.end_children(conn, parents.ended, stamp, changed)
@@ -374,7 +378,8 @@ class LeaseQueue:
             jsonvalues.check_object(spec.config, f"children[{index}].config")
 
     def _record(self, conn: Connection, completion: Completion, job: Job | None, stamp: datetime,
-                parents: _Parents, changed: set[str], definitions: dict[str, str]) -> Job:
+                parents: _Parents, changed: set[str], definitions: dict[str, str],
+                known: LatestVersions | None = None) -> Job:
         """One completion inside the caller's transaction (`job`: its row, locked). Raises JobNotFound,
         LeaseLost or InvalidArgument (a 304 against no stored version) before writing anything; the parent's
         counters are left to the caller (`parents`)."""
@@ -394,10 +399,10 @@ class LeaseQueue:
         definition_id = definitions.get(run_id, "")
         basis: Basis | None = None
         if completion.document is not None:
-            basis = self.documents.basis(conn, completion.document, run_id, definition_id)
+            basis = self.documents.basis(conn, completion.document, run_id, definition_id, known)
         self._join_session(conn, job, completion, stamp, parents)
         if completion.document is not None and basis is not None:
-            self.documents.write(conn, completion.document, basis, job.id, run_id, definition_id, stamp)
+            self.documents.write(conn, completion.document, basis, job.id, run_id, definition_id, stamp, known)
         created = 0
         if completion.children and completion.status == JobStatus.COMPLETED and job.parent_id:
             parent = parents.locked.get(job.parent_id) or self.rows.lock_parent(conn, job.parent_id)

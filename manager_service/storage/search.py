@@ -17,7 +17,7 @@ from quaero.ids import check_job_id
 from . import driver, search_text
 from .clock import aware
 from .db import Database
-from .models import documents
+from .models import contents, documents
 from .paging import PageTokens
 from .records import Document
 
@@ -31,6 +31,15 @@ FTS_MERGE_PAGES = -2000
 # {D, C, B, A} with the title as A and the text as D.
 TITLE_WEIGHT = 4.0
 PG_WEIGHTS = "'{0.25, 0.25, 0.25, 1.0}'"
+
+INSERT_CONTENT = sa.insert(contents).returning(contents.c.id)
+CONTENT_COLUMNS = ("content_hash", "title", "text", "text_truncated", "links", "stored_bytes", "created_at")
+# PostgreSQL: the content and its tsvector in one statement (an UPDATE after the INSERT cost a round trip
+# per page and wrote every content's row twice).
+PG_INSERT_CONTENT = (
+    f"INSERT INTO contents ({', '.join(CONTENT_COLUMNS)}, search) VALUES "
+    f"({', '.join(f'%({name})s' for name in CONTENT_COLUMNS)}, setweight(to_tsvector('simple', %(title_words)s), 'A') "
+    "|| setweight(to_tsvector('simple', %(text_words)s), 'D')) RETURNING id")
 
 HIT_COLUMNS = ("d.id, d.url, d.final_url, d.content_hash, d.content_type, d.status_code, d.job_id, "
                "d.parent_job_id, d.fetched_at, d.kind, d.etag, d.last_modified, d.definition_id, d.auth_id, "
@@ -51,16 +60,17 @@ class SearchIndex:
         self.tokens = tokens
         self.postgres = db.dialect == "postgresql"
 
-    def add(self, conn: Connection, content_id: int, title: str, text: str) -> None:
-        title_words, text_words = search_text.indexed(title, text)
+    def store(self, conn: Connection, values: dict[str, Any]) -> int:
+        """A new content (`values`: its CONTENT_COLUMNS) with its search entry, in the caller's transaction;
+        its id."""
+        title_words, text_words = search_text.indexed(values["title"], values["text"])
         if self.postgres:
-            conn.exec_driver_sql(
-                "UPDATE contents SET search = setweight(to_tsvector('simple', %(t)s), 'A') || "
-                "setweight(to_tsvector('simple', %(b)s), 'D') WHERE id = %(id)s",
-                {"t": title_words, "b": text_words, "id": content_id})
-        else:
-            conn.exec_driver_sql("INSERT INTO contents_fts (rowid, title, body) VALUES (?, ?, ?)",
-                                 (content_id, title_words, text_words))
+            return int(conn.exec_driver_sql(PG_INSERT_CONTENT, {
+                **values, "title_words": title_words, "text_words": text_words}).scalar_one())
+        content_id = int(conn.execute(INSERT_CONTENT, values).scalar_one())
+        conn.exec_driver_sql("INSERT INTO contents_fts (rowid, title, body) VALUES (?, ?, ?)",
+                             (content_id, title_words, text_words))
+        return content_id
 
     def remove(self, conn: Connection, rows: Sequence[tuple[int, str, str]]) -> None:
         """Before contents (id, title, text) are deleted. PostgreSQL's index goes with the row; FTS5's

@@ -8,7 +8,8 @@ from typing import Any
 import grpc
 import pytest
 
-from quaero.api.manager.v1 import jobs_pb2, jobs_pb2_grpc
+from quaero.api.manager.v1 import documents_pb2, jobs_pb2, jobs_pb2_grpc
+from quaero.convert import dict_to_struct
 from tests.support.grpc_errors import expect_error
 
 S = jobs_pb2
@@ -391,6 +392,36 @@ def test_a_worker_completes_a_batch_and_leases_the_next_in_one_call(manager: Any
             completions=[record], lease_next=following(worker_id="w" * 129))),
             grpc.StatusCode.INVALID_ARGUMENT, "VALUE_TOO_LONG", "lease_next.worker_id")
         assert manager.client.jobs.GetJob(S.GetJobRequest(job_id=held.job.id)).status == S.JOB_STATUS_RUNNING
+
+
+def test_one_url_recorded_by_two_runs_in_one_call_is_compared_with_the_first(manager: Any) -> None:
+    """A batch reads its URLs' latest stored versions at its start (one statement, not one per page). Two runs
+    of one definition recording the same URL in one call: the second record is compared with the first one's
+    document, written in this call, not with what the batch read before it (nothing then)."""
+    definition, kind, url = f"same-url-{time.monotonic_ns()}", f"same-url-{time.monotonic_ns()}", "https://site.test/p"
+    runs = []
+    for _ in range(2):
+        run = create(manager, config=dict_to_struct({"job_definition_id": definition}))
+        set_status(manager, run.id, S.JOB_STATUS_RUNNING)
+        manager.client.jobs.BatchCreateChildJobs(S.BatchCreateChildJobsRequest(
+            parent_id=run.id, children=[S.ChildJobSpec(type=kind, dedup_key=url)]))
+        runs.append(run.id)
+    with manager.connect_as_executor() as executor:
+        leased = executor.jobs.LeaseJobs(S.LeaseJobsRequest(worker_id="w", max_jobs=2, type=kind)).leased_jobs
+        assert len(leased) == 2
+        records = [S.CompleteLeasedJobRequest(
+            job_id=item.job.id, lease_token=item.lease.lease_token, status=S.JOB_STATUS_COMPLETED,
+            document=documents_pb2.Document(url=url, final_url=url, title=f"version {n}", text=f"version {n}",
+                                            content_hash=f"{n:064x}", status_code=200))
+            for n, item in enumerate(leased, start=1)]
+        outcomes = executor.jobs.CompleteLeasedJobs(S.CompleteLeasedJobsRequest(completions=records)).outcomes
+        assert [outcome.code for outcome in outcomes] == [0, 0]
+    kinds = {}
+    for n, item in enumerate(leased, start=1):
+        [document] = manager.client.documents.ListDocuments(documents_pb2.ListDocumentsRequest(
+            parent_job_id=item.job.parent_id)).documents
+        kinds[n] = document.kind
+    assert kinds == {1: documents_pb2.DOCUMENT_KIND_NEW, 2: documents_pb2.DOCUMENT_KIND_CHANGED}
 
 
 def test_every_rpc_takes_any_spelling_of_a_job_id_and_answers_the_canonical_one(manager: Any) -> None:
