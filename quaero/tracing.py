@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -163,9 +164,15 @@ def context_from(carrier: Any) -> Any:
     """The context a carrier (a run's trace_context) names; None when off or when it names none."""
     if _tracer is None or not isinstance(carrier, Mapping):
         return None
+    return _extracted(tuple(sorted((str(key), str(value)) for key, value in carrier.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _extracted(carrier: tuple[tuple[str, str], ...]) -> Any:
+    # (A context is immutable and every page of a run names the same one: extracted once per run, not per page.)
     from opentelemetry.propagate import extract
 
-    return extract({str(key): str(value) for key, value in carrier.items()})
+    return extract(dict(carrier))
 
 
 def now_ns() -> int:
