@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import replace
 
 import grpc
@@ -11,7 +10,7 @@ from grpc_health.v1 import health_pb2
 from quaero.api.executor.v1 import executor_pb2_grpc
 from quaero.client import ManagerClient
 from quaero.config import ensure_data_dir
-from quaero.cookies.rules import public_suffixes
+from quaero.cookies.rules import load_public_suffixes_in_background
 from quaero.metrics import serve_metrics
 from quaero.rpc.interceptors import ExceptionToStatus
 from quaero.rpc.pool import WorkerPool
@@ -59,8 +58,7 @@ class ExecutorServer:
         self.port = self.service.port
 
     def start(self) -> int:
-        # The public-suffix list takes ~100 ms to load: loaded now, not by a run's first page.
-        threading.Thread(target=public_suffixes, name="warm-up", daemon=True).start()
+        load_public_suffixes_in_background()
         self.service.start()
         self.worker.start()
         self.service.health.set("", health_pb2.HealthCheckResponse.SERVING)  # liveness

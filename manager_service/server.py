@@ -9,6 +9,7 @@ import time
 import grpc
 
 from quaero.api.manager.v1 import auth_pb2_grpc, definitions_pb2_grpc, documents_pb2_grpc, jobs_pb2_grpc
+from quaero.cookies.rules import load_public_suffixes_in_background
 from quaero.metrics import serve_metrics
 from quaero.rpc.interceptors import ExceptionToStatus
 from quaero.rpc.pool import WorkerPool
@@ -91,6 +92,7 @@ class ManagerServer:
         return str(self.service.auth.role_of(context.invocation_metadata()) or "")
 
     def start(self) -> int:
+        load_public_suffixes_in_background()  # (the credential checks use it)
         if self.listener is not None:
             self.listener.start()
         if self.publisher is not None:

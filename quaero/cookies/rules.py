@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -31,6 +32,12 @@ _PATH_CHARACTERS = re.compile(r"[\x20-\x3a\x3c-\x7e]*")  # printable ASCII but '
 def public_suffixes() -> PublicSuffixList:
     """The one public-suffix list of the process (loading it costs ~10 MB and ~100 ms)."""
     return PublicSuffixList()
+
+
+def load_public_suffixes_in_background() -> None:
+    """A service starts loading the list now, on a thread of its own, so that its first request that needs
+    it (a run's first page, a PutCredentials) does not wait ~100-300 ms for it."""
+    threading.Thread(target=public_suffixes, name="public-suffixes", daemon=True).start()
 
 
 def is_ip_address(host: str) -> bool:
