@@ -17,6 +17,17 @@ from tests.process.test_executor_process import wait_for
 TOKEN = "metrics-token"
 
 
+def run_to_completion(executor_address: str, client: ManagerClient, definition_id: str) -> jobs_pb2.Job:
+    """Runs the definition through the executor's API and waits for its run to complete."""
+    channel = open_channel(executor_address, TOKEN)
+    run = executor_pb2_grpc.ExecutorStub(channel).ExecuteJobDefinition(
+        executor_pb2.ExecuteJobDefinitionRequest(definition_id=definition_id))
+    channel.close()
+    wait_for(lambda: client.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run.parent_job_id)).status
+             == jobs_pb2.JOB_STATUS_COMPLETED, 60, "the crawl")
+    return client.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run.parent_job_id))
+
+
 def test_both_services_serve_prometheus_metrics(tmp_path: Path) -> None:
     site = SiteServer(Routes({("127.0.0.1", "/"): html("home", "/a", "/b", "/missing"),
                               ("127.0.0.1", "/a"): html("a"), ("127.0.0.1", "/b"): html("b")})).start()
@@ -29,12 +40,7 @@ def test_both_services_serve_prometheus_metrics(tmp_path: Path) -> None:
                 job_definition=definitions_pb2.JobDefinition(id="metered", crawl=definitions_pb2.CrawlConfig(
                     start_urls=[f"http://127.0.0.1:{site.port}/"], allowed_networks=[LOCAL_SITES],
                     max_depth=1), max_child_failures=5)))
-            channel = open_channel(executor.address, TOKEN)
-            run = executor_pb2_grpc.ExecutorStub(channel).ExecuteJobDefinition(
-                executor_pb2.ExecuteJobDefinitionRequest(definition_id="metered"))
-            channel.close()
-            wait_for(lambda: client.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run.parent_job_id)).status
-                     == jobs_pb2.JOB_STATUS_COMPLETED, 60, "the crawl")
+            run_to_completion(executor.address, client, "metered")
         managed = scrape(manager.banner)
         executed = scrape(executor.banner)
         # four pages recorded in one to four calls (records that queue up are sent together)
@@ -70,13 +76,7 @@ def test_records_lease_the_next_pages_in_their_own_call(tmp_path: Path) -> None:
                     start_urls=[f"http://127.0.0.1:{site.port}/"], allowed_networks=[LOCAL_SITES], max_depth=10,
                     concurrency=4), max_child_failures=100)))
             before = scrape(manager.banner)
-            channel = open_channel(executor.address, TOKEN)
-            run = executor_pb2_grpc.ExecutorStub(channel).ExecuteJobDefinition(
-                executor_pb2.ExecuteJobDefinitionRequest(definition_id="tree"))
-            channel.close()
-            wait_for(lambda: client.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run.parent_job_id)).status
-                     == jobs_pb2.JOB_STATUS_COMPLETED, 60, "the crawl")
-            crawled = client.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=run.parent_job_id)).progress_current
+            crawled = run_to_completion(executor.address, client, "tree").progress_current
         after = scrape(manager.banner)
 
         def calls(method: str) -> float:
