@@ -466,6 +466,10 @@ def main() -> int:
     unknown = set(chosen) - {*SYSTEMS, "lease"}
     if unknown:
         parser.error(f"unknown --only {', '.join(sorted(unknown))}")
+    if "bullmq" in chosen and not (BULLMQ / "node_modules" / "bullmq").is_dir():
+        # (Found before any round runs, not as a traceback after ten minutes of the others.)
+        parser.error(f"BullMQ is not installed in {BULLMQ}: run `npm ci` there (`python3 build.py bench` does), "
+                     "or leave it out with --only")
     rounds: dict[str, Callable[[], Round]] = {
         "quaero-sqlite": lambda: quaero_round("", args.jobs, args.workers, args.in_flight),
         "quaero-postgres": lambda: with_postgres(args.postgres, lambda url: quaero_round(
