@@ -161,20 +161,17 @@ class Completions:
 
     def _send_batch(self, batch: list[_Pending]) -> list[BaseException | None]:
         request = jobs_pb2.CompleteLeasedJobsRequest(completions=[pending.request for pending in batch])
-        asked = self.lease_next.reserve(len(batch)) if self.lease_next is not None and not self._closing.is_set() else None
-        if asked is None:
-            response = call_patiently(lambda: self.manager.jobs.CompleteLeasedJobs(request, timeout=30),
-                                      wait=self._wait)
-        else:
-            assert self.lease_next is not None
+        taker = self.lease_next if not self._closing.is_set() else None
+        asked = taker.reserve(len(batch)) if taker is not None else None
+        if asked is not None:
             request.lease_next.CopyFrom(asked)
-            began, leased = tracing.now_ns() if tracing.enabled() else 0, None
-            try:
-                response = call_patiently(lambda: self.manager.jobs.CompleteLeasedJobs(request, timeout=30),
-                                          wait=self._wait)
-                leased = response.leased if response.HasField("leased") else None
-            finally:
-                self.lease_next.granted(asked, leased, began)
+        began, leased = tracing.now_ns() if tracing.enabled() else 0, None
+        try:
+            response = call_patiently(lambda: self.manager.jobs.CompleteLeasedJobs(request, timeout=30), wait=self._wait)
+            leased = response.leased if response.HasField("leased") else None
+        finally:
+            if taker is not None and asked is not None:  # (the reservation is given back whatever happened)
+                taker.granted(asked, leased, began)
         if len(response.outcomes) != len(batch):
             raise RecordRefused(grpc.StatusCode.INTERNAL, f"the manager answered {len(response.outcomes)} outcomes "
                                 f"for {len(batch)} records")

@@ -147,12 +147,12 @@ class Worker:
                 while (0 < self._free() < batch and self._fetching and not self._stop.is_set()
                        and time.monotonic() < deadline):
                     self._active_lock.wait(max(0.0, deadline - time.monotonic()))
+                if self._stop.is_set():
+                    return
                 free = self._free()
                 if free <= 0 or self.pages.completions.pending():
                     continue  # (records were handed over meanwhile: their call leases)
                 asked = self._lease_request(free)
-            if self._stop.is_set():
-                return
             lease_began = tracing.now_ns() if tracing.enabled() else 0
             leased: jobs_pb2.LeaseJobsResponse | None = None
             try:

@@ -81,12 +81,12 @@ UPSERT_COLUMNS = ("id", "url", "url_hash", "final_url", "content_id", "content_h
 LATEST = sa.text("latest")  # (written out: the partial index ix_documents_lineage is on exactly this)
 # A page's record reads and writes these: built once (building a statement per page cost more than running
 # it: a sixth of the manager's time per crawled page).
-LATEST_OF_URL = (sa.select(documents.c.id, documents.c.content_id, documents.c.content_hash, documents.c.parent_job_id,
-                           documents.c.content_type)
+_BASIS_COLUMNS = (documents.c.id, documents.c.content_id, documents.c.content_hash, documents.c.parent_job_id,
+                  documents.c.content_type, documents.c.url_hash)
+LATEST_OF_URL = (sa.select(*_BASIS_COLUMNS)
                  .where(documents.c.definition_id == sa.bindparam("d"), documents.c.url_hash == sa.bindparam("h"), LATEST)
                  .limit(1))
-LATEST_OF_URLS = (sa.select(documents.c.id, documents.c.content_id, documents.c.content_hash, documents.c.parent_job_id,
-                            documents.c.content_type, documents.c.url_hash)
+LATEST_OF_URLS = (sa.select(*_BASIS_COLUMNS)
                   .where(documents.c.definition_id == sa.bindparam("d"),
                          documents.c.url_hash.in_(sa.bindparam("hashes", expanding=True)), LATEST))
 NO_LONGER_LATEST = sa.update(documents).where(documents.c.id == sa.bindparam("r")).values(latest=False)
@@ -134,7 +134,7 @@ class DocumentStore:
         return known
 
     def basis(self, conn: Connection, document: DocumentInput, parent_job_id: str, definition_id: str,
-              known: LatestVersions | None = None) -> Basis:
+              known: LatestVersions) -> Basis:
         """Reads only: what the page's document will refer to. A 304 (not_modified) must name a stored
         version of the same URL and definition (InvalidArgument otherwise, before anything is written).
         `known`: the latest versions read for the batch (latest_of), where still current."""
@@ -142,7 +142,7 @@ class DocumentStore:
         latest: Any = None
         if definition_id:
             key = (definition_id, hashed)
-            if known is not None and key in known.rows and key not in known.written:
+            if key in known.rows and key not in known.written:
                 latest = known.rows[key]
             else:
                 latest = conn.execute(LATEST_OF_URL, {"d": definition_id, "h": hashed}).first()
@@ -168,11 +168,10 @@ class DocumentStore:
         return Basis(None, document.content_hash, CHANGED if latest is not None else NEW, replaces)
 
     def write(self, conn: Connection, document: DocumentInput, basis: Basis, job_id: str, parent_job_id: str,
-              definition_id: str, stamp: datetime, known: LatestVersions | None = None) -> None:
+              definition_id: str, stamp: datetime, known: LatestVersions) -> None:
         """The document (and its content and search entry when new), as the latest version of its URL
         (which `known` no longer holds: a later page of the batch with the same URL reads it again)."""
-        if known is not None:
-            known.written.add((definition_id, url_hash(without_nul(document.url))))
+        known.written.add((definition_id, url_hash(without_nul(document.url))))
         content_id = basis.content_id
         if content_id is None:
             content_id = self.index.store(conn, content_values(document, stamp))

@@ -378,8 +378,7 @@ class LeaseQueue:
             jsonvalues.check_object(spec.config, f"children[{index}].config")
 
     def _record(self, conn: Connection, completion: Completion, job: Job | None, stamp: datetime,
-                parents: _Parents, changed: set[str], definitions: dict[str, str],
-                known: LatestVersions | None = None) -> Job:
+                parents: _Parents, changed: set[str], definitions: dict[str, str], known: LatestVersions) -> Job:
         """One completion inside the caller's transaction (`job`: its row, locked). Raises JobNotFound,
         LeaseLost or InvalidArgument (a 304 against no stored version) before writing anything; the parent's
         counters are left to the caller (`parents`)."""

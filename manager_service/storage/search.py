@@ -33,7 +33,7 @@ TITLE_WEIGHT = 4.0
 PG_WEIGHTS = "'{0.25, 0.25, 0.25, 1.0}'"
 
 INSERT_CONTENT = sa.insert(contents).returning(contents.c.id)
-CONTENT_COLUMNS = ("content_hash", "title", "text", "text_truncated", "links", "stored_bytes", "created_at")
+CONTENT_COLUMNS = tuple(column.name for column in contents.c if column.name != "id")  # (what content_values gives)
 # PostgreSQL: the content and its tsvector in one statement (an UPDATE after the INSERT cost a round trip
 # per page and wrote every content's row twice).
 PG_INSERT_CONTENT = (
