@@ -134,7 +134,7 @@ class DocumentStore:
         return known
 
     def basis(self, conn: Connection, document: DocumentInput, parent_job_id: str, definition_id: str,
-              known: LatestVersions) -> Basis:
+              known: LatestVersions | None = None) -> Basis:
         """Reads only: what the page's document will refer to. A 304 (not_modified) must name a stored
         version of the same URL and definition (InvalidArgument otherwise, before anything is written).
         `known`: the latest versions read for the batch (latest_of), where still current."""
@@ -142,7 +142,7 @@ class DocumentStore:
         latest: Any = None
         if definition_id:
             key = (definition_id, hashed)
-            if key in known.rows and key not in known.written:
+            if known is not None and key in known.rows and key not in known.written:
                 latest = known.rows[key]
             else:
                 latest = conn.execute(LATEST_OF_URL, {"d": definition_id, "h": hashed}).first()
@@ -168,10 +168,11 @@ class DocumentStore:
         return Basis(None, document.content_hash, CHANGED if latest is not None else NEW, replaces)
 
     def write(self, conn: Connection, document: DocumentInput, basis: Basis, job_id: str, parent_job_id: str,
-              definition_id: str, stamp: datetime, known: LatestVersions) -> None:
+              definition_id: str, stamp: datetime, known: LatestVersions | None = None) -> None:
         """The document (and its content and search entry when new), as the latest version of its URL
         (which `known` no longer holds: a later page of the batch with the same URL reads it again)."""
-        known.written.add((definition_id, url_hash(without_nul(document.url))))
+        if known is not None:  # (None: a document written alone, as the search and prune benchmarks do)
+            known.written.add((definition_id, url_hash(without_nul(document.url))))
         content_id = basis.content_id
         if content_id is None:
             content_id = self.index.store(conn, content_values(document, stamp))
